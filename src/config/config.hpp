@@ -1,0 +1,94 @@
+// The run configuration: plain structs whose member initialisers are the documented defaults.
+// config.cpp keeps one table of every field (key path, type, default, range, one-line description);
+// loading, validation, --set overrides, the resolved config.json and the README's config reference
+// all come from that table, so a key, its struct field and its override always share one name.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace pg {
+
+struct ModelConfig {
+  std::string variant = "gpt";        // gpt | lipschitz (spectral issue) | moe (MoE issue)
+  int n_layer = 4;
+  int n_head = 4;
+  int d_model = 128;
+  int d_ff = 0;                       // 0 = 4 * d_model
+  int vocab_size = 50257;             // GPT-2 BPE; the GPU backend may pad to a multiple of 128
+  int seq_len = 128;
+  std::string norm = "layernorm";     // layernorm | rmsnorm | none
+  std::string pos = "learned";        // learned | rope
+  std::string activation = "gelu";    // gelu | relu2
+  bool qk_norm = false;               // RMS-normalise q and k per head before attention
+  bool tie_embeddings = true;         // LM head shares the token embedding matrix
+  bool bias = true;                   // biases in linear layers and norms
+  double logit_softcap = 0.0;         // 0 = off; else logits <- cap * tanh(logits / cap)
+  double rope_theta = 10000.0;
+  double init_std = 0.02;
+};
+
+struct DataConfig {
+  std::string train = "data/brown/brown_train_*.bin";  // glob of token shards
+  std::string val = "data/brown/brown_val_*.bin";
+  std::string tokenizer = "data/tokenizer";            // dir with encoder.json + vocab.bpe
+  std::string sampling = "random";                     // random | sequential
+};
+
+struct OptimConfig {
+  std::string kind = "adamw";         // adamw | muon
+  double lr = 3e-3;
+  double weight_decay = 0.1;          // decoupled; never applied to norms, gains, biases
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;             // global-norm clip; 0 = off
+  int warmup_steps = 20;
+  std::string schedule = "cosine";    // constant | cosine | linear (warm-down after warm-up)
+  double min_lr_ratio = 0.1;          // floor of the decay as a fraction of lr
+  int warmdown_steps = 0;             // linear/cosine: steps of decay at the end; 0 = all after warm-up
+};
+
+struct TrainConfig {
+  int max_steps = 300;
+  int batch_size = 16;                // sequences per micro-batch (per rank)
+  int grad_accum = 1;
+  int eval_every = 50;                // 0 = only at the end
+  int eval_batches = 16;
+  int log_every = 10;
+  int checkpoint_every = 100;         // 0 = only at the end
+  uint64_t seed = 1337;
+  int max_skipped = 5;                // consecutive non-finite steps that stop the run
+  std::string device = "auto";        // auto | cpu | cuda
+  int threads = 0;                    // CPU threads for GEMM; 0 = all cores
+  int sample_every = 0;               // 0 = never; else print a sample every N steps
+  int sample_tokens = 32;
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  OptimConfig optim;
+  TrainConfig train;
+
+  int d_ff() const { return model.d_ff > 0 ? model.d_ff : 4 * model.d_model; }
+  int d_head() const { return model.d_model / model.n_head; }
+};
+
+// Reads `path` (JSON), applies `overrides` ("key.path=value", in order) and validates.
+// Throws pg::UserError with one line naming the file/key and what was expected.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Defaults + overrides, no file.
+Config default_config(const std::vector<std::string>& overrides = {});
+// Applies one "key.path=value" override; value parsed per the field's type.
+void apply_override(Config& cfg, const std::string& assignment);
+// Every field and cross-field constraint (d_model % n_head == 0, rope needs even d_head, ...).
+void validate(const Config& cfg);
+nlohmann::json to_json(const Config& cfg);             // the resolved config, every field
+Config from_json(const nlohmann::json& j, const std::string& origin);  // origin names the source in errors
+// Markdown table: key | type | default | description, for the README.
+std::string describe_markdown();
+
+}  // namespace pg
