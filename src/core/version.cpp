@@ -1,0 +1,4 @@
+#include "core/version.hpp"
+namespace pg {
+const char* version() { return "0.1.0"; }
+}

@@ -1,0 +1,4 @@
+#pragma once
+namespace pg {
+const char* version();
+}
