@@ -1,1 +1,239 @@
-int main() { return 0; }
+// polargpt command line: a thin shell over the library. Each subcommand parses its flags with
+// cxxopts and calls one library entry point. Exit codes: 0 ok, 2 bad input (one-line error
+// naming the flag, file or key), 1 internal error.
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <spdlog/spdlog.h>
+
+#include "config/config.hpp"
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "core/version.hpp"
+#include "data/prepare.hpp"
+#include "data/tokenizer.hpp"
+#include "io/checkpoint_dir.hpp"
+#include "model/cpu_gpt.hpp"
+#include "model/gpt.hpp"
+#include "train/checkpoint.hpp"
+#include "train/sample.hpp"
+#include "train/trainer.hpp"
+
+namespace fs = std::filesystem;
+using namespace pg;
+
+namespace {
+
+const char* kUsage =
+    "usage: polargpt <command> [flags]\n"
+    "  train     --config FILE [--set key.path=value]... [--out RUN_DIR] [--resume RUN_DIR] [--device cpu|cuda]\n"
+    "  eval      --ckpt CKPT_DIR [--batches N]\n"
+    "  sample    --ckpt CKPT_DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+    "  prepare   --input FILES... --out DIR [--val-fraction F] [--name NAME] [--tokenizer DIR]\n"
+    "  tokenize  [--tokenizer DIR]   (text on stdin -> GPT-2 token ids on stdout)\n"
+    "  config    [--config FILE] [--set ...] [--describe]   (print the resolved config, or the reference table)\n"
+    "run `polargpt <command> --help` for a command's flags\n";
+
+cxxopts::ParseResult parse(cxxopts::Options& o, int argc, char** argv) {
+  o.add_options()("h,help", "show this help");
+  auto r = o.parse(argc, argv);
+  if (r.count("help")) {
+    std::cout << o.help() << "\n";
+    std::exit(0);
+  }
+  if (!r.unmatched().empty()) throw UserError(std::string(argv[0]) + ": unexpected argument '" + r.unmatched()[0] + "'");
+  return r;
+}
+
+std::string need(const cxxopts::ParseResult& r, const std::string& flag) {
+  if (!r.count(flag)) throw UserError("--" + flag + ": required");
+  return r[flag].as<std::string>();
+}
+
+// A checkpoint flag may name a checkpoint directory or a run directory (then its latest).
+std::string resolve_ckpt(const std::string& path) {
+  if (fs::exists(path + "/state.json")) return path;
+  if (fs::exists(path + "/checkpoints")) {
+    if (auto latest = io::find_latest_checkpoint(path)) return *latest;
+  }
+  throw UserError("--ckpt " + path + ": not a checkpoint directory (no state.json) nor a run directory with checkpoints");
+}
+
+std::string default_run_dir(const std::string& config_path) {
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  return "runs/" + fs::path(config_path).stem().string() + "-" + stamp;
+}
+
+int cmd_train(int argc, char** argv) {
+  cxxopts::Options o("polargpt train", "train a model");
+  o.add_options()("config", "config file (JSON)", cxxopts::value<std::string>())(
+      "set", "override a config field: key.path=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
+      "out", "run directory (default runs/<config>-<time>)", cxxopts::value<std::string>())(
+      "resume", "continue the run in RUN_DIR from its latest checkpoint", cxxopts::value<std::string>())(
+      "device", "cpu | cuda (overrides train.device)", cxxopts::value<std::string>());
+  auto r = parse(o, argc, argv);
+  std::vector<std::string> sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  if (r.count("device")) {
+    const std::string d = r["device"].as<std::string>();
+    if (d != "cpu" && d != "cuda" && d != "auto") throw UserError("--device: expected cpu or cuda, got '" + d + "'");
+    sets.push_back("train.device=" + d);
+  }
+  RunOptions ro;
+  std::string config_path;
+  if (r.count("resume")) {
+    ro.resume = true;
+    ro.run_dir = r["resume"].as<std::string>();
+    if (r.count("out") && r["out"].as<std::string>() != ro.run_dir)
+      throw UserError("--out: cannot differ from --resume (a resumed run continues in its own directory)");
+    config_path = r.count("config") ? r["config"].as<std::string>() : ro.run_dir + "/config.json";
+  } else {
+    config_path = need(r, "config");
+    ro.run_dir = r.count("out") ? r["out"].as<std::string>() : default_run_dir(config_path);
+  }
+  const Config cfg = load_config(config_path, sets);
+  spdlog::info("polargpt {}: run directory {}", version(), ro.run_dir);
+  const RunSummary s = train(cfg, ro);
+  spdlog::info("done: {} steps, train loss {:.4f}, val loss {:.4f}, val acc {:.3f}{}", s.steps_done,
+               s.final_train_loss, s.final_val_loss, s.final_val_acc, s.interrupted ? " (interrupted)" : "");
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  cxxopts::Options o("polargpt eval", "evaluate a checkpoint on its val split");
+  o.add_options()("ckpt", "checkpoint (or run) directory", cxxopts::value<std::string>())(
+      "batches", "batches to evaluate (0 = the whole val split)", cxxopts::value<int>()->default_value("0"));
+  auto r = parse(o, argc, argv);
+  const std::string ckpt = resolve_ckpt(need(r, "ckpt"));
+  const int batches = r["batches"].as<int>();
+  if (batches < 0) throw UserError("--batches: expected >= 0");
+  const EvalResult e = evaluate_checkpoint(ckpt, batches);
+  std::printf("{\"ckpt\": \"%s\", \"val_loss\": %.6f, \"val_acc\": %.6f, \"tokens\": %lld}\n", ckpt.c_str(), e.loss,
+              e.acc, (long long)e.tokens);
+  return 0;
+}
+
+int cmd_sample(int argc, char** argv) {
+  cxxopts::Options o("polargpt sample", "generate text from a checkpoint");
+  o.add_options()("ckpt", "checkpoint (or run) directory", cxxopts::value<std::string>())(
+      "prompt", "text to continue", cxxopts::value<std::string>()->default_value(""))(
+      "max-tokens", "tokens to generate", cxxopts::value<int>()->default_value("64"))(
+      "temperature", "softmax temperature (0 = greedy)", cxxopts::value<double>()->default_value("0.8"))(
+      "top-k", "sample among the k most likely (0 = all)", cxxopts::value<int>()->default_value("40"))(
+      "seed", "random seed", cxxopts::value<uint64_t>()->default_value("1"));
+  auto r = parse(o, argc, argv);
+  const std::string ckpt = resolve_ckpt(need(r, "ckpt"));
+  SampleOptions so;
+  so.max_tokens = r["max-tokens"].as<int>();
+  so.temperature = r["temperature"].as<double>();
+  so.top_k = r["top-k"].as<int>();
+  if (so.max_tokens < 1) throw UserError("--max-tokens: expected >= 1");
+  if (so.temperature < 0) throw UserError("--temperature: expected >= 0");
+  if (so.top_k < 0) throw UserError("--top-k: expected >= 0");
+  const nlohmann::json st = load_state_json(ckpt);
+  const Config cfg = from_json(st.at("config"), ckpt + "/state.json");
+  const ParamTable table = build_gpt_params(cfg);
+  std::vector<float> params(size_t(table.total()), 0.0f);
+  load_model_weights(ckpt, table, params);
+  const Gpt2Tokenizer tok = Gpt2Tokenizer::load(cfg.data.tokenizer);
+  std::vector<int> ctx = tok.encode(r["prompt"].as<std::string>());
+  ctx.insert(ctx.begin(), tok.eot());
+  so.stop_token = tok.eot();
+  CpuGpt<float> model(cfg, table, 1);
+  Rng rng(r["seed"].as<uint64_t>());
+  const auto ids = sample_tokens(model, params, ctx, cfg.model.seq_len, cfg.model.vocab_size, so, rng);
+  std::cout << r["prompt"].as<std::string>() << tok.decode(ids) << "\n";
+  return 0;
+}
+
+int cmd_prepare(int argc, char** argv) {
+  cxxopts::Options o("polargpt prepare", "tokenize text files into llm.c-format token shards");
+  o.add_options()("input", "text files", cxxopts::value<std::vector<std::string>>())(
+      "out", "output directory", cxxopts::value<std::string>())(
+      "val-fraction", "share of tokens for the val split", cxxopts::value<double>()->default_value("0.05"))(
+      "name", "shard name prefix (default: the output directory's name)", cxxopts::value<std::string>())(
+      "tokenizer", "directory with encoder.json and vocab.bpe",
+      cxxopts::value<std::string>()->default_value("data/tokenizer"));
+  o.parse_positional({"input"});
+  auto r = parse(o, argc, argv);
+  if (!r.count("input")) throw UserError("--input: required (one or more text files)");
+  const std::string out = need(r, "out");
+  const double vf = r["val-fraction"].as<double>();
+  if (!(vf >= 0.0 && vf < 1.0)) throw UserError("--val-fraction: expected a number in [0, 1)");
+  const std::string name = r.count("name") ? r["name"].as<std::string>() : fs::path(out).filename().string();
+  const Gpt2Tokenizer tok = Gpt2Tokenizer::load(r["tokenizer"].as<std::string>());
+  const PrepareResult res = prepare_corpus(r["input"].as<std::vector<std::string>>(), out, vf, tok, name);
+  spdlog::info("prepared {} train and {} val tokens into {}", res.train_tokens, res.val_tokens, out);
+  for (const auto& f : res.files) std::cout << f << "\n";
+  return 0;
+}
+
+int cmd_tokenize(int argc, char** argv) {
+  cxxopts::Options o("polargpt tokenize", "text on stdin -> GPT-2 token ids");
+  o.add_options()("tokenizer", "directory with encoder.json and vocab.bpe",
+                  cxxopts::value<std::string>()->default_value("data/tokenizer"));
+  auto r = parse(o, argc, argv);
+  const Gpt2Tokenizer tok = Gpt2Tokenizer::load(r["tokenizer"].as<std::string>());
+  const std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  std::cout << tokenize_to_string(tok, text) << "\n";
+  return 0;
+}
+
+int cmd_config(int argc, char** argv) {
+  cxxopts::Options o("polargpt config", "print the resolved config or the config reference");
+  o.add_options()("config", "config file", cxxopts::value<std::string>())(
+      "set", "override key.path=value", cxxopts::value<std::vector<std::string>>())(
+      "describe", "print the reference table (Markdown)");
+  auto r = parse(o, argc, argv);
+  if (r.count("describe")) {
+    std::cout << describe_markdown();
+    return 0;
+  }
+  const auto sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  const Config cfg = r.count("config") ? load_config(r["config"].as<std::string>(), sets) : default_config(sets);
+  std::cout << to_json(cfg).dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+    (argc < 2 ? std::cerr : std::cout) << "polargpt " << version() << "\n" << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "--version" || cmd == "version") {
+    std::cout << "polargpt " << version() << " (backends: " << backends() << ")\n";
+    return 0;
+  }
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  try {
+    if (cmd == "train") return cmd_train(argc - 1, argv + 1);
+    if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
+    if (cmd == "sample") return cmd_sample(argc - 1, argv + 1);
+    if (cmd == "prepare") return cmd_prepare(argc - 1, argv + 1);
+    if (cmd == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
+    if (cmd == "config") return cmd_config(argc - 1, argv + 1);
+    std::cerr << "polargpt: unknown command '" << cmd << "' (expected train, eval, sample, prepare, tokenize, config)\n";
+    return 2;
+  } catch (const UserError& e) {
+    std::cerr << "polargpt " << cmd << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "polargpt " << cmd << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "polargpt " << cmd << ": internal error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,4 +1,11 @@
 #include "core/version.hpp"
 namespace pg {
 const char* version() { return "0.1.0"; }
+const char* backends() {
+#ifdef POLARGPT_WITH_CUDA
+  return "cpu, cuda";
+#else
+  return "cpu";
+#endif
 }
+}  // namespace pg

@@ -1,4 +1,5 @@
 #pragma once
 namespace pg {
 const char* version();
-}
+const char* backends();  // the backends compiled into this build, e.g. "cpu, cuda"
+}  // namespace pg

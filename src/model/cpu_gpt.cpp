@@ -1,0 +1,202 @@
+#include "model/cpu_gpt.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/ops.hpp"
+#include "core/error.hpp"
+
+namespace pg {
+
+namespace {
+int64_t off(const ParamTable& t, const std::string& name) {
+  const ParamInfo* p = t.find(name);
+  return p ? p->offset : -1;
+}
+}  // namespace
+
+template <typename T>
+CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(cfg), max_batch_(max_batch) {
+  const auto& m = cfg.model;
+  L_ = m.n_layer, C_ = m.d_model, F_ = cfg.d_ff(), V_ = m.vocab_size, NH_ = m.n_head, HS_ = cfg.d_head();
+  S_ = m.seq_len;
+  ln_ = m.norm == "layernorm", has_norm_ = m.norm != "none", rope_ = m.pos == "rope";
+  qk_norm_ = m.qk_norm, gelu_ = m.activation == "gelu", tied_ = m.tie_embeddings;
+  softcap_ = m.logit_softcap;
+
+  wte_ = off(t, "wte"), wpe_ = off(t, "wpe"), lnf_w_ = off(t, "ln_f.weight"), lnf_b_ = off(t, "ln_f.bias");
+  head_ = tied_ ? wte_ : off(t, "lm_head.weight");
+  for (int l = 0; l < L_; ++l) {
+    const std::string h = "h." + std::to_string(l);
+    Layer w;
+    w.ln1_w = off(t, h + ".ln_1.weight"), w.ln1_b = off(t, h + ".ln_1.bias");
+    w.q = off(t, h + ".attn.q.weight"), w.k = off(t, h + ".attn.k.weight"), w.v = off(t, h + ".attn.v.weight");
+    w.qb = off(t, h + ".attn.q.bias"), w.kb = off(t, h + ".attn.k.bias"), w.vb = off(t, h + ".attn.v.bias");
+    w.o = off(t, h + ".attn.o.weight"), w.ob = off(t, h + ".attn.o.bias");
+    w.ln2_w = off(t, h + ".ln_2.weight"), w.ln2_b = off(t, h + ".ln_2.bias");
+    w.fc = off(t, h + ".mlp.fc.weight"), w.fcb = off(t, h + ".mlp.fc.bias");
+    w.proj = off(t, h + ".mlp.proj.weight"), w.projb = off(t, h + ".mlp.proj.bias");
+    PG_CHECK(w.q >= 0 && w.o >= 0 && w.fc >= 0 && w.proj >= 0, "parameter table lacks layer " + h);
+    layers_.push_back(w);
+  }
+  PG_CHECK(wte_ >= 0 && head_ >= 0, "parameter table lacks the embedding or head");
+
+  // Arena layout: sizes first, then pointers.
+  const int64_t N = int64_t(max_batch) * S_, NC = N * C_, NF = N * F_, NV = N * V_;
+  const int64_t P = int64_t(max_batch) * NH_ * S_ * S_, NR = N * NH_;
+  int64_t per_layer = 2 * NC + (has_norm_ ? NC + 2 * N : 0) + (qk_norm_ ? 2 * NC + 2 * NR : 0) + 3 * NC + P + NC +
+                      (has_norm_ ? NC + 2 * N : 0) + 2 * NF;
+  int64_t total = L_ * per_layer + NC + (has_norm_ ? NC + 2 * N : 0) + NV + (softcap_ > 0 ? NV : 0) + N;
+  total += 7 * NC + 2 * NF;  // backward scratch
+  arena_.assign(size_t(total), T(0));
+  T* cur = arena_.data();
+  auto take = [&](int64_t n) { T* p = cur; cur += n; return p; };
+  acts_.resize(size_t(L_));
+  for (auto& a : acts_) {
+    a.res_in = take(NC);
+    a.res_mid = take(NC);
+    if (has_norm_) a.ln1 = take(NC), a.ln1_mean = take(N), a.ln1_rstd = take(N);
+    else a.ln1 = a.res_in, a.ln1_mean = a.ln1_rstd = nullptr;
+    if (qk_norm_) a.q_raw = take(NC), a.k_raw = take(NC), a.q_rstd = take(NR), a.k_rstd = take(NR);
+    else a.q_raw = a.k_raw = a.q_rstd = a.k_rstd = nullptr;
+    a.q = take(NC), a.k = take(NC), a.v = take(NC), a.probs = take(P), a.att = take(NC);
+    if (has_norm_) a.ln2 = take(NC), a.ln2_mean = take(N), a.ln2_rstd = take(N);
+    else a.ln2 = a.res_mid, a.ln2_mean = a.ln2_rstd = nullptr;
+    a.fc = take(NF), a.act = take(NF);
+  }
+  res_final_ = take(NC);
+  if (has_norm_) lnf_ = take(NC), lnf_mean_ = take(N), lnf_rstd_ = take(N);
+  else lnf_ = res_final_, lnf_mean_ = lnf_rstd_ = nullptr;
+  logits_ = take(NV);
+  dlogits_ = softcap_ > 0 ? take(NV) : logits_;
+  losses_ = take(N);
+  dres_ = take(NC), dln_ = take(NC), dq_ = take(NC), dk_ = take(NC), dv_ = take(NC), dtmp_ = take(NC), datt_ = take(NC);
+  dfc_ = take(NF), dact_ = take(NF);
+  PG_CHECK(cur == arena_.data() + arena_.size(), "arena layout mismatch");
+  inputs_.resize(size_t(N));
+  targets_.resize(size_t(N));
+}
+
+template <typename T>
+void CpuGpt<T>::norm_fwd(T* out, T* mean, T* rstd, const T* inp, int64_t w, int64_t b, const T* P, int N) {
+  if (!has_norm_) return;  // out aliases inp
+  if (ln_) cpu::layernorm_fwd(out, mean, rstd, inp, P + w, b >= 0 ? P + b : nullptr, N, C_);
+  else cpu::rmsnorm_fwd(out, rstd, inp, P + w, N, C_);
+}
+
+template <typename T>
+void CpuGpt<T>::norm_bwd(T* dinp, T* G, const T* dout, const T* inp, int64_t w, int64_t b, const T* P,
+                         const T* mean, const T* rstd, int N) {
+  if (!has_norm_) {
+    cpu::axpy(dinp, dout, T(1), int64_t(N) * C_);
+    return;
+  }
+  if (ln_) cpu::layernorm_bwd(dinp, G + w, b >= 0 ? G + b : nullptr, dout, inp, P + w, mean, rstd, N, C_);
+  else cpu::rmsnorm_bwd(dinp, G + w, dout, inp, P + w, rstd, N, C_);
+}
+
+template <typename T>
+double CpuGpt<T>::forward(const T* P, const int32_t* inputs, const int32_t* targets, int B, int Tn,
+                          int64_t* n_correct) {
+  PG_CHECK(B >= 1 && B <= max_batch_ && Tn >= 1 && Tn <= S_, "forward: batch or length beyond the arena");
+  B_ = B, Tn_ = Tn;
+  const int N = B * Tn;
+  std::copy(inputs, inputs + N, inputs_.begin());
+  if (targets) std::copy(targets, targets + N, targets_.begin());
+  auto bias = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };
+  const double scale = 1.0 / std::sqrt(double(HS_));
+
+  cpu::embedding_fwd(acts_[0].res_in, inputs, P + wte_, wpe_ >= 0 ? P + wpe_ : nullptr, B, Tn, C_);
+  for (int l = 0; l < L_; ++l) {
+    const Layer& w = layers_[size_t(l)];
+    LayerActs& a = acts_[size_t(l)];
+    norm_fwd(a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, w.ln1_w, w.ln1_b, P, N);
+    T* q_lin = qk_norm_ ? a.q_raw : a.q;
+    T* k_lin = qk_norm_ ? a.k_raw : a.k;
+    cpu::matmul_fwd(q_lin, a.ln1, P + w.q, bias(w.qb), N, C_, C_);
+    cpu::matmul_fwd(k_lin, a.ln1, P + w.k, bias(w.kb), N, C_, C_);
+    cpu::matmul_fwd(a.v, a.ln1, P + w.v, bias(w.vb), N, C_, C_);
+    if (qk_norm_) {  // parameter-free RMS norm of each head's q and k
+      cpu::rmsnorm_fwd(a.q, a.q_rstd, a.q_raw, (const T*)nullptr, N * NH_, HS_);
+      cpu::rmsnorm_fwd(a.k, a.k_rstd, a.k_raw, (const T*)nullptr, N * NH_, HS_);
+    }
+    if (rope_) {
+      cpu::rope_fwd(a.q, B, Tn, NH_, HS_, cfg_.model.rope_theta);
+      cpu::rope_fwd(a.k, B, Tn, NH_, HS_, cfg_.model.rope_theta);
+    }
+    cpu::attention_fwd(a.att, a.probs, a.q, a.k, a.v, B, Tn, NH_, HS_, scale);
+    cpu::matmul_fwd(a.res_mid, a.att, P + w.o, bias(w.ob), N, C_, C_);
+    cpu::axpy(a.res_mid, a.res_in, T(1), int64_t(N) * C_);
+    norm_fwd(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, w.ln2_w, w.ln2_b, P, N);
+    cpu::matmul_fwd(a.fc, a.ln2, P + w.fc, bias(w.fcb), N, C_, F_);
+    if (gelu_) cpu::gelu_fwd(a.act, a.fc, int64_t(N) * F_);
+    else cpu::relu2_fwd(a.act, a.fc, int64_t(N) * F_);
+    T* out = l + 1 < L_ ? acts_[size_t(l) + 1].res_in : res_final_;
+    cpu::matmul_fwd(out, a.act, P + w.proj, bias(w.projb), N, F_, C_);
+    cpu::axpy(out, a.res_mid, T(1), int64_t(N) * C_);
+  }
+  norm_fwd(lnf_, lnf_mean_, lnf_rstd_, res_final_, lnf_w_, lnf_b_, P, N);
+  cpu::matmul_fwd(logits_, lnf_, P + head_, (const T*)nullptr, N, C_, V_);
+  if (softcap_ > 0) cpu::softcap_fwd(logits_, logits_, int64_t(N) * V_, softcap_);
+  if (!targets) return 0.0;
+  return cpu::cross_entropy_fwd(losses_, n_correct, logits_, targets, N, V_);
+}
+
+template <typename T>
+void CpuGpt<T>::backward(const T* P, T* G, double loss_scale) {
+  const int B = B_, Tn = Tn_, N = B * Tn;
+  const int64_t NC = int64_t(N) * C_, NF = int64_t(N) * F_;
+  auto bias = [&](int64_t o) { return o >= 0 ? G + o : nullptr; };
+  auto zero = [](T* p, int64_t n) { std::fill(p, p + n, T(0)); };
+  const double scale = 1.0 / std::sqrt(double(HS_));
+
+  cpu::cross_entropy_bwd(dlogits_, logits_, targets_.data(), N, V_, loss_scale / N);
+  if (softcap_ > 0) cpu::softcap_bwd(dlogits_, dlogits_, logits_, int64_t(N) * V_, softcap_);
+  zero(dln_, NC);
+  cpu::matmul_bwd(dln_, G + head_, (T*)nullptr, dlogits_, lnf_, P + head_, N, C_, V_);
+  zero(dres_, NC);
+  norm_bwd(dres_, G, dln_, res_final_, lnf_w_, lnf_b_, P, lnf_mean_, lnf_rstd_, N);
+
+  for (int l = L_ - 1; l >= 0; --l) {
+    const Layer& w = layers_[size_t(l)];
+    const LayerActs& a = acts_[size_t(l)];
+    // MLP branch: dres holds d(block output); it also flows straight through to res_mid.
+    zero(dact_, NF);
+    cpu::matmul_bwd(dact_, G + w.proj, bias(w.projb), dres_, a.act, P + w.proj, N, F_, C_);
+    zero(dfc_, NF);
+    if (gelu_) cpu::gelu_bwd(dfc_, dact_, a.fc, NF);
+    else cpu::relu2_bwd(dfc_, dact_, a.fc, NF);
+    zero(dln_, NC);
+    cpu::matmul_bwd(dln_, G + w.fc, bias(w.fcb), dfc_, a.ln2, P + w.fc, N, C_, F_);
+    norm_bwd(dres_, G, dln_, a.res_mid, w.ln2_w, w.ln2_b, P, a.ln2_mean, a.ln2_rstd, N);
+    // Attention branch.
+    zero(datt_, NC);
+    cpu::matmul_bwd(datt_, G + w.o, bias(w.ob), dres_, a.att, P + w.o, N, C_, C_);
+    zero(dq_, NC), zero(dk_, NC), zero(dv_, NC);
+    cpu::attention_bwd(dq_, dk_, dv_, datt_, a.probs, a.q, a.k, a.v, B, Tn, NH_, HS_, scale);
+    if (rope_) {
+      cpu::rope_bwd(dq_, B, Tn, NH_, HS_, cfg_.model.rope_theta);
+      cpu::rope_bwd(dk_, B, Tn, NH_, HS_, cfg_.model.rope_theta);
+    }
+    if (qk_norm_) {  // d q_raw, d k_raw through the parameter-free per-head RMS norm
+      zero(dtmp_, NC);
+      cpu::rmsnorm_bwd(dtmp_, (T*)nullptr, dq_, a.q_raw, (const T*)nullptr, a.q_rstd, N * NH_, HS_);
+      std::copy(dtmp_, dtmp_ + NC, dq_);
+      zero(dtmp_, NC);
+      cpu::rmsnorm_bwd(dtmp_, (T*)nullptr, dk_, a.k_raw, (const T*)nullptr, a.k_rstd, N * NH_, HS_);
+      std::copy(dtmp_, dtmp_ + NC, dk_);
+    }
+    zero(dln_, NC);
+    cpu::matmul_bwd(dln_, G + w.q, bias(w.qb), dq_, a.ln1, P + w.q, N, C_, C_);
+    cpu::matmul_bwd(dln_, G + w.k, bias(w.kb), dk_, a.ln1, P + w.k, N, C_, C_);
+    cpu::matmul_bwd(dln_, G + w.v, bias(w.vb), dv_, a.ln1, P + w.v, N, C_, C_);
+    norm_bwd(dres_, G, dln_, a.res_in, w.ln1_w, w.ln1_b, P, a.ln1_mean, a.ln1_rstd, N);
+  }
+  cpu::embedding_bwd(G + wte_, wpe_ >= 0 ? G + wpe_ : nullptr, dres_, inputs_.data(), B, Tn, C_);
+}
+
+template class CpuGpt<float>;
+template class CpuGpt<double>;
+
+}  // namespace pg

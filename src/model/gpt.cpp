@@ -1,0 +1,78 @@
+#include "model/gpt.hpp"
+
+#include <cmath>
+#include <string>
+
+#include "core/rng.hpp"
+
+namespace pg {
+
+ParamTable build_gpt_params(const Config& cfg) {
+  const auto& m = cfg.model;
+  const int64_t C = m.d_model, V = m.vocab_size, F = cfg.d_ff(), T = m.seq_len;
+  const bool ln = m.norm == "layernorm", has_norm = m.norm != "none";
+  ParamTable t;
+  t.add("wte", {V, C}, Role::embed, true);
+  if (m.pos == "learned") t.add("wpe", {T, C}, Role::pos_embed, true);
+  auto norm = [&](const std::string& p) {
+    if (!has_norm) return;
+    t.add(p + ".weight", {C}, Role::norm, false);
+    if (ln && m.bias) t.add(p + ".bias", {C}, Role::bias, false);
+  };
+  auto linear = [&](const std::string& p, int64_t out, int64_t in, Role role) {
+    t.add(p + ".weight", {out, in}, role, true);
+    if (m.bias) t.add(p + ".bias", {out}, Role::bias, false);
+  };
+  for (int l = 0; l < m.n_layer; ++l) {
+    const std::string h = "h." + std::to_string(l);
+    norm(h + ".ln_1");
+    // q, k, v weights first and adjacent (fused-GEMM friendly), then their biases.
+    t.add(h + ".attn.q.weight", {C, C}, Role::attn, true);
+    t.add(h + ".attn.k.weight", {C, C}, Role::attn, true);
+    t.add(h + ".attn.v.weight", {C, C}, Role::attn, true);
+    if (m.bias) {
+      t.add(h + ".attn.q.bias", {C}, Role::bias, false);
+      t.add(h + ".attn.k.bias", {C}, Role::bias, false);
+      t.add(h + ".attn.v.bias", {C}, Role::bias, false);
+    }
+    linear(h + ".attn.o", C, C, Role::attn);
+    norm(h + ".ln_2");
+    linear(h + ".mlp.fc", F, C, Role::mlp);
+    linear(h + ".mlp.proj", C, F, Role::mlp);
+  }
+  norm("ln_f");
+  if (!m.tie_embeddings) t.add("lm_head.weight", {V, C}, Role::head, true);
+
+  const bool muon = cfg.optim.kind == "muon";
+  for (auto& p : t.entries())
+    p.muon = muon && p.is_matrix() && (p.role == Role::attn || p.role == Role::mlp || p.role == Role::expert);
+  return t;
+}
+
+void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float> params, uint64_t seed) {
+  Rng rng(seed);
+  const double std0 = cfg.model.init_std;
+  const double std_resid = std0 / std::sqrt(2.0 * cfg.model.n_layer);
+  for (float& x : params) x = 0.0f;
+  for (const auto& p : table.entries()) {
+    float* w = params.data() + p.offset;
+    if (p.role == Role::norm) {
+      for (int64_t i = 0; i < p.numel; ++i) w[i] = 1.0f;
+    } else if (p.role == Role::bias) {
+      // zeros
+    } else {
+      const bool resid = p.name.ends_with(".attn.o.weight") || p.name.ends_with(".mlp.proj.weight");
+      const double s = resid ? std_resid : std0;
+      for (int64_t i = 0; i < p.numel; ++i) w[i] = float(s * rng.normal());
+    }
+  }
+}
+
+double gpt_flops_per_token(const Config& cfg) {
+  const auto& m = cfg.model;
+  const double C = m.d_model, F = cfg.d_ff(), L = m.n_layer, V = m.vocab_size, T = m.seq_len;
+  const double matmul_params = L * (4 * C * C + 2 * C * F) + V * C;
+  return 6.0 * matmul_params + 12.0 * L * T * C;  // attention as PaLM/nanoGPT count it (no causal halving)
+}
+
+}  // namespace pg

@@ -1,0 +1,33 @@
+// The GPT model plan, shared by every backend: which parameters exist (names, shapes, roles),
+// how they are initialised, and the FLOP count used for MFU. Backends implement the forward and
+// backward of this plan (cpu_gpt.hpp for the CPU reference).
+//
+// Block l (pre-norm):  h = norm1(x);  q,k,v = h W_q^T, h W_k^T, h W_v^T (+b);  [qk_norm]; [rope];
+//                      x += attn(q,k,v) W_o^T (+b);  h = norm2(x);  x += act(h W_fc^T + b) W_proj^T (+b)
+// Head:                logits = norm_f(x) W_head^T   (W_head = wte when tie_embeddings)
+//                      [soft cap: logits <- cap tanh(logits / cap)];  loss = mean cross-entropy
+// Names follow one scheme: wte, wpe, h.<l>.ln_1.weight, h.<l>.attn.q.weight, ..., ln_f.weight,
+// lm_head.weight. W_q, W_k, W_v are consecutive in the flat buffer, so a backend may run them
+// as one fused [3C, C] GEMM.
+#pragma once
+#include <cstdint>
+#include <span>
+
+#include "config/config.hpp"
+#include "model/param_table.hpp"
+
+namespace pg {
+
+// Builds the table for cfg.model and marks which tensors Muon takes (optim.kind = muon:
+// 2-D hidden matrices) and which are weight-decayed.
+ParamTable build_gpt_params(const Config& cfg);
+
+// GPT-2-style init: N(0, init_std) for matrices and embeddings, the two residual output
+// projections scaled by 1/sqrt(2 n_layer), biases 0, gains 1. Deterministic from seed.
+void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float> params, uint64_t seed);
+
+// Training FLOPs per token (forward + backward = 3x forward): 6 N_matmul + 12 L T C for attention
+// (PaLM appendix-B accounting; the embedding counts only as the head's matmul).
+double gpt_flops_per_token(const Config& cfg);
+
+}  // namespace pg

@@ -1,0 +1,284 @@
+#include "train/trainer.hpp"
+
+#include <cblas.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "data/dataloader.hpp"
+#include "data/shard.hpp"
+#include "data/tokenizer.hpp"
+#include "io/checkpoint_dir.hpp"
+#include "io/jsonl.hpp"
+#include "model/cpu_gpt.hpp"
+#include "model/gpt.hpp"
+#include "optim/adamw.hpp"
+#include "optim/lr_schedule.hpp"
+#include "train/checkpoint.hpp"
+#include "train/sample.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pg {
+
+namespace {
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+struct SignalGuard {  // SIGINT/SIGTERM end the run after the current step, with a checkpoint
+  void (*old_int)(int), (*old_term)(int);
+  SignalGuard() {
+    g_signal.store(0);
+    old_int = std::signal(SIGINT, on_signal);
+    old_term = std::signal(SIGTERM, on_signal);
+  }
+  ~SignalGuard() {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
+  }
+};
+
+void set_threads(const TrainConfig& t) {
+  const int n = t.threads > 0 ? t.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  openblas_set_num_threads(n);
+}
+
+std::string human_count(double x) {
+  char buf[32];
+  if (x >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", x / 1e6);
+  else if (x >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK", x / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", x);
+  return buf;
+}
+
+std::string human_time(double s) {
+  char buf[32];
+  const int t = int(s + 0.5);
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", t / 3600, (t / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%dm%02ds", t / 60, t % 60);
+  return buf;
+}
+
+EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, DataLoader& val, int B, int T,
+                    int max_batches) {
+  val.reset();
+  const int64_t per_batch = int64_t(B) * T;
+  int n = int(val.n_windows() / B);
+  if (max_batches > 0) n = std::min(n, max_batches);
+  if (n == 0) throw UserError("data.val: the val split holds fewer than batch_size windows of seq_len+1 tokens");
+  std::vector<int32_t> x(size_t(per_batch)), y(size_t(per_batch));
+  double loss = 0;
+  int64_t correct = 0;
+  for (int i = 0; i < n; ++i) {
+    val.next_batch(x, y);
+    int64_t c = 0;
+    loss += model.forward(params.data(), x.data(), y.data(), B, T, &c);
+    correct += c;
+  }
+  return {loss / n, double(correct) / double(per_batch * n), per_batch * n};
+}
+
+}  // namespace
+
+RunSummary train(const Config& cfg, const RunOptions& opt) {
+  if (cfg.train.device == "cuda") throw UserError("train.device: 'cuda' requested but this build has no CUDA backend");
+  set_threads(cfg.train);
+  const auto& m = cfg.model;
+  const int B = cfg.train.batch_size, T = m.seq_len, A = cfg.train.grad_accum;
+
+  std::error_code ec;
+  fs::create_directories(opt.run_dir, ec);
+  if (ec) throw UserError("--out " + opt.run_dir + ": cannot create directory (" + ec.message() + ")");
+
+  // Model, parameters, optimizer.
+  const ParamTable table = build_gpt_params(cfg);
+  std::vector<float> params(size_t(table.total()), 0.0f), grads(size_t(table.total()), 0.0f);
+  init_gpt_params(cfg, table, params, cfg.train.seed);
+  AdamW adamw(cfg.optim, table);
+  CpuGpt<float> model(cfg, table, B);
+
+  // Data.
+  DataLoader train_data({expand_shards(cfg.data.train, "data.train"), B, T, cfg.data.sampling == "random",
+                         cfg.train.seed, 0, 1});
+  DataLoader val_data({expand_shards(cfg.data.val, "data.val"), B, T, false, cfg.train.seed, 0, 1});
+
+  // State that a checkpoint carries.
+  int start_step = 0;
+  int64_t updates = 0, skipped_total = 0;
+  int skipped_in_row = 0;
+  double elapsed_before = 0.0;
+  Rng rng(cfg.train.seed ^ 0x5A4D504C45ull);
+
+  const std::string metrics_path = opt.run_dir + "/metrics.jsonl";
+  if (opt.resume) {
+    const auto latest = io::find_latest_checkpoint(opt.run_dir);
+    if (!latest) throw UserError("--resume " + opt.run_dir + ": no checkpoint found in " + opt.run_dir + "/checkpoints");
+    const nlohmann::json st = load_state_json(*latest);
+    load_model_weights(*latest, table, params);
+    load_optimizer_state(*latest, table, {adamw.m(), adamw.v()});
+    try {
+      start_step = st.at("step").get<int>();
+      updates = st.at("updates").get<int64_t>();
+      skipped_total = st.at("skipped_total").get<int64_t>();
+      skipped_in_row = st.at("skipped_in_row").get<int>();
+      elapsed_before = st.at("elapsed_s").get<double>();
+      std::array<uint64_t, 4> s{};
+      for (int i = 0; i < 4; ++i) s[size_t(i)] = std::stoull(st.at("rng").at(size_t(i)).get<std::string>());
+      rng.set_state(s);
+      train_data.set_state(st.at("data"));
+    } catch (const nlohmann::json::exception& e) {
+      throw UserError(*latest + "/state.json: missing or malformed field (" + std::string(e.what()) + ")");
+    }
+    if (fs::exists(metrics_path)) io::truncate_jsonl_after_step(metrics_path, start_step);
+    spdlog::info("resuming {} from step {}", *latest, start_step);
+  } else if (io::find_latest_checkpoint(opt.run_dir)) {
+    throw UserError("--out " + opt.run_dir + ": already holds a run with checkpoints; pass --resume " + opt.run_dir +
+                    " to continue it, or choose another --out");
+  }
+  {
+    std::ofstream f(opt.run_dir + "/config.json");
+    f << to_json(cfg).dump(2) << "\n";
+  }
+  io::JsonlWriter metrics(metrics_path, /*append=*/opt.resume);
+
+  spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
+               table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
+  spdlog::info("data: train {} tokens, val {} tokens; {} tokens per step", train_data.n_tokens(), val_data.n_tokens(),
+               int64_t(B) * T * A);
+
+  auto save = [&](int step) {
+    nlohmann::json st = {{"step", step},
+                         {"updates", updates},
+                         {"skipped_total", skipped_total},
+                         {"skipped_in_row", skipped_in_row},
+                         {"elapsed_s", elapsed_before},
+                         {"data", train_data.state()},
+                         {"config", to_json(cfg)}};
+    nlohmann::json r = nlohmann::json::array();
+    for (uint64_t w : rng.state()) r.push_back(std::to_string(w));
+    st["rng"] = r;
+    save_checkpoint(opt.run_dir, step, table, params, {adamw.m(), adamw.v()}, st);
+  };
+
+  SignalGuard signals;
+  RunSummary summary;
+  std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
+  const double tokens_per_step = double(B) * T * A;
+  auto t_start = std::chrono::steady_clock::now();
+  auto t_log = t_start;
+  int steps_since_log = 0;
+  const int max_steps = cfg.train.max_steps;
+
+  for (int step = start_step; step < max_steps; ++step) {
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    double loss = 0.0;
+    for (int a = 0; a < A; ++a) {
+      train_data.next_batch(x, y);
+      loss += model.forward(params.data(), x.data(), y.data(), B, T) / A;
+      model.backward(params.data(), grads.data(), 1.0 / A);
+    }
+    if (opt.after_backward) opt.after_backward(step, grads);
+    const double gnorm = global_grad_norm(grads);
+    const double lr = learning_rate(cfg.optim, step, max_steps);
+    const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
+    if (finite) {
+      skipped_in_row = 0;
+      if (cfg.optim.grad_clip > 0 && gnorm > cfg.optim.grad_clip) {
+        const float s = float(cfg.optim.grad_clip / gnorm);
+        for (float& g : grads) g *= s;
+      }
+      ++updates;
+      adamw.step(params, grads, lr, updates);
+    } else {
+      ++skipped_total;
+      ++skipped_in_row;
+      spdlog::warn("step {}: non-finite loss {} or grad norm {}; update skipped ({} in a row)", step + 1, loss, gnorm,
+                   skipped_in_row);
+      if (skipped_in_row >= cfg.train.max_skipped)
+        throw UserError("train.max_skipped: " + std::to_string(skipped_in_row) +
+                        " non-finite steps in a row at step " + std::to_string(step + 1) +
+                        "; stopping (the last good checkpoint is kept in " + opt.run_dir + "/checkpoints)");
+    }
+    const int done = step + 1;
+    ++steps_since_log;
+    summary.steps_done = done;
+    summary.final_train_loss = loss;
+
+    const bool last = done == max_steps;
+    const bool stop = g_signal.load() != 0;
+    const bool do_eval = last || (cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0);
+    const bool do_log = last || stop || do_eval || done % cfg.train.log_every == 0;
+    if (do_log) {
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - t_log).count();
+      const double elapsed = elapsed_before + std::chrono::duration<double>(now - t_start).count();
+      const double tps = dt > 0 ? steps_since_log * tokens_per_step / dt : 0.0;
+      nlohmann::json rec = {{"step", done},      {"train_loss", loss},         {"lr", lr},
+                            {"grad_norm", gnorm}, {"tokens_per_s", tps},        {"elapsed_s", elapsed},
+                            {"skipped_steps", skipped_total}};
+      std::string evalmsg;
+      if (do_eval) {
+        const EvalResult ev = run_eval(model, params, val_data, B, T, cfg.train.eval_batches);
+        rec["val_loss"] = ev.loss;
+        rec["val_acc"] = ev.acc;
+        summary.final_val_loss = ev.loss;
+        summary.final_val_acc = ev.acc;
+        evalmsg = fmt::format(" | val {:.4f} acc {:.3f}", ev.loss, ev.acc);
+      }
+      if (!finite) rec["train_loss"] = nullptr;
+      metrics.write(rec);
+      const double eta = tps > 0 ? (max_steps - done) * tokens_per_step / tps : 0.0;
+      spdlog::info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | ETA {}{}", done,
+                   int(std::to_string(max_steps).size()), max_steps, loss, lr, gnorm, human_count(tps),
+                   human_time(eta), evalmsg);
+      t_log = std::chrono::steady_clock::now();  // eval time is not training throughput
+      steps_since_log = 0;
+    }
+    if (cfg.train.sample_every > 0 && done % cfg.train.sample_every == 0) {
+      const Gpt2Tokenizer tok = Gpt2Tokenizer::load(cfg.data.tokenizer);
+      SampleOptions so;
+      so.max_tokens = cfg.train.sample_tokens;
+      CpuGpt<float> sampler(cfg, table, 1);
+      const auto ids = sample_tokens(sampler, params, {tok.eot()}, T, m.vocab_size, so, rng);
+      spdlog::info("sample: {}", tok.decode(ids));
+    }
+    if (last || stop || (cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0)) {
+      elapsed_before += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      t_start = std::chrono::steady_clock::now();
+      save(done);
+    }
+    if (stop && !last) {
+      spdlog::warn("signal {} received: checkpoint saved at step {}; resume with --resume {}", g_signal.load(), done,
+                   opt.run_dir);
+      summary.interrupted = true;
+      break;
+    }
+  }
+  return summary;
+}
+
+EvalResult evaluate_checkpoint(const std::string& ckpt_dir, int max_batches) {
+  const nlohmann::json st = load_state_json(ckpt_dir);
+  const Config cfg = from_json(st.at("config"), ckpt_dir + "/state.json");
+  set_threads(cfg.train);
+  const ParamTable table = build_gpt_params(cfg);
+  std::vector<float> params(size_t(table.total()), 0.0f);
+  load_model_weights(ckpt_dir, table, params);
+  const int B = cfg.train.batch_size, T = cfg.model.seq_len;
+  CpuGpt<float> model(cfg, table, B);
+  DataLoader val({expand_shards(cfg.data.val, "data.val"), B, T, false, cfg.train.seed, 0, 1});
+  return run_eval(model, params, val, B, T, max_batches);
+}
+
+}  // namespace pg

@@ -1,0 +1,44 @@
+// The Trainer: the step loop that ties data, model, optimizer, evaluation, logging and
+// checkpoints together.
+//
+// One step = grad_accum micro-batches of (batch_size, seq_len) forward + backward, gradients
+// averaged; global-norm clip; a non-finite loss or gradient norm skips the update (counted, and
+// max_skipped in a row stop the run with an error, the last good checkpoint kept); then the
+// optimizer update at the scheduled learning rate. Every log_every steps a progress line and a
+// metrics.jsonl record; every eval_every steps val loss and accuracy; every checkpoint_every
+// steps (and at the end, and on SIGINT/SIGTERM) an atomic checkpoint. A resumed run restores
+// weights, optimizer moments, counters and the data position, so on the CPU it reproduces the
+// uninterrupted run's losses exactly.
+#pragma once
+#include <functional>
+#include <span>
+#include <string>
+
+#include "config/config.hpp"
+
+namespace pg {
+
+struct RunOptions {
+  std::string run_dir;       // where config.json, metrics.jsonl and checkpoints/ go
+  bool resume = false;       // continue from run_dir's latest checkpoint
+  // Test hook: called with (step index, gradients) after backward, before the finiteness check.
+  std::function<void(int, std::span<float>)> after_backward;
+};
+
+struct RunSummary {
+  int steps_done = 0;
+  double final_train_loss = 0, final_val_loss = 0, final_val_acc = 0;
+  bool interrupted = false;
+};
+
+// Runs training; throws UserError for bad input, returns the summary otherwise.
+RunSummary train(const Config& cfg, const RunOptions& opt);
+
+struct EvalResult {
+  double loss = 0, acc = 0;
+  int64_t tokens = 0;
+};
+// Evaluates a checkpoint directory on its config's val split (max_batches 0 = the whole split).
+EvalResult evaluate_checkpoint(const std::string& ckpt_dir, int max_batches);
+
+}  // namespace pg

@@ -1,0 +1,176 @@
+// The command line as a user meets it: bad configs, data, checkpoints and flags each give one
+// line naming what is wrong and exit with code 2; a run killed with SIGKILL resumes to the same
+// losses as an uninterrupted run.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/synthetic_data.hpp"
+#include "common/temp_dir.hpp"
+#include "io/jsonl.hpp"
+
+namespace fs = std::filesystem;
+using namespace pg;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string output;
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(POLARGPT_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+int lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+void write(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+std::string small_sets(const test::TempDir& d) {
+  return "--set model.n_layer=1 --set model.d_model=16 --set model.n_head=2 --set model.vocab_size=32 "
+         "--set model.seq_len=16 --set train.batch_size=4 --set train.threads=1 --set train.log_every=1 "
+         "--set data.train=" + d / "syn_train_*.bin" + " --set data.val=" + d / "syn_val_*.bin";
+}
+
+}  // namespace
+
+TEST_CASE("cli: a bad config is refused with one line naming the key", "[cli]") {
+  test::TempDir d("cli");
+  write(d / "bad.json", R"({"model": {"n_layers": 4}})");
+  auto r = run("train --config " + d / "bad.json");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("model.n_layers"));
+
+  write(d / "range.json", R"({"optim": {"lr": -1}})");
+  r = run("train --config " + d / "range.json");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("optim.lr"));
+
+  r = run("train --config " + d / "missing.json");
+  REQUIRE(r.code == 2);
+  REQUIRE_THAT(r.output, Catch::Contains("missing.json"));
+
+  r = run("config --set model.n_layer=abc");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("model.n_layer"));
+}
+
+TEST_CASE("cli: unknown flags and commands exit 2 with one line", "[cli]") {
+  auto r = run("train --bogus 1");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("bogus"));
+  r = run("frobnicate");
+  REQUIRE(r.code == 2);
+  REQUIRE_THAT(r.output, Catch::Contains("frobnicate"));
+  r = run("eval");
+  REQUIRE(r.code == 2);
+  REQUIRE_THAT(r.output, Catch::Contains("--ckpt"));
+}
+
+TEST_CASE("cli: a missing or truncated shard is named in a one-line error", "[cli]") {
+  test::TempDir d("cli");
+  write(d / "c.json", "{}");
+  auto r = run("train --config " + d / "c.json" + " --set data.train=" + d / "nothing_*.bin" + " --out " + d / "run");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("data.train"));
+
+  test::write_markov_shards(d.str(), 32, 5000, 2000, 1);
+  fs::resize_file(d / "syn_train_000000.bin", fs::file_size(d / "syn_train_000000.bin") - 100);
+  r = run("train --config " + d / "c.json " + small_sets(d) + " --out " + d / "run2");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("syn_train_000000.bin"));
+}
+
+TEST_CASE("cli: a corrupt checkpoint is refused with one line", "[cli]") {
+  test::TempDir d("cli");
+  test::write_markov_shards(d.str(), 32, 5000, 2000, 2);
+  write(d / "c.json", "{}");
+  auto r = run("train --config " + d / "c.json " + small_sets(d) + " --set train.max_steps=2 --out " + d / "run");
+  REQUIRE(r.code == 0);
+  r = run("eval --ckpt " + d / "run");
+  REQUIRE(r.code == 0);
+  REQUIRE_THAT(r.output, Catch::Contains("val_loss"));
+  const std::string model = d / "run/checkpoints/00000002/model.safetensors";
+  fs::resize_file(model, fs::file_size(model) / 2);
+  r = run("eval --ckpt " + d / "run/checkpoints/00000002");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("model.safetensors"));
+  write(d / "run/checkpoints/00000002/state.json", "{not json");
+  r = run("sample --ckpt " + d / "run/checkpoints/00000002");
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("state.json"));
+}
+
+TEST_CASE("cli: a run killed with SIGKILL resumes to the uninterrupted run's losses", "[cli]") {
+  test::TempDir d("cli");
+  test::write_markov_shards(d.str(), 32, 50000, 2000, 3);
+  write(d / "c.json", "{}");
+  const std::string common = "train --config " + d / "c.json " + small_sets(d) +
+                             " --set train.max_steps=60 --set train.checkpoint_every=10 --set train.eval_every=0";
+  REQUIRE(run(common + " --out " + d / "full").code == 0);
+
+  const std::string cmd = std::string(POLARGPT_BINARY) + " " + common + " --out " + d / "killed";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Kill it once it has written its second checkpoint, mid-way through later steps.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool killed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(d / "killed/checkpoints/00000020")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(killed);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(run("train --resume " + d / "killed").code == 0);
+  const auto a = io::read_jsonl(d / "full/metrics.jsonl"), b = io::read_jsonl(d / "killed/metrics.jsonl");
+  REQUIRE(a.size() == 60);
+  REQUIRE(b.size() == 60);
+  for (size_t i = 0; i < a.size(); ++i) {
+    REQUIRE(b[i].at("step") == a[i].at("step"));
+    REQUIRE(b[i].at("train_loss").get<double>() == a[i].at("train_loss").get<double>());
+  }
+}
