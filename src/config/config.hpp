@@ -28,6 +28,8 @@ struct ModelConfig {
   double logit_softcap = 0.0;         // 0 = off; else logits <- cap * tanh(logits / cap)
   double rope_theta = 10000.0;
   double init_std = 0.02;
+
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct DataConfig {
@@ -35,6 +37,8 @@ struct DataConfig {
   std::string val = "data/brown/brown_val_*.bin";
   std::string tokenizer = "data/tokenizer";            // dir with encoder.json + vocab.bpe
   std::string sampling = "random";                     // random | sequential
+
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct OptimConfig {
@@ -49,6 +53,8 @@ struct OptimConfig {
   std::string schedule = "cosine";    // constant | cosine | linear (warm-down after warm-up)
   double min_lr_ratio = 0.1;          // floor of the decay as a fraction of lr
   int warmdown_steps = 0;             // linear/cosine: steps of decay at the end; 0 = all after warm-up
+
+  bool operator==(const OptimConfig&) const = default;
 };
 
 struct TrainConfig {
@@ -65,6 +71,8 @@ struct TrainConfig {
   int threads = 0;                    // CPU threads for GEMM; 0 = all cores
   int sample_every = 0;               // 0 = never; else print a sample every N steps
   int sample_tokens = 32;
+
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct Config {
@@ -75,20 +83,40 @@ struct Config {
 
   int d_ff() const { return model.d_ff > 0 ? model.d_ff : 4 * model.d_model; }
   int d_head() const { return model.d_model / model.n_head; }
+
+  bool operator==(const Config&) const = default;
 };
 
 // Reads `path` (JSON), applies `overrides` ("key.path=value", in order) and validates.
 // Throws pg::UserError with one line naming the file/key and what was expected.
+// Keys the file omits keep their defaults. Besides the sections, the top level may hold a
+// "$comment" or "description" string, which is ignored; any other unknown key is an error.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // Defaults + overrides, no file.
 Config default_config(const std::vector<std::string>& overrides = {});
-// Applies one "key.path=value" override; value parsed per the field's type.
+// Applies one "key.path=value" override; value parsed per the field's type: true|false for bools,
+// a JSON number for numbers, the raw text (or a JSON-quoted string) for strings.
 void apply_override(Config& cfg, const std::string& assignment);
 // Every field and cross-field constraint (d_model % n_head == 0, rope needs even d_head, ...).
-void validate(const Config& cfg);
+// `origin` starts the error line (the config file, "--set", ...).
+void validate(const Config& cfg, const std::string& origin = "config");
 nlohmann::json to_json(const Config& cfg);             // the resolved config, every field
-Config from_json(const nlohmann::json& j, const std::string& origin);  // origin names the source in errors
+// Defaults overlaid with `j`; types and per-field ranges are checked, cross-field constraints are
+// left to validate() so that overrides can still fix them. origin names the source in errors.
+Config from_json(const nlohmann::json& j, const std::string& origin);
 // Markdown table: key | type | default | description, for the README.
 std::string describe_markdown();
+
+// One row of the field table, for listings (help text, completion, the README).
+struct FieldInfo {
+  std::string key;                   // "model.n_layer": JSON path, struct field and --set key
+  std::string type;                  // int | uint64 | float | bool | enum | string
+  nlohmann::json default_value;
+  std::vector<std::string> choices;  // allowed values of an enum, else empty
+  std::string range;                 // ">= 1", "> 0", "in [0, 1)", "non-empty"; "" when any value
+  std::string description;
+};
+// Every field, in table order.
+std::vector<FieldInfo> config_fields();
 
 }  // namespace pg
