@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <numeric>
 #include <set>
@@ -16,7 +18,7 @@ namespace {
 struct Corpus {
   fs::path dir;
   std::vector<std::string> shards;
-  explicit Corpus(const std::string& name) : dir(fs::temp_directory_path() / name) {
+  explicit Corpus(const std::string& name) : dir(fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()))) {
     fs::remove_all(dir);
     fs::create_directories(dir);
     int next = 0;
