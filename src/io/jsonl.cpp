@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -74,7 +73,7 @@ SplitLines split_lines(std::string_view text) {
 bool step_after(const nlohmann::json& j, int64_t step) {
   const auto it = j.find("step");
   if (it == j.end()) return false;
-  if (it->is_number_unsigned()) return it->get<uint64_t>() > uint64_t(std::max<int64_t>(step, 0)) || step < 0;
+  if (it->is_number_unsigned()) return step < 0 || it->get<uint64_t>() > uint64_t(step);
   if (it->is_number_integer()) return it->get<int64_t>() > step;
   if (it->is_number_float()) return it->get<double>() > double(step);
   return false;
