@@ -180,7 +180,9 @@ CheckpointTransaction::CheckpointTransaction(const std::string& run_dir, int64_t
   tmp_dir_ = ckpt_root_ + "/.tmp-" + name_ + "-" + std::to_string(::getpid());
   std::error_code ec;
   fs::create_directories(ckpt_root_, ec);
-  if (ec) throw UserError(ckpt_root_ + ": cannot create checkpoint directory (" + ec.message() + ")");
+  if (ec) {
+    throw UserError(ckpt_root_ + ": cannot create checkpoint directory (" + ec.message() + ")");
+  }
   fs::remove_all(tmp_dir_, ec);  // left by an earlier process that had our pid
   if (!fs::create_directory(tmp_dir_, ec) || ec) {
     throw UserError(tmp_dir_ + ": cannot create temporary checkpoint directory (" +
@@ -214,13 +216,13 @@ void CheckpointTransaction::commit() {
       const std::string old = tmp_dir_ + "-old";
       fs::remove_all(old, ec);
       if (::rename(final.c_str(), old.c_str()) != 0) fail_errno(final, "cannot move aside");
-      if (::rename(tmp_dir_.c_str(), final.c_str()) != 0) fail_errno(final, "cannot rename into place");
+      if (::rename(tmp_dir_.c_str(), final.c_str()) != 0) fail_errno(final, "rename failed");
       fs::rename(old, tmp_dir_, ec);
     }
     fsync_path(ckpt_root_);
     fs::remove_all(tmp_dir_, ec);
   } else {
-    if (::rename(tmp_dir_.c_str(), final.c_str()) != 0) fail_errno(final, "cannot rename into place");
+    if (::rename(tmp_dir_.c_str(), final.c_str()) != 0) fail_errno(final, "rename failed");
     fsync_path(ckpt_root_);
   }
   write_file_atomic(ckpt_root_ + "/latest", name_ + "\n");
@@ -246,7 +248,8 @@ std::optional<std::string> find_latest_checkpoint(const std::string& run_dir) {
   if (!latest.empty()) {
     throw UserError(root + "/latest names '" + latest +
                     "', which is missing or incomplete (expected model.safetensors, "
-                    "optimizer.safetensors and state.json), and no other complete checkpoint exists");
+                    "optimizer.safetensors and state.json), and no other complete checkpoint "
+                    "exists");
   }
   return std::nullopt;
 }

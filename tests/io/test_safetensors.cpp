@@ -157,8 +157,8 @@ TEST_CASE("safetensors: each kind of corruption is a UserError naming the file",
               R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
               R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
               24);
-    REQUIRE_THROWS_WITH(SafetensorsReader(path),
-                        Contains(path) && Contains("overlap") && Contains("'a'") && Contains("'b'"));
+    REQUIRE_THROWS_WITH(SafetensorsReader(path), Contains(path) && Contains("overlap") &&
+                                                     Contains("'a'") && Contains("'b'"));
   }
   SECTION("nbytes does not match the shape") {
     write_raw(path, R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}})", 12);
