@@ -170,7 +170,7 @@ void parallel_for_range(int64_t n, int64_t min_chunk,
                         const std::function<void(int64_t, int64_t)>& f) {
   if (n <= 0) return;
   min_chunk = std::max<int64_t>(1, min_chunk);
-  const int64_t k = std::min<int64_t>(num_threads(), (n + min_chunk - 1) / min_chunk);
+  const int64_t k = std::min<int64_t>(num_threads(), n / min_chunk);
   if (k <= 1) {
     f(0, n);
     return;

@@ -24,16 +24,17 @@ int num_threads();
 // inside a parallel_for body.
 void set_num_threads(int n);
 
-// Runs f(begin, end) over at most num_threads() contiguous chunks covering [0, n), each at least
-// min_chunk long (so cheap loops stay on one thread). Blocks until all chunks are done; an
-// exception thrown by f is rethrown on the caller (after the other chunks finish).
+// Runs f(begin, end) over k = min(num_threads(), n / min_chunk) contiguous chunks covering [0, n)
+// (at least one), so no chunk is shorter than min_chunk unless n is: cheap loops stay on one
+// thread. Blocks until all chunks are done; an exception thrown by f is rethrown on the caller
+// (after the other chunks finish).
 void parallel_for_range(int64_t n, int64_t min_chunk,
                         const std::function<void(int64_t, int64_t)>& f);
 
 template <typename F>
 void parallel_for(int64_t n, F&& f, int64_t min_chunk = 1) {
   if (n <= 0) return;
-  if (n <= min_chunk || num_threads() == 1) {
+  if (n < 2 * min_chunk || num_threads() == 1) {
     f(int64_t(0), n);
     return;
   }
