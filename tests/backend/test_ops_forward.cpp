@@ -267,6 +267,33 @@ TEST_CASE("cross-entropy equals -log softmax[target] computed naively; argmax co
   CHECK(n_correct >= 2);
 }
 
+TEST_CASE("fp32 cross-entropy matches float64 at the GPT-2 vocabulary size", "[ops]") {
+  const uint64_t seed = 29;
+  CAPTURE(seed);
+  pg::Rng rng(seed);
+  const int N = 6, V = 50257;  // V % 8 = 1: the vector loops' tail is exercised too
+  // Logits spread wide enough that many e^(x - max) underflow in fp32.
+  Vec logits = randn(rng, int64_t(N) * V, 12.0);
+  const auto targets = rand_ints(rng, N, V);
+  logits[size_t(V) - 1] = 80.0;  // row 0: the maximum sits in the tail lanes
+  const auto lf = cast<float>(logits);
+  const Vec lf_as_double(lf.begin(), lf.end());  // compare on identical inputs
+  Vec loss(N), grad(size_t(N) * V);
+  std::vector<float> lossf(N), gradf(size_t(N) * V);
+  int64_t c = 0, cf = 0;
+  const double m = cross_entropy_fwd(loss.data(), &c, lf_as_double.data(), targets.data(), N, V);
+  const double mf = cross_entropy_fwd(lossf.data(), &cf, lf.data(), targets.data(), N, V);
+  CHECK(rel_diff(lossf, loss) < 1e-6);
+  CHECK(mf == Approx(m).epsilon(1e-6));
+  CHECK(cf == c);
+  cross_entropy_bwd(grad.data(), lf_as_double.data(), targets.data(), N, V, 0.5);
+  cross_entropy_bwd(gradf.data(), lf.data(), targets.data(), N, V, 0.5);
+  CHECK(rel_diff(gradf, grad) < 1e-6);
+  double worst = 0.0;  // elementwise, relative to the row's largest probability
+  for (size_t i = 0; i < grad.size(); ++i) worst = std::max(worst, std::abs(gradf[i] - grad[i]));
+  CHECK(worst < 1e-6);
+}
+
 TEST_CASE("cross-entropy stays finite for huge logits (fp32)", "[ops]") {
   const int V = 5;
   const std::vector<float> logits = {1000.f, 999.f, -1000.f, 500.f, 1000.f};

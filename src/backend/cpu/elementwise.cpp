@@ -1,10 +1,14 @@
 // Pointwise ops: GELU (tanh form), ReLU², the logit soft cap, axpy and add. Each element is
-// computed on its own, so the split over threads cannot change a result.
+// computed on its own, so the split over threads cannot change a result. The tanh-based ops have
+// fp32 versions on the 8-lane vectors of simd.hpp (scalar tanhf made GELU cost as much as the
+// layer's GEMMs, and the soft cap over [N, 50257] more than the LM head); T = double keeps
+// std::tanh.
 #include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/ops.hpp"
 #include "backend/cpu/parallel.hpp"
+#include "backend/cpu/simd.hpp"
 
 namespace pg::cpu {
 namespace {
@@ -85,14 +89,82 @@ void add(T* out, const T* a, const T* b, int64_t n) {
   for_each_index(n, [&](int64_t i) { out[i] = a[i] + b[i]; });
 }
 
-#define PG_INSTANTIATE(T)                                              \
-  template void gelu_fwd<T>(T*, const T*, int64_t);                    \
-  template void gelu_bwd<T>(T*, const T*, const T*, int64_t);          \
-  template void relu2_fwd<T>(T*, const T*, int64_t);                   \
-  template void relu2_bwd<T>(T*, const T*, const T*, int64_t);         \
-  template void softcap_fwd<T>(T*, const T*, int64_t, double);         \
+// ---- fp32 versions of the tanh-based ops -------------------------------------------------------
+
+namespace {
+
+using simd::f32x8;
+
+PG_VEC_INLINE f32x8 gelu_vec(f32x8 x) {
+  return 0.5f * x * (1.0f + simd::tanh(float(kGeluS) * (x + float(kGeluA) * x * x * x)));
+}
+
+PG_VEC_INLINE f32x8 gelu_grad_vec(f32x8 x) {
+  const f32x8 th = simd::tanh(float(kGeluS) * (x + float(kGeluA) * x * x * x));
+  return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * float(kGeluS) * (1.0f + float(3 * kGeluA) * x * x);
+}
+
+PG_SIMD_CLONES
+void gelu_fwd_f32(float* out, const float* inp, int64_t n) {
+  int64_t i = 0;
+  for (; i + simd::kLanes <= n; i += simd::kLanes) simd::store(out + i, gelu_vec(simd::load(inp + i)));
+  if (i < n) simd::store_tail(out + i, gelu_vec(simd::load_tail(inp + i, n - i, 0.0f)), n - i);
+}
+
+PG_SIMD_CLONES
+void gelu_bwd_f32(float* dinp, const float* dout, const float* inp, int64_t n) {
+  int64_t i = 0;
+  for (; i + simd::kLanes <= n; i += simd::kLanes) {
+    const f32x8 g = simd::load(dout + i) * gelu_grad_vec(simd::load(inp + i));
+    simd::store(dinp + i, simd::load(dinp + i) + g);
+  }
+  if (i < n) {
+    const int64_t r = n - i;
+    const f32x8 g = simd::load_tail(dout + i, r, 0.0f) * gelu_grad_vec(simd::load_tail(inp + i, r, 0.0f));
+    simd::store_tail(dinp + i, simd::load_tail(dinp + i, r, 0.0f) + g, r);
+  }
+}
+
+PG_SIMD_CLONES
+void softcap_fwd_f32(float* out, const float* inp, int64_t n, float cap) {
+  const float inv = 1.0f / cap;
+  int64_t i = 0;
+  for (; i + simd::kLanes <= n; i += simd::kLanes)
+    simd::store(out + i, cap * simd::tanh(simd::load(inp + i) * inv));
+  if (i < n) simd::store_tail(out + i, cap * simd::tanh(simd::load_tail(inp + i, n - i, 0.0f) * inv), n - i);
+}
+
+}  // namespace
+
+template <>
+void gelu_fwd<float>(float* out, const float* inp, int64_t n) {
+  parallel_for(
+      n, [&](int64_t i0, int64_t i1) { gelu_fwd_f32(out + i0, inp + i0, i1 - i0); }, kElemChunk);
+}
+
+template <>
+void gelu_bwd<float>(float* dinp, const float* dout, const float* inp, int64_t n) {
+  parallel_for(
+      n, [&](int64_t i0, int64_t i1) { gelu_bwd_f32(dinp + i0, dout + i0, inp + i0, i1 - i0); },
+      kElemChunk);
+}
+
+template <>
+void softcap_fwd<float>(float* out, const float* inp, int64_t n, double cap) {
+  parallel_for(
+      n, [&](int64_t i0, int64_t i1) { softcap_fwd_f32(out + i0, inp + i0, i1 - i0, float(cap)); },
+      kElemChunk);
+}
+
+template void gelu_fwd<double>(double*, const double*, int64_t);
+template void gelu_bwd<double>(double*, const double*, const double*, int64_t);
+template void softcap_fwd<double>(double*, const double*, int64_t, double);
+
+#define PG_INSTANTIATE(T)                                                \
+  template void relu2_fwd<T>(T*, const T*, int64_t);                     \
+  template void relu2_bwd<T>(T*, const T*, const T*, int64_t);           \
   template void softcap_bwd<T>(T*, const T*, const T*, int64_t, double); \
-  template void axpy<T>(T*, const T*, T, int64_t);                     \
+  template void axpy<T>(T*, const T*, T, int64_t);                       \
   template void add<T>(T*, const T*, const T*, int64_t);
 PG_INSTANTIATE(float)
 PG_INSTANTIATE(double)
