@@ -1,7 +1,7 @@
 // The persistent pool behind parallel_for. One job at a time: the caller posts it (a generation
-// number, the chunk function, the chunk count), every worker wakes, takes chunks from a shared
-// counter until none are left and checks out; the caller takes chunks too and returns only once
-// every worker has checked out, so no worker can still hold a reference to a finished job.
+// number, the body, the range and its chunk count), every worker wakes, takes chunks from a
+// shared counter until none are left and checks out; the caller takes chunks too and returns only
+// once every worker has checked out, so no worker can still hold a reference to a finished job.
 #include "backend/cpu/parallel.hpp"
 
 #include <atomic>
@@ -29,6 +29,14 @@ int default_threads() {
   return hw == 0 ? 1 : int(hw);
 }
 
+// Chunk c of a job covers [n·c/k, n·(c+1)/k).
+struct Job {
+  RangeFn fn = nullptr;
+  void* ctx = nullptr;
+  int64_t n = 0;
+  int64_t k = 0;
+};
+
 class Pool {
  public:
   static Pool& get() {
@@ -46,9 +54,9 @@ class Pool {
     n_threads_.store(n, std::memory_order_relaxed);
   }
 
-  // Runs task(c) for c in [0, n_tasks). Returns false, having run nothing, when the pool is
-  // already in use (by an enclosing job or another thread); the caller then runs serially.
-  bool try_run(int n_tasks, const std::function<void(int)>& task) {
+  // Runs job's k chunks. Returns false, having run nothing, when the pool is already in use (by
+  // an enclosing job or another thread); the caller then runs serially.
+  bool try_run(const Job& job) {
     if (t_in_pool) return false;
     std::unique_lock busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
@@ -56,8 +64,7 @@ class Pool {
 
     {
       std::lock_guard lk(m_);
-      task_ = &task;
-      n_tasks_ = n_tasks;
+      job_ = job;
       next_.store(0, std::memory_order_relaxed);
       checked_out_ = 0;
       error_ = nullptr;
@@ -66,14 +73,14 @@ class Pool {
     wake_.notify_all();
 
     t_in_pool = true;
-    take_chunks(task, n_tasks);
+    take_chunks(job);
     t_in_pool = false;
 
     std::exception_ptr err;
     {
       std::unique_lock lk(m_);
       done_.wait(lk, [&] { return checked_out_ == int(workers_.size()); });
-      task_ = nullptr;
+      job_ = Job{};
       err = error_;
     }
     if (err) std::rethrow_exception(err);
@@ -85,10 +92,10 @@ class Pool {
  private:
   Pool() : n_threads_(default_threads()) {}
 
-  void take_chunks(const std::function<void(int)>& task, int n_tasks) {
-    for (int c = next_.fetch_add(1); c < n_tasks; c = next_.fetch_add(1)) {
+  void take_chunks(const Job& job) {
+    for (int64_t c = next_.fetch_add(1); c < job.k; c = next_.fetch_add(1)) {
       try {
-        task(c);
+        job.fn(job.ctx, job.n * c / job.k, job.n * (c + 1) / job.k);
       } catch (...) {
         std::lock_guard lk(m_);
         if (!error_) error_ = std::current_exception();
@@ -101,17 +108,15 @@ class Pool {
   void worker(uint64_t seen) {
     t_in_pool = true;
     for (;;) {
-      const std::function<void(int)>* task = nullptr;
-      int n_tasks = 0;
+      Job job;
       {
         std::unique_lock lk(m_);
         wake_.wait(lk, [&] { return stop_ || generation_ != seen; });
         if (stop_) return;
         seen = generation_;
-        task = task_;
-        n_tasks = n_tasks_;
+        job = job_;
       }
-      take_chunks(*task, n_tasks);
+      take_chunks(job);
       {
         std::lock_guard lk(m_);
         ++checked_out_;
@@ -152,9 +157,8 @@ class Pool {
   std::mutex m_;  // guards everything below
   std::condition_variable wake_, done_;
   uint64_t generation_ = 0;
-  const std::function<void(int)>* task_ = nullptr;
-  int n_tasks_ = 0;
-  std::atomic<int> next_{0};
+  Job job_;
+  std::atomic<int64_t> next_{0};  // next chunk to take
   int checked_out_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
@@ -166,17 +170,11 @@ int num_threads() { return Pool::get().threads(); }
 
 void set_num_threads(int n) { Pool::get().set_threads(n); }
 
-void parallel_for_range(int64_t n, int64_t min_chunk,
-                        const std::function<void(int64_t, int64_t)>& f) {
+void parallel_for_range(int64_t n, int64_t min_chunk, RangeFn fn, void* ctx) {
   if (n <= 0) return;
   min_chunk = std::max<int64_t>(1, min_chunk);
   const int64_t k = std::min<int64_t>(num_threads(), n / min_chunk);
-  if (k <= 1) {
-    f(0, n);
-    return;
-  }
-  const auto chunk = [&](int c) { f(n * c / k, n * (c + 1) / k); };
-  if (!Pool::get().try_run(int(k), chunk)) f(0, n);
+  if (k <= 1 || !Pool::get().try_run(Job{fn, ctx, n, k})) fn(ctx, 0, n);
 }
 
 }  // namespace pg::cpu

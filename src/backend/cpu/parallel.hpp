@@ -13,8 +13,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <functional>
-#include <utility>
+#include <type_traits>
 
 namespace pg::cpu {
 
@@ -24,13 +23,15 @@ int num_threads();
 // inside a parallel_for body.
 void set_num_threads(int n);
 
+// The type-erased body of a parallel_for: fn(ctx, begin, end). (A function pointer and a context
+// rather than std::function, so a call allocates nothing.)
+using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
+void parallel_for_range(int64_t n, int64_t min_chunk, RangeFn fn, void* ctx);
+
 // Runs f(begin, end) over k = min(num_threads(), n / min_chunk) contiguous chunks covering [0, n)
 // (at least one), so no chunk is shorter than min_chunk unless n is: cheap loops stay on one
 // thread. Blocks until all chunks are done; an exception thrown by f is rethrown on the caller
 // (after the other chunks finish).
-void parallel_for_range(int64_t n, int64_t min_chunk,
-                        const std::function<void(int64_t, int64_t)>& f);
-
 template <typename F>
 void parallel_for(int64_t n, F&& f, int64_t min_chunk = 1) {
   if (n <= 0) return;
@@ -38,7 +39,11 @@ void parallel_for(int64_t n, F&& f, int64_t min_chunk = 1) {
     f(int64_t(0), n);
     return;
   }
-  parallel_for_range(n, min_chunk, std::function<void(int64_t, int64_t)>(std::forward<F>(f)));
+  using Body = std::remove_reference_t<F>;
+  parallel_for_range(
+      n, min_chunk,
+      [](void* ctx, int64_t b, int64_t e) { (*static_cast<Body*>(ctx))(b, e); },
+      const_cast<void*>(static_cast<const void*>(&f)));
 }
 
 // A chunk length that gives each thread at least ~32k units of work (about 10 µs), for rows that
