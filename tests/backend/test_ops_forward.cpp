@@ -2,7 +2,6 @@
 // properties the math promises (normalised rows, norm-preserving rotations), and fp32 against
 // float64 on the same inputs.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <limits>
 
@@ -43,7 +42,8 @@ void naive_attention(Vec& out, Vec& probs, const Vec& q, const Vec& k, const Vec
           }
           double d = 0.0;
           for (int i = 0; i < hs; ++i)
-            d += q[(size_t(b) * Tn + t) * C + h * hs + i] * k[(size_t(b) * Tn + s) * C + h * hs + i];
+            d +=
+                q[(size_t(b) * Tn + t) * C + h * hs + i] * k[(size_t(b) * Tn + s) * C + h * hs + i];
           a[s] = scale * d;
         }
         double z = 0.0;
@@ -52,7 +52,8 @@ void naive_attention(Vec& out, Vec& probs, const Vec& q, const Vec& k, const Vec
           const double p = std::exp(a[s]) / z;
           probs[((size_t(b) * NH + h) * Tn + t) * Tn + s] = p;
           for (int i = 0; i < hs; ++i)
-            out[(size_t(b) * Tn + t) * C + h * hs + i] += p * v[(size_t(b) * Tn + s) * C + h * hs + i];
+            out[(size_t(b) * Tn + t) * C + h * hs + i] +=
+                p * v[(size_t(b) * Tn + s) * C + h * hs + i];
         }
       }
 }
@@ -133,8 +134,7 @@ TEST_CASE("layernorm rows have mean 0 and variance 1 before the gain", "[ops]") 
     for (int c = 0; c < C; ++c) x[size_t(r) * C + c] += 2.0 * r - 3.0;  // different row means
   const Vec ones(C, 1.0), g = randn(rng, C), b = randn(rng, C);
   Vec xhat(N * C), mean(N), rstd(N);
-  layernorm_fwd(xhat.data(), mean.data(), rstd.data(), x.data(), ones.data(), (double*)nullptr, N, C,
-                eps);
+  layernorm_fwd(xhat.data(), mean.data(), rstd.data(), x.data(), ones.data(), nullptr, N, C, eps);
   for (int r = 0; r < N; ++r) {
     CAPTURE(r);
     double m = 0.0, var_in = 0.0, var_out = 0.0;
@@ -167,7 +167,7 @@ TEST_CASE("rmsnorm rows have mean square 1 before the gain", "[ops]") {
   const double eps = 1e-6;
   const Vec x = randn(rng, N * C, 2.0), g = randn(rng, C);
   Vec out(N * C), rstd(N), outg(N * C);
-  rmsnorm_fwd(out.data(), rstd.data(), x.data(), (double*)nullptr, N, C, eps);
+  rmsnorm_fwd(out.data(), rstd.data(), x.data(), nullptr, N, C, eps);
   rmsnorm_fwd(outg.data(), rstd.data(), x.data(), g.data(), N, C, eps);
   for (int r = 0; r < N; ++r) {
     double ms_in = 0.0, ms_out = 0.0;
@@ -299,7 +299,7 @@ TEST_CASE("cross-entropy stays finite for huge logits (fp32)", "[ops]") {
   const std::vector<float> logits = {1000.f, 999.f, -1000.f, 500.f, 1000.f};
   const std::vector<int32_t> target = {1};
   std::vector<float> loss(1), grad(V);
-  const double l = cross_entropy_fwd(loss.data(), (int64_t*)nullptr, logits.data(), target.data(), 1, V);
+  const double l = cross_entropy_fwd(loss.data(), nullptr, logits.data(), target.data(), 1, V);
   const double ref = std::log(2.0 + std::exp(-1.0)) + 1.0;  // logsumexp - 999
   CHECK(l == Approx(ref).epsilon(1e-6));
   cross_entropy_bwd(grad.data(), logits.data(), target.data(), 1, V, 1.0);
@@ -335,7 +335,7 @@ TEST_CASE("gelu, relu2, softcap, axpy, add forward values", "[ops]") {
   for (int i = 0; i < n; ++i) CHECK(y[i] == out[i]);
 }
 
-TEST_CASE("fp32 forwards agree with float64 to ~1e-5 relative", "[ops]") {
+TEST_CASE("fp32 ops agree with float64 to ~1e-5 relative", "[ops]") {
   const uint64_t seed = 28;
   CAPTURE(seed);
   pg::Rng rng(seed);
@@ -370,24 +370,49 @@ TEST_CASE("fp32 forwards agree with float64 to ~1e-5 relative", "[ops]") {
     layernorm_fwd(of.data(), mf.data(), rsf.data(), f(x).data(), f(g).data(), f(b).data(), N, C);
     CHECK(rel_diff(of, o) < tol);
     CHECK(rel_diff(rsf, rs) < tol);
+    const Vec dout = randn(rng, N * C);
+    Vec dx(N * C, 0.0), dg(C, 0.0), db(C, 0.0);
+    std::vector<float> dxf(N * C, 0.f), dgf(C, 0.f), dbf(C, 0.f);
+    layernorm_bwd(dx.data(), dg.data(), db.data(), dout.data(), x.data(), g.data(), m.data(),
+                  rs.data(), N, C);
+    layernorm_bwd(dxf.data(), dgf.data(), dbf.data(), f(dout).data(), f(x).data(), f(g).data(),
+                  mf.data(), rsf.data(), N, C);
+    CHECK(rel_diff(dxf, dx) < tol);
+    CHECK(rel_diff(dgf, dg) < tol);
+    CHECK(rel_diff(dbf, db) < tol);
     rmsnorm_fwd(o.data(), rs.data(), x.data(), g.data(), N, C);
     rmsnorm_fwd(of.data(), rsf.data(), f(x).data(), f(g).data(), N, C);
     CHECK(rel_diff(of, o) < tol);
+    rmsnorm_bwd(dx.data(), dg.data(), dout.data(), x.data(), g.data(), rs.data(), N, C);
+    rmsnorm_bwd(dxf.data(), dgf.data(), f(dout).data(), f(x).data(), f(g).data(), rsf.data(), N, C);
+    CHECK(rel_diff(dxf, dx) < tol);
+    CHECK(rel_diff(dgf, dg) < tol);
   }
-  SECTION("pointwise") {
-    const int n = 1000;
-    const Vec x = randn(rng, n, 3.0);
-    Vec o(n);
-    std::vector<float> of(n);
+  SECTION("pointwise, forward and backward") {
+    const int n = 1003;  // not a multiple of the vector width
+    const Vec x = randn(rng, n, 3.0), dout = randn(rng, n), start = randn(rng, n);
+    Vec o(n), d(n);
+    std::vector<float> of(n), df(n);
     gelu_fwd(o.data(), x.data(), n);
     gelu_fwd(of.data(), f(x).data(), n);
     CHECK(rel_diff(of, o) < tol);
+    d = start, df = f(start);  // backwards accumulate onto what is there
+    gelu_bwd(d.data(), dout.data(), x.data(), n);
+    gelu_bwd(df.data(), f(dout).data(), f(x).data(), n);
+    CHECK(rel_diff(df, d) < tol);
     relu2_fwd(o.data(), x.data(), n);
     relu2_fwd(of.data(), f(x).data(), n);
     CHECK(rel_diff(of, o) < tol);
+    d = start, df = f(start);
+    relu2_bwd(d.data(), dout.data(), x.data(), n);
+    relu2_bwd(df.data(), f(dout).data(), f(x).data(), n);
+    CHECK(rel_diff(df, d) < tol);
     softcap_fwd(o.data(), x.data(), n, 5.0);
     softcap_fwd(of.data(), f(x).data(), n, 5.0);
     CHECK(rel_diff(of, o) < tol);
+    softcap_bwd(d.data(), dout.data(), o.data(), n, 5.0);
+    softcap_bwd(df.data(), f(dout).data(), of.data(), n, 5.0);
+    CHECK(rel_diff(df, d) < tol);
   }
   SECTION("rope and attention") {
     const int B = 2, Tn = 16, NH = 2, hs = 8;
@@ -403,6 +428,16 @@ TEST_CASE("fp32 forwards agree with float64 to ~1e-5 relative", "[ops]") {
     attention_fwd(of.data(), pf.data(), qf.data(), kf.data(), vf.data(), B, Tn, NH, hs, 0.35);
     CHECK(rel_diff(of, o) < tol);
     CHECK(rel_diff(pf, p) < tol);
+    const Vec dout = randn(rng, n);
+    Vec dq(n, 0.0), dk(n, 0.0), dv(n, 0.0);
+    std::vector<float> dqf(n, 0.f), dkf(n, 0.f), dvf(n, 0.f);
+    attention_bwd(dq.data(), dk.data(), dv.data(), dout.data(), p.data(), q.data(), k.data(),
+                  v.data(), B, Tn, NH, hs, 0.35);
+    attention_bwd(dqf.data(), dkf.data(), dvf.data(), f(dout).data(), pf.data(), qf.data(),
+                  kf.data(), vf.data(), B, Tn, NH, hs, 0.35);
+    CHECK(rel_diff(dqf, dq) < tol);
+    CHECK(rel_diff(dkf, dk) < tol);
+    CHECK(rel_diff(dvf, dv) < tol);
   }
   SECTION("cross-entropy") {
     const int N = 12, V = 1000;
@@ -410,8 +445,8 @@ TEST_CASE("fp32 forwards agree with float64 to ~1e-5 relative", "[ops]") {
     const auto tgt = rand_ints(rng, N, V);
     Vec l(N);
     std::vector<float> lf(N);
-    const double m = cross_entropy_fwd(l.data(), (int64_t*)nullptr, logits.data(), tgt.data(), N, V);
-    const double mf = cross_entropy_fwd(lf.data(), (int64_t*)nullptr, f(logits).data(), tgt.data(), N, V);
+    const double m = cross_entropy_fwd(l.data(), nullptr, logits.data(), tgt.data(), N, V);
+    const double mf = cross_entropy_fwd(lf.data(), nullptr, f(logits).data(), tgt.data(), N, V);
     CHECK(rel_diff(lf, l) < tol);
     CHECK(mf == Approx(m).epsilon(tol));
     Vec d(N * V);

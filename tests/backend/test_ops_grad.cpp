@@ -3,12 +3,11 @@
 // upstream gradient); inputs are random and never zero. Gradient buffers start as random noise
 // and the test compares what the backward ADDED, which also checks the += rule.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 
 #include "backend/cpu/ops.hpp"
-#include "common/gradcheck.hpp"
 #include "backend/ops_testing.hpp"
+#include "common/gradcheck.hpp"
 
 using namespace pg::cpu;
 using namespace pg::test;
@@ -38,8 +37,10 @@ TEST_CASE("matmul backward matches finite differences (with and without bias)", 
     std::vector<GradTensor> ts = {{"inp", x.data(), N * IC, gx.data()},
                                   {"w", w.data(), OC * IC, gw.data()}};
     const Vec gb = db.added();
-    if (with_bias) ts.push_back({"bias", b.data(), OC, gb.data()});
-    else CHECK(gb == Vec(OC, 0.0));  // a null dbias leaves the buffer alone
+    if (with_bias)
+      ts.push_back({"bias", b.data(), OC, gb.data()});
+    else
+      CHECK(gb == Vec(OC, 0.0));  // a null dbias leaves the buffer alone
     check_gradients(gradcheck(loss, ts), kTol);
   }
 }
@@ -53,15 +54,16 @@ TEST_CASE("matmul backward computes each gradient alone when the others are null
   Vec dx(N * IC, 0.0), dw(OC * IC, 0.0), db(OC, 0.0);
   matmul_bwd(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), N, IC, OC);
   Vec dx1(N * IC, 0.0), dw1(OC * IC, 0.0), db1(OC, 0.0);
-  matmul_bwd(dx1.data(), (double*)nullptr, (double*)nullptr, R.data(), x.data(), w.data(), N, IC, OC);
-  matmul_bwd((double*)nullptr, dw1.data(), (double*)nullptr, R.data(), x.data(), w.data(), N, IC, OC);
-  matmul_bwd((double*)nullptr, (double*)nullptr, db1.data(), R.data(), x.data(), w.data(), N, IC, OC);
+  matmul_bwd(dx1.data(), nullptr, nullptr, R.data(), x.data(), w.data(), N, IC, OC);
+  matmul_bwd(nullptr, dw1.data(), nullptr, R.data(), x.data(), w.data(), N, IC, OC);
+  matmul_bwd(nullptr, nullptr, db1.data(), R.data(), x.data(), w.data(), N, IC, OC);
   CHECK(dx1 == dx);
   CHECK(dw1 == dw);
   CHECK(db1 == db);
 }
 
-TEST_CASE("embedding backward matches finite differences (repeated tokens, wpe optional)", "[ops]") {
+TEST_CASE("embedding backward matches finite differences (repeated tokens, wpe optional)",
+          "[ops]") {
   const uint64_t seed = 4;
   CAPTURE(seed);
   pg::Rng rng(seed);
@@ -73,7 +75,8 @@ TEST_CASE("embedding backward matches finite differences (repeated tokens, wpe o
     const Vec R = randn(rng, B * Tn * C);
     Vec out(B * Tn * C);
     const auto loss = [&] {
-      embedding_fwd(out.data(), tokens.data(), wte.data(), with_wpe ? wpe.data() : nullptr, B, Tn, C);
+      embedding_fwd(out.data(), tokens.data(), wte.data(), with_wpe ? wpe.data() : nullptr, B, Tn,
+                    C);
       return dot(out, R);
     };
     AccumGrad dwte(rng, V * C), dwpe(rng, Tn * C);
@@ -102,8 +105,8 @@ TEST_CASE("layernorm backward matches finite differences (with and without bias)
     };
     loss();
     AccumGrad dx(rng, N * C), dg(rng, C), db(rng, C);
-    layernorm_bwd(dx.data(), dg.data(), with_bias ? db.data() : nullptr, R.data(), x.data(), g.data(),
-                  mean.data(), rstd.data(), N, C);
+    layernorm_bwd(dx.data(), dg.data(), with_bias ? db.data() : nullptr, R.data(), x.data(),
+                  g.data(), mean.data(), rstd.data(), N, C);
     const Vec gx = dx.added(), gg = dg.added(), gb = db.added();
     std::vector<GradTensor> ts = {{"inp", x.data(), N * C, gx.data()},
                                   {"gain", g.data(), C, gg.data()}};
@@ -225,8 +228,8 @@ TEST_CASE("attention backward matches finite differences (B=2, T=5, NH=2, hs=4)"
   };
   loss();
   AccumGrad dq(rng, n), dk(rng, n), dv(rng, n);
-  attention_bwd(dq.data(), dk.data(), dv.data(), R.data(), probs.data(), q.data(), k.data(), v.data(),
-                B, Tn, NH, hs, scale);
+  attention_bwd(dq.data(), dk.data(), dv.data(), R.data(), probs.data(), q.data(), k.data(),
+                v.data(), B, Tn, NH, hs, scale);
   const Vec gq = dq.added(), gk = dk.added(), gv = dv.added();
   check_gradients(gradcheck(loss, {{"q", q.data(), n, gq.data()},
                                    {"k", k.data(), n, gk.data()},
@@ -243,7 +246,7 @@ TEST_CASE("cross-entropy backward matches finite differences, also in place", "[
   Vec logits = randn(rng, N * V, 2.0);
   Vec losses(N);
   const auto loss = [&] {
-    return cross_entropy_fwd(losses.data(), (int64_t*)nullptr, logits.data(), targets.data(), N, V);
+    return cross_entropy_fwd(losses.data(), nullptr, logits.data(), targets.data(), N, V);
   };
   Vec g(N * V, -5.0);  // cross_entropy_bwd writes: the old contents must not matter
   cross_entropy_bwd(g.data(), logits.data(), targets.data(), N, V, 1.0 / N);
@@ -264,7 +267,7 @@ TEST_CASE("softcap composed with cross-entropy: gradient matches finite differen
   Vec capped(N * V), losses(N);
   const auto loss = [&] {
     softcap_fwd(capped.data(), z.data(), N * V, cap);
-    return cross_entropy_fwd(losses.data(), (int64_t*)nullptr, capped.data(), targets.data(), N, V);
+    return cross_entropy_fwd(losses.data(), nullptr, capped.data(), targets.data(), N, V);
   };
   loss();
   Vec g(N * V);

@@ -1,8 +1,7 @@
 // parallel_for: chunking, nesting, exceptions, concurrent callers; and the ops' results being
 // bit-identical for any thread count.
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <stdexcept>
 #include <thread>
 
@@ -48,7 +47,8 @@ TEST_CASE("parallel_for covers [0, n) once, in contiguous chunks of at least min
   }
 }
 
-TEST_CASE("parallel_for: nested calls run, exceptions reach the caller, concurrent callers", "[ops]") {
+TEST_CASE("parallel_for: nested calls run, exceptions reach the caller, concurrent callers",
+          "[ops]") {
   ThreadCount tc(3);
   SECTION("nested") {
     std::vector<int> out(64, 0);
@@ -101,7 +101,8 @@ TEST_CASE("fp32 op results do not depend on the thread count", "[ops]") {
   const int N = 96, C = 256, V = 3001, B = 3, Tn = 32, NH = 4, hs = 16;
   const auto fv = [&](int64_t n, double s = 1.0) { return cast<float>(randn(rng, n, s)); };
   const auto x = fv(int64_t(N) * C), g = fv(C), b = fv(C), dout = fv(int64_t(N) * C);
-  const auto w = fv(int64_t(V) * C, 0.1), logits = fv(int64_t(N) * V, 3.0), dlog = fv(int64_t(N) * V);
+  const auto w = fv(int64_t(V) * C, 0.1), logits = fv(int64_t(N) * V, 3.0),
+             dlog = fv(int64_t(N) * V);
   const auto targets = rand_ints(rng, N, V);
   const auto q = fv(int64_t(B) * Tn * NH * hs), k = fv(q.size()), v = fv(q.size());
   const auto tokens = rand_ints(rng, int64_t(B) * Tn, 50);
@@ -112,7 +113,8 @@ TEST_CASE("fp32 op results do not depend on the thread count", "[ops]") {
     F losses(N), dl(size_t(N) * V), o(size_t(N) * C), m(N), rs(N), dx(o.size(), 0.f), dg(C, 0.f),
         db(C, 0.f), dwb(size_t(V), 0.f), dw(size_t(V) * C, 0.f), dxm(o.size(), 0.f);
     int64_t correct = 0;
-    const double mean = cross_entropy_fwd(losses.data(), &correct, logits.data(), targets.data(), N, V);
+    const double mean =
+        cross_entropy_fwd(losses.data(), &correct, logits.data(), targets.data(), N, V);
     cross_entropy_bwd(dl.data(), logits.data(), targets.data(), N, V, 1.0 / N);
     r.push_back(losses);
     r.push_back(F{float(mean), float(correct)});
@@ -125,13 +127,14 @@ TEST_CASE("fp32 op results do not depend on the thread count", "[ops]") {
     rmsnorm_bwd(dx.data(), dg.data(), dout.data(), x.data(), g.data(), rs.data(), N, C);
     r.insert(r.end(), {o, dx, dg});
     F lo(size_t(N) * V);
-    matmul_fwd(lo.data(), x.data(), w.data(), (const float*)nullptr, N, C, V);
+    matmul_fwd(lo.data(), x.data(), w.data(), nullptr, N, C, V);
     matmul_bwd(dxm.data(), dw.data(), dwb.data(), dlog.data(), x.data(), w.data(), N, C, V);
     r.insert(r.end(), {lo, dxm, dw, dwb});
-    F ao(q.size()), p(size_t(B) * NH * Tn * Tn), dq(q.size(), 0.f), dk(q.size(), 0.f), dv(q.size(), 0.f);
+    F ao(q.size()), p(size_t(B) * NH * Tn * Tn), dq(q.size(), 0.f), dk(q.size(), 0.f),
+        dv(q.size(), 0.f);
     attention_fwd(ao.data(), p.data(), q.data(), k.data(), v.data(), B, Tn, NH, hs, 0.25);
-    attention_bwd(dq.data(), dk.data(), dv.data(), ao.data(), p.data(), q.data(), k.data(), v.data(),
-                  B, Tn, NH, hs, 0.25);
+    attention_bwd(dq.data(), dk.data(), dv.data(), ao.data(), p.data(), q.data(), k.data(),
+                  v.data(), B, Tn, NH, hs, 0.25);
     r.insert(r.end(), {ao, p, dq, dk, dv});
     F rq = q;
     rope_fwd(rq.data(), B, Tn, NH, hs, 10000.0);

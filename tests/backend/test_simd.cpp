@@ -2,7 +2,6 @@
 // PG_SIMD_CLONES loops like the ops use (so the clone this machine picks is the one tested),
 // including the special values and the 8-lane tails.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -30,7 +29,8 @@ void map_tanh(float* out, const float* in, int64_t n) {
 }
 
 // Largest |got - want| / |want| over the finite nonzero wants.
-double max_rel_err(const std::vector<float>& in, const std::vector<float>& got, double (*f)(double)) {
+double max_rel_err(const std::vector<float>& in, const std::vector<float>& got,
+                   double (*f)(double)) {
   double worst = 0.0;
   for (size_t i = 0; i < in.size(); ++i) {
     const double want = f(double(in[i]));
@@ -67,7 +67,8 @@ TEST_CASE("simd exp_nonpositive is accurate on [-87, 0] and handles 0, -inf, NaN
 TEST_CASE("simd tanh is accurate on [-20, 20] and handles 0, ±inf, NaN", "[ops]") {
   std::vector<float> x;
   for (int i = -200001; i <= 200001; ++i) x.push_back(20.0f * float(i) / 200001.0f);
-  for (float v : {0.25f, std::nextafter(0.25f, 0.0f), -0.25f, 1e-30f, -3e-8f, 1e-3f}) x.push_back(v);
+  for (float v : {0.25f, std::nextafter(0.25f, 0.0f), -0.25f, 1e-30f, -3e-8f, 1e-3f})
+    x.push_back(v);
   std::vector<float> y(x.size());
   map_tanh(y.data(), x.data(), int64_t(x.size()));
   const double err = max_rel_err(x, y, [](double v) { return std::tanh(v); });

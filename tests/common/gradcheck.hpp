@@ -20,6 +20,7 @@
 // carried between calls), and the analytic gradients must not alias the parameters.
 #pragma once
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -27,15 +28,13 @@
 #include <string>
 #include <vector>
 
-#include <catch2/catch.hpp>
-
 namespace pg::test {
 
 struct GradTensor {
   std::string name;
-  double* param;        // read by the loss; perturbed in place, restored exactly afterwards
-  int64_t n;            // number of elements
-  const double* grad;   // analytic gradient of the loss, n elements
+  double* param;       // read by the loss; perturbed in place, restored exactly afterwards
+  int64_t n;           // number of elements
+  const double* grad;  // analytic gradient of the loss, n elements
 };
 
 struct GradCheckOptions {
@@ -46,11 +45,11 @@ struct GradCheckOptions {
 
 struct GradCheckResult {
   std::string name;
-  int64_t checked = 0;          // elements compared
-  double rel_err = 0.0;         // ‖a − n‖ / max(‖a‖, ‖n‖, tiny)
-  double norm_analytic = 0.0;   // ‖a‖ over the checked elements
-  double norm_numeric = 0.0;    // ‖n‖ over the checked elements
-  int64_t worst_index = -1;     // element with the largest |a − n|
+  int64_t checked = 0;         // elements compared
+  double rel_err = 0.0;        // ‖a − n‖ / max(‖a‖, ‖n‖, tiny)
+  double norm_analytic = 0.0;  // ‖a‖ over the checked elements
+  double norm_numeric = 0.0;   // ‖n‖ over the checked elements
+  int64_t worst_index = -1;    // element with the largest |a − n|
   double worst_analytic = 0.0;
   double worst_numeric = 0.0;
 
@@ -71,8 +70,7 @@ inline std::vector<GradCheckResult> gradcheck(const std::function<double()>& los
   for (const GradTensor& t : tensors) {
     GradCheckResult r;
     r.name = t.name;
-    const int64_t count =
-        opt.max_per_tensor > 0 ? std::min(t.n, opt.max_per_tensor) : t.n;
+    const int64_t count = opt.max_per_tensor > 0 ? std::min(t.n, opt.max_per_tensor) : t.n;
     double diff2 = 0.0, a2 = 0.0, n2 = 0.0, worst = -1.0;
     for (int64_t k = 0; k < count; ++k) {
       const int64_t i = count == t.n ? k : k * t.n / count;

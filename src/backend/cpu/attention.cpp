@@ -65,8 +65,9 @@ void attention_fwd(T* out, T* probs, const T* q, const T* k, const T* v, int B, 
 }
 
 template <typename T>
-void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q, const T* k,
-                   const T* v, int B, int Tn, int NH, int hs, double scale) {
+void attention_bwd(Nullable<T> dq, Nullable<T> dk, Nullable<T> dv, const T* dout, const T* probs,
+                   const T* q, const T* k, const T* v, int B, int Tn, int NH, int hs,
+                   double scale) {
   const int64_t C = int64_t(NH) * hs;
   parallel_for(
       int64_t(B) * NH,

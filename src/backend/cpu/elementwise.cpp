@@ -46,7 +46,8 @@ void gelu_bwd(T* dinp, const T* dout, const T* inp, int64_t n) {
   for_each_index(n, [&](int64_t i) {
     const T x = inp[i];
     const T th = std::tanh(s * (x + a * x * x * x));
-    const T grad = T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * s * (T(1) + T(3) * a * x * x);
+    const T grad =
+        T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * s * (T(1) + T(3) * a * x * x);
     dinp[i] += dout[i] * grad;
   });
 }
@@ -101,13 +102,15 @@ PG_VEC_INLINE f32x8 gelu_vec(f32x8 x) {
 
 PG_VEC_INLINE f32x8 gelu_grad_vec(f32x8 x) {
   const f32x8 th = simd::tanh(float(kGeluS) * (x + float(kGeluA) * x * x * x));
-  return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * float(kGeluS) * (1.0f + float(3 * kGeluA) * x * x);
+  return 0.5f * (1.0f + th) +
+         0.5f * x * (1.0f - th * th) * float(kGeluS) * (1.0f + float(3 * kGeluA) * x * x);
 }
 
 PG_SIMD_CLONES
 void gelu_fwd_f32(float* out, const float* inp, int64_t n) {
   int64_t i = 0;
-  for (; i + simd::kLanes <= n; i += simd::kLanes) simd::store(out + i, gelu_vec(simd::load(inp + i)));
+  for (; i + simd::kLanes <= n; i += simd::kLanes)
+    simd::store(out + i, gelu_vec(simd::load(inp + i)));
   if (i < n) simd::store_tail(out + i, gelu_vec(simd::load_tail(inp + i, n - i, 0.0f)), n - i);
 }
 
@@ -120,7 +123,8 @@ void gelu_bwd_f32(float* dinp, const float* dout, const float* inp, int64_t n) {
   }
   if (i < n) {
     const int64_t r = n - i;
-    const f32x8 g = simd::load_tail(dout + i, r, 0.0f) * gelu_grad_vec(simd::load_tail(inp + i, r, 0.0f));
+    const f32x8 g =
+        simd::load_tail(dout + i, r, 0.0f) * gelu_grad_vec(simd::load_tail(inp + i, r, 0.0f));
     simd::store_tail(dinp + i, simd::load_tail(dinp + i, r, 0.0f) + g, r);
   }
 }
@@ -131,7 +135,8 @@ void softcap_fwd_f32(float* out, const float* inp, int64_t n, float cap) {
   int64_t i = 0;
   for (; i + simd::kLanes <= n; i += simd::kLanes)
     simd::store(out + i, cap * simd::tanh(simd::load(inp + i) * inv));
-  if (i < n) simd::store_tail(out + i, cap * simd::tanh(simd::load_tail(inp + i, n - i, 0.0f) * inv), n - i);
+  if (i < n)
+    simd::store_tail(out + i, cap * simd::tanh(simd::load_tail(inp + i, n - i, 0.0f) * inv), n - i);
 }
 
 }  // namespace

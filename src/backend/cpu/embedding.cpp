@@ -11,7 +11,8 @@
 namespace pg::cpu {
 
 template <typename T>
-void embedding_fwd(T* out, const int32_t* tokens, const T* wte, const T* wpe, int B, int Tn, int C) {
+void embedding_fwd(T* out, const int32_t* tokens, const T* wte, Nullable<const T> wpe, int B,
+                   int Tn, int C) {
   const int64_t rows = int64_t(B) * Tn;
   parallel_for(
       rows,
@@ -33,7 +34,8 @@ void embedding_fwd(T* out, const int32_t* tokens, const T* wte, const T* wpe, in
 }
 
 template <typename T>
-void embedding_bwd(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int B, int Tn, int C) {
+void embedding_bwd(Nullable<T> dwte, Nullable<T> dwpe, const T* dout, const int32_t* tokens, int B,
+                   int Tn, int C) {
   const int64_t rows = int64_t(B) * Tn;
   parallel_for(
       C,
@@ -53,7 +55,8 @@ void embedding_bwd(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int B
       rows_per_chunk(rows));
 }
 
-template void embedding_fwd<float>(float*, const int32_t*, const float*, const float*, int, int, int);
+template void embedding_fwd<float>(float*, const int32_t*, const float*, const float*, int, int,
+                                   int);
 template void embedding_fwd<double>(double*, const int32_t*, const double*, const double*, int, int,
                                     int);
 template void embedding_bwd<float>(float*, float*, const float*, const int32_t*, int, int, int);

@@ -20,9 +20,9 @@ namespace {
 
 template <typename T>
 struct RowStats {
-  T max;        // row maximum (NaNs skipped)
-  int argmax;   // its lowest index; -1 when the row has no ordered maximum (all NaN)
-  double sum;   // Σ exp(x - max), accumulated in double
+  T max;       // row maximum (NaNs skipped)
+  int argmax;  // its lowest index; -1 when the row has no ordered maximum (all NaN)
+  double sum;  // Σ exp(x - max), accumulated in double
 };
 
 template <typename T>
@@ -75,7 +75,8 @@ RowStats<float> row_stats_f32(const float* x, int V, bool want_argmax) {
   for (int j = 0; j < full; j += kLanes)
     acc += __builtin_convertvector(exp_nonpositive(load(x + j) - m), f64x8);
   if (rest)
-    acc += __builtin_convertvector(exp_nonpositive(load_tail(x + full, rest, -INFINITY) - m), f64x8);
+    acc +=
+        __builtin_convertvector(exp_nonpositive(load_tail(x + full, rest, -INFINITY) - m), f64x8);
   st.sum = sum_lanes(acc);
   return st;
 }
@@ -87,7 +88,8 @@ void row_scaled_exp_f32(float* d, const float* x, int V, float max, double scale
   const f32x8 m = splat(max);
   const float s = float(scale);
   for (int j = 0; j < full; j += kLanes) store(d + j, exp_nonpositive(load(x + j) - m) * s);
-  if (rest) store_tail(d + full, exp_nonpositive(load_tail(x + full, rest, -INFINITY) - m) * s, rest);
+  if (rest)
+    store_tail(d + full, exp_nonpositive(load_tail(x + full, rest, -INFINITY) - m) * s, rest);
 }
 
 inline RowStats<float> row_stats(const float* x, int V, bool want_argmax) {

@@ -28,7 +28,7 @@ void gemm(bool ta, bool tb, int M, int Nc, int K, double alpha, const double* A,
 }  // namespace
 
 template <typename T>
-void matmul_fwd(T* out, const T* inp, const T* w, const T* bias, int N, int IC, int OC) {
+void matmul_fwd(T* out, const T* inp, const T* w, Nullable<const T> bias, int N, int IC, int OC) {
   PG_CHECK(N >= 0 && IC >= 0 && OC >= 0, "matmul_fwd: negative shape");
   if (N == 0 || OC == 0) return;
   // With a bias, seed every output row with it and let the GEMM add onto it (beta = 1).
@@ -48,8 +48,8 @@ void matmul_fwd(T* out, const T* inp, const T* w, const T* bias, int N, int IC, 
 }
 
 template <typename T>
-void matmul_bwd(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int IC,
-                int OC) {
+void matmul_bwd(Nullable<T> dinp, Nullable<T> dw, Nullable<T> dbias, const T* dout, const T* inp,
+                const T* w, int N, int IC, int OC) {
   PG_CHECK(N >= 0 && IC >= 0 && OC >= 0, "matmul_bwd: negative shape");
   if (N == 0 || OC == 0) return;
   if (IC > 0) {

@@ -39,8 +39,8 @@ void norm_param_grads(T* dgain, T* dbias, const T* dout, int N, int C, const Xha
 }  // namespace
 
 template <typename T>
-void layernorm_fwd(T* out, T* mean, T* rstd, const T* inp, const T* gain, const T* bias, int N,
-                   int C, double eps) {
+void layernorm_fwd(T* out, T* mean, T* rstd, const T* inp, const T* gain, Nullable<const T> bias,
+                   int N, int C, double eps) {
   PG_CHECK(gain != nullptr, "layernorm_fwd: gain is required");
   parallel_for(
       N,
@@ -66,8 +66,8 @@ void layernorm_fwd(T* out, T* mean, T* rstd, const T* inp, const T* gain, const 
 }
 
 template <typename T>
-void layernorm_bwd(T* dinp, T* dgain, T* dbias, const T* dout, const T* inp, const T* gain,
-                   const T* mean, const T* rstd, int N, int C) {
+void layernorm_bwd(Nullable<T> dinp, Nullable<T> dgain, Nullable<T> dbias, const T* dout,
+                   const T* inp, const T* gain, const T* mean, const T* rstd, int N, int C) {
   if (dinp) {
     parallel_for(
         N,
@@ -100,7 +100,7 @@ void layernorm_bwd(T* dinp, T* dgain, T* dbias, const T* dout, const T* inp, con
 }
 
 template <typename T>
-void rmsnorm_fwd(T* out, T* rstd, const T* inp, const T* gain, int N, int C, double eps) {
+void rmsnorm_fwd(T* out, T* rstd, const T* inp, Nullable<const T> gain, int N, int C, double eps) {
   parallel_for(
       N,
       [&](int64_t r0, int64_t r1) {
@@ -118,8 +118,8 @@ void rmsnorm_fwd(T* out, T* rstd, const T* inp, const T* gain, int N, int C, dou
 }
 
 template <typename T>
-void rmsnorm_bwd(T* dinp, T* dgain, const T* dout, const T* inp, const T* gain, const T* rstd,
-                 int N, int C) {
+void rmsnorm_bwd(Nullable<T> dinp, Nullable<T> dgain, const T* dout, const T* inp,
+                 Nullable<const T> gain, const T* rstd, int N, int C) {
   PG_CHECK(gain || !dgain, "rmsnorm_bwd: dgain given without a gain");
   if (dinp) {
     parallel_for(
@@ -142,9 +142,8 @@ void rmsnorm_bwd(T* dinp, T* dgain, const T* dout, const T* inp, const T* gain, 
         },
         rows_per_chunk(int64_t(C) * 5));
   }
-  norm_param_grads(dgain, static_cast<T*>(nullptr), dout, N, C, [&](int64_t r, int64_t c) {
-    return double(inp[r * C + c]) * double(rstd[r]);
-  });
+  norm_param_grads(dgain, static_cast<T*>(nullptr), dout, N, C,
+                   [&](int64_t r, int64_t c) { return double(inp[r * C + c]) * double(rstd[r]); });
 }
 
 template void layernorm_fwd<float>(float*, float*, float*, const float*, const float*, const float*,

@@ -16,49 +16,59 @@
 // Sources: matmul.cpp, embedding.cpp, norm.cpp, elementwise.cpp, rope.cpp, attention.cpp, loss.cpp.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 namespace pg::cpu {
+
+// A pointer argument that may be null. Written this way it takes no part in deducing T, so a
+// literal works: matmul_fwd(out, inp, w, nullptr, N, IC, OC). The parameter type is still T*.
+template <typename T>
+using Nullable = std::type_identity_t<T>*;
 
 // ---- matmul.cpp ---------------------------------------------------------------------------------
 // out[N,OC] = inp[N,IC] · w[OC,IC]^T (+ bias[OC]); bias may be null. GEMM through OpenBLAS.
 template <typename T>
-void matmul_fwd(T* out, const T* inp, const T* w, const T* bias, int N, int IC, int OC);
+void matmul_fwd(T* out, const T* inp, const T* w, Nullable<const T> bias, int N, int IC, int OC);
 // dinp[N,IC] += dout[N,OC] · w ; dw[OC,IC] += dout^T · inp ; dbias[OC] += Σ_rows dout.
 // Any of dinp, dw, dbias may be null (not computed).
 template <typename T>
-void matmul_bwd(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int IC,
-                int OC);
+void matmul_bwd(Nullable<T> dinp, Nullable<T> dw, Nullable<T> dbias, const T* dout, const T* inp,
+                const T* w, int N, int IC, int OC);
 
 // ---- embedding.cpp ------------------------------------------------------------------------------
 // out[B,Tn,C] = wte[tokens[b,t], :] + wpe[t, :]; wte is [V,C], wpe is [>=Tn, C] and may be null.
 template <typename T>
-void embedding_fwd(T* out, const int32_t* tokens, const T* wte, const T* wpe, int B, int Tn, int C);
+void embedding_fwd(T* out, const int32_t* tokens, const T* wte, Nullable<const T> wpe, int B,
+                   int Tn, int C);
 // dwte[tokens[b,t], :] += dout[b,t,:] ; dwpe[t,:] += Σ_b dout[b,t,:]. Either may be null.
 template <typename T>
-void embedding_bwd(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, int B, int Tn, int C);
+void embedding_bwd(Nullable<T> dwte, Nullable<T> dwpe, const T* dout, const int32_t* tokens, int B,
+                   int Tn, int C);
 
 // ---- norm.cpp -----------------------------------------------------------------------------------
 // LayerNorm over the last dim of inp[N,C]:
 //   mean = Σx/C, var = Σ(x-mean)²/C, rstd = 1/sqrt(var+eps), out = (x-mean)·rstd·gain + bias.
 // Saves mean[N] and rstd[N] for backward. gain[C] is required; bias[C] may be null.
 template <typename T>
-void layernorm_fwd(T* out, T* mean, T* rstd, const T* inp, const T* gain, const T* bias, int N,
-                   int C, double eps = 1e-5);
+void layernorm_fwd(T* out, T* mean, T* rstd, const T* inp, const T* gain, Nullable<const T> bias,
+                   int N, int C, double eps = 1e-5);
 // With xhat = (x-mean)·rstd and g = dout·gain, per row:
-//   dinp += rstd·(g - mean(g) - xhat·mean(g·xhat)) ; dgain += Σ_rows dout·xhat ; dbias += Σ_rows dout.
+//   dinp += rstd·(g - mean(g) - xhat·mean(g·xhat)) ; dgain += Σ_rows dout·xhat ; dbias += Σ_rows
+//   dout.
 // dgain and dbias may be null.
 template <typename T>
-void layernorm_bwd(T* dinp, T* dgain, T* dbias, const T* dout, const T* inp, const T* gain,
-                   const T* mean, const T* rstd, int N, int C);
+void layernorm_bwd(Nullable<T> dinp, Nullable<T> dgain, Nullable<T> dbias, const T* dout,
+                   const T* inp, const T* gain, const T* mean, const T* rstd, int N, int C);
 // RMSNorm over the last dim of inp[N,C]: rstd = 1/sqrt(mean(x²)+eps), out = x·rstd·gain; saves
 // rstd[N]. gain may be null (gain = 1: the parameter-free QK-norm).
 template <typename T>
-void rmsnorm_fwd(T* out, T* rstd, const T* inp, const T* gain, int N, int C, double eps = 1e-6);
-// With xhat = x·rstd and g = dout·gain: dinp += rstd·(g - xhat·mean(g·xhat)); dgain += Σ_rows dout·xhat.
-// dgain must be null when gain is null.
+void rmsnorm_fwd(T* out, T* rstd, const T* inp, Nullable<const T> gain, int N, int C,
+                 double eps = 1e-6);
+// With xhat = x·rstd and g = dout·gain: dinp += rstd·(g - xhat·mean(g·xhat)); dgain += Σ_rows
+// dout·xhat. dinp may be null; dgain may be, and must be when gain is null.
 template <typename T>
-void rmsnorm_bwd(T* dinp, T* dgain, const T* dout, const T* inp, const T* gain, const T* rstd,
-                 int N, int C);
+void rmsnorm_bwd(Nullable<T> dinp, Nullable<T> dgain, const T* dout, const T* inp,
+                 Nullable<const T> gain, const T* rstd, int N, int C);
 
 // ---- elementwise.cpp ----------------------------------------------------------------------------
 // GELU, tanh approximation as in GPT-2: 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
@@ -104,9 +114,10 @@ void attention_fwd(T* out, T* probs, const T* q, const T* k, const T* v, int B, 
                    int hs, double scale);
 // With P = probs, dP[t,s] = dout_t·v_s and dA = P ⊙ (dP - rowsum(P ⊙ dP)):
 //   dv_s += Σ_t P[t,s]·dout_t ; dq_t += scale·Σ_s dA[t,s]·k_s ; dk_s += scale·Σ_t dA[t,s]·q_t.
+// Any of dq, dk, dv may be null.
 template <typename T>
-void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q, const T* k,
-                   const T* v, int B, int Tn, int NH, int hs, double scale);
+void attention_bwd(Nullable<T> dq, Nullable<T> dk, Nullable<T> dv, const T* dout, const T* probs,
+                   const T* q, const T* k, const T* v, int B, int Tn, int NH, int hs, double scale);
 
 // ---- loss.cpp -----------------------------------------------------------------------------------
 // Cross entropy of logits[N,V] against targets[N] (each in [0, V)):

@@ -41,8 +41,7 @@ void parallel_for(int64_t n, F&& f, int64_t min_chunk = 1) {
   }
   using Body = std::remove_reference_t<F>;
   parallel_for_range(
-      n, min_chunk,
-      [](void* ctx, int64_t b, int64_t e) { (*static_cast<Body*>(ctx))(b, e); },
+      n, min_chunk, [](void* ctx, int64_t b, int64_t e) { (*static_cast<Body*>(ctx))(b, e); },
       const_cast<void*>(static_cast<const void*>(&f)));
 }
 
