@@ -97,6 +97,26 @@ TEST_CASE("matmul forward and backward equal a naive triple loop (fp32 and float
   CHECK(max_abs_diff(db, rdb) < 1e-12);
 }
 
+TEST_CASE("embedding forward adds the token row and the position row", "[ops]") {
+  const uint64_t seed = 20;
+  CAPTURE(seed);
+  pg::Rng rng(seed);
+  const int B = 3, Tn = 4, C = 5, V = 7;
+  const auto tokens = rand_ints(rng, B * Tn, V);
+  const Vec wte = randn(rng, V * C), wpe = randn(rng, (Tn + 2) * C);  // wpe may be longer
+  Vec out(B * Tn * C), out_nopos(B * Tn * C);
+  embedding_fwd(out.data(), tokens.data(), wte.data(), wpe.data(), B, Tn, C);
+  embedding_fwd(out_nopos.data(), tokens.data(), wte.data(), nullptr, B, Tn, C);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < Tn; ++t)
+      for (int c = 0; c < C; ++c) {
+        const size_t o = (size_t(b) * Tn + t) * C + c;
+        const double e = wte[size_t(tokens[size_t(b) * Tn + t]) * C + c];
+        REQUIRE(out[o] == e + wpe[size_t(t) * C + c]);
+        REQUIRE(out_nopos[o] == e);
+      }
+}
+
 TEST_CASE("attention forward equals the naive causal-softmax formula", "[ops]") {
   const uint64_t seed = 22;
   CAPTURE(seed);

