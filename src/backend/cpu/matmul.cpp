@@ -1,0 +1,83 @@
+// Linear layer: out[N,OC] = inp[N,IC] · w[OC,IC]^T + bias[OC], and its backward. The GEMMs go
+// to OpenBLAS (which splits over output blocks, never over the reduction, so results do not
+// depend on its thread count); the bias gradient is a column sum split over columns.
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "backend/cpu/ops.hpp"
+#include "backend/cpu/parallel.hpp"
+#include "core/error.hpp"
+
+namespace pg::cpu {
+namespace {
+
+// C[M,Nc] = alpha·op(A)·op(B) + beta·C, row-major.
+void gemm(bool ta, bool tb, int M, int Nc, int K, float alpha, const float* A, int lda,
+          const float* B, int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, Nc,
+              K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void gemm(bool ta, bool tb, int M, int Nc, int K, double alpha, const double* A, int lda,
+          const double* B, int ldb, double beta, double* C, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, Nc,
+              K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace
+
+template <typename T>
+void matmul_fwd(T* out, const T* inp, const T* w, Nullable<const T> bias, int N, int IC, int OC) {
+  PG_CHECK(N >= 0 && IC >= 0 && OC >= 0, "matmul_fwd: negative shape");
+  if (N == 0 || OC == 0) return;
+  // With a bias, seed every output row with it and let the GEMM add onto it (beta = 1).
+  if (bias) {
+    parallel_for(
+        N,
+        [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) std::copy(bias, bias + OC, out + r * OC);
+        },
+        rows_per_chunk(OC));
+  }
+  if (IC == 0) {
+    if (!bias) std::fill(out, out + int64_t(N) * OC, T(0));
+    return;
+  }
+  gemm(false, true, N, OC, IC, T(1), inp, IC, w, IC, bias ? T(1) : T(0), out, OC);
+}
+
+template <typename T>
+void matmul_bwd(Nullable<T> dinp, Nullable<T> dw, Nullable<T> dbias, const T* dout, const T* inp,
+                const T* w, int N, int IC, int OC) {
+  PG_CHECK(N >= 0 && IC >= 0 && OC >= 0, "matmul_bwd: negative shape");
+  if (N == 0 || OC == 0) return;
+  if (IC > 0) {
+    if (dinp) gemm(false, false, N, IC, OC, T(1), dout, OC, w, IC, T(1), dinp, IC);
+    if (dw) gemm(true, false, OC, IC, N, T(1), dout, OC, inp, IC, T(1), dw, IC);
+  }
+  if (dbias) {
+    // Each chunk owns a range of columns and sums them over all rows, in row order.
+    parallel_for(
+        OC,
+        [&](int64_t c0, int64_t c1) {
+          std::vector<double> acc(size_t(c1 - c0), 0.0);
+          for (int64_t r = 0; r < N; ++r) {
+            const T* row = dout + r * OC;
+            for (int64_t c = c0; c < c1; ++c) acc[size_t(c - c0)] += double(row[c]);
+          }
+          for (int64_t c = c0; c < c1; ++c) dbias[c] += T(acc[size_t(c - c0)]);
+        },
+        rows_per_chunk(N));
+  }
+}
+
+template void matmul_fwd<float>(float*, const float*, const float*, const float*, int, int, int);
+template void matmul_fwd<double>(double*, const double*, const double*, const double*, int, int,
+                                 int);
+template void matmul_bwd<float>(float*, float*, float*, const float*, const float*, const float*,
+                                int, int, int);
+template void matmul_bwd<double>(double*, double*, double*, const double*, const double*,
+                                 const double*, int, int, int);
+
+}  // namespace pg::cpu
