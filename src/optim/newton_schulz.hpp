@@ -75,7 +75,8 @@ enum class NsPrecision { fp32, bf16, fp16 };
 NsPrecision parse_ns_precision(const std::string& s, const std::string& key);
 
 // In place on `batch` contiguous row-major matrices, each rows x cols: X_i <- NS(X_i) ~ msign(X_i).
-// Normalises by ||X_i||_F * safety + eps, orients wide internally (tall ones are transposed in
+// Normalises by ||X_i||_F * safety + eps (this safety is separate from the one baked into a
+// Polar Express schedule; the published recipe uses both, e.g. 1.01 here and in the schedule), orients wide internally (tall ones are transposed in
 // and out, so NS(X^T) == NS(X)^T bit for bit), runs `schedule`. Each matrix is independent:
 // a batch gives the same bits as one call per matrix.
 void newton_schulz_cpu(float* X, int batch, int rows, int cols, std::span<const NsCoeffs> schedule,
