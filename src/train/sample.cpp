@@ -8,14 +8,14 @@ namespace pg {
 
 int sample_from_logits(const float* logits, int V, double temperature, int top_k, Rng& rng) {
   if (temperature <= 0.0) return int(std::max_element(logits, logits + V) - logits);
-  std::vector<int> idx(size_t(V));
+  std::vector<int> idx(static_cast<size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);
   const int k = (top_k > 0 && top_k < V) ? top_k : V;
   // Ties broken by index so the draw is a pure function of the logits and the rng state.
   auto greater = [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), greater);
   const double top = logits[idx[0]];
-  std::vector<double> p(size_t(k));
+  std::vector<double> p(static_cast<size_t>(k));
   double total = 0.0;
   for (int i = 0; i < k; ++i) total += p[size_t(i)] = std::exp((logits[idx[size_t(i)]] - top) / temperature);
   double u = rng.uniform() * total;

@@ -77,7 +77,7 @@ EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, Data
   int n = int(val.n_windows() / B);
   if (max_batches > 0) n = std::min(n, max_batches);
   if (n == 0) throw UserError("data.val: the val split holds fewer than batch_size windows of seq_len+1 tokens");
-  std::vector<int32_t> x(size_t(per_batch)), y(size_t(per_batch));
+  std::vector<int32_t> x(static_cast<size_t>(per_batch)), y(static_cast<size_t>(per_batch));
   double loss = 0;
   int64_t correct = 0;
   for (int i = 0; i < n; ++i) {

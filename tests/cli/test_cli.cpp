@@ -27,8 +27,9 @@ struct Result {
   std::string output;
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(POLARGPT_BINARY) + " " + args + " 2>&1";
+// Captures stderr (where errors go; progress logs go to stdout), or both with `with_stdout`.
+Result run(const std::string& args, bool with_stdout = false) {
+  const std::string cmd = std::string(POLARGPT_BINARY) + " " + args + (with_stdout ? " 2>&1" : " 2>&1 >/dev/null");
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
   std::string out;
@@ -51,7 +52,7 @@ void write(const std::string& path, const std::string& text) {
 }
 
 std::string small_sets(const test::TempDir& d) {
-  return "--set model.n_layer=1 --set model.d_model=16 --set model.n_head=2 --set model.vocab_size=32 "
+  return "--set model.n_layer=1 --set model.d_model=32 --set model.n_head=2 --set model.vocab_size=32 "
          "--set model.seq_len=16 --set train.batch_size=4 --set train.threads=1 --set train.log_every=1 "
          "--set data.train=" + d / "syn_train_*.bin" + " --set data.val=" + d / "syn_val_*.bin";
 }
@@ -117,7 +118,7 @@ TEST_CASE("cli: a corrupt checkpoint is refused with one line", "[cli]") {
   write(d / "c.json", "{}");
   auto r = run("train --config " + d / "c.json " + small_sets(d) + " --set train.max_steps=2 --out " + d / "run");
   REQUIRE(r.code == 0);
-  r = run("eval --ckpt " + d / "run");
+  r = run("eval --ckpt " + d / "run", true);
   REQUIRE(r.code == 0);
   REQUIRE_THAT(r.output, Catch::Contains("val_loss"));
   const std::string model = d / "run/checkpoints/00000002/model.safetensors";
@@ -138,7 +139,8 @@ TEST_CASE("cli: a run killed with SIGKILL resumes to the uninterrupted run's los
   test::write_markov_shards(d.str(), 32, 50000, 2000, 3);
   write(d / "c.json", "{}");
   const std::string common = "train --config " + d / "c.json " + small_sets(d) +
-                             " --set train.max_steps=60 --set train.checkpoint_every=10 --set train.eval_every=0";
+                             " --set train.max_steps=200 --set train.checkpoint_every=20 --set train.eval_every=0 "
+                             "--set model.seq_len=64 --set train.batch_size=8";
   REQUIRE(run(common + " --out " + d / "full").code == 0);
 
   const std::string cmd = std::string(POLARGPT_BINARY) + " " + common + " --out " + d / "killed";
@@ -153,7 +155,7 @@ TEST_CASE("cli: a run killed with SIGKILL resumes to the uninterrupted run's los
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   bool killed = false;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(d / "killed/checkpoints/00000020")) {
+    if (fs::exists(d / "killed/checkpoints/00000040")) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       kill(pid, SIGKILL);
       killed = true;
@@ -167,8 +169,8 @@ TEST_CASE("cli: a run killed with SIGKILL resumes to the uninterrupted run's los
   REQUIRE(WIFSIGNALED(status));
   REQUIRE(run("train --resume " + d / "killed").code == 0);
   const auto a = io::read_jsonl(d / "full/metrics.jsonl"), b = io::read_jsonl(d / "killed/metrics.jsonl");
-  REQUIRE(a.size() == 60);
-  REQUIRE(b.size() == 60);
+  REQUIRE(a.size() == 200);
+  REQUIRE(b.size() == 200);
   for (size_t i = 0; i < a.size(); ++i) {
     REQUIRE(b[i].at("step") == a[i].at("step"));
     REQUIRE(b[i].at("train_loss").get<double>() == a[i].at("train_loss").get<double>());

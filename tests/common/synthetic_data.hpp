@@ -13,7 +13,7 @@ namespace pg::test {
 inline void write_markov_shards(const std::string& dir, int vocab, int64_t n_train, int64_t n_val, uint64_t seed) {
   Rng rng(seed);
   auto make = [&](int64_t n) {
-    std::vector<uint16_t> t(size_t(n));
+    std::vector<uint16_t> t(static_cast<size_t>(n));
     uint16_t cur = 0;
     for (auto& x : t) {
       cur = rng.uniform() < 0.85 ? uint16_t((3 * cur + 1) % vocab) : uint16_t(rng.below(uint64_t(vocab)));
