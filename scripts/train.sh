@@ -9,4 +9,9 @@ device=cpu
 if build/polargpt --version | grep -q "cuda" && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   device=cuda
 fi
+# Debian's OpenBLAS 0.3.21 does not recognise some newer AVX-512 CPUs and falls back to its
+# Haswell kernels; its Skylake-X kernels are ~1.7x faster there (bench/RESULTS.md).
+if [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -q avx512f /proc/cpuinfo 2>/dev/null; then
+  export OPENBLAS_CORETYPE=SKYLAKEX
+fi
 exec build/polargpt train --config configs/tiny.json --device "$device" "$@"
