@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "backend/cpu/parallel.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "data/dataloader.hpp"
@@ -49,9 +50,11 @@ struct SignalGuard {  // SIGINT/SIGTERM end the run after the current step, with
   }
 };
 
+// All CPU parallelism runs on our pool (GEMMs included, split by output rows), so OpenBLAS
+// itself stays single-threaded.
 void set_threads(const TrainConfig& t) {
-  const int n = t.threads > 0 ? t.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  openblas_set_num_threads(n);
+  openblas_set_num_threads(1);
+  if (t.threads > 0) cpu::set_num_threads(t.threads);
 }
 
 std::string human_count(double x) {
