@@ -114,20 +114,6 @@ EventWriter::~EventWriter() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-EventWriter::EventWriter(EventWriter&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) {
-  other.fd_ = -1;
-}
-
-EventWriter& EventWriter::operator=(EventWriter&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    path_ = std::move(other.path_);
-    fd_ = other.fd_;
-    other.fd_ = -1;
-  }
-  return *this;
-}
-
 void EventWriter::add_scalars(int64_t step, const std::vector<Scalar>& scalars, double wall_time) {
   if (scalars.empty()) return;
   write_record(encode_scalar_event(wall_time < 0 ? now_s() : wall_time, step, scalars));

@@ -48,9 +48,7 @@ class EventWriter {
   // Creates (or truncates) path and writes the file-version record.
   explicit EventWriter(const std::string& path);
   ~EventWriter();
-  EventWriter(EventWriter&& other) noexcept;
-  EventWriter& operator=(EventWriter&& other) noexcept;
-  EventWriter(const EventWriter&) = delete;
+  EventWriter(const EventWriter&) = delete;  // owns its file descriptor; kept in place (std::optional)
   EventWriter& operator=(const EventWriter&) = delete;
 
   // wall_time in seconds since the Unix epoch; < 0 means now.

@@ -125,12 +125,6 @@ pid_t spawn_run(const SweepOptions& opt, const SweepRun& run, RunState state, co
   return pid;
 }
 
-std::string seconds_text(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
-  return buf;
-}
-
 }  // namespace
 
 const char* state_name(RunState s) {
@@ -270,10 +264,10 @@ SweepResult run_sweep(const Sweep& sweep, const SweepOptions& opt) {
       write_status(dir, st);
       write_summary(sweep, opt.out_dir);
       if (st.status == "failed")
-        spdlog::warn("[{}/{}] {} failed after {} (exit {}): {}", finished, to_run, r.name, seconds_text(st.wall_s),
+        spdlog::warn("[{}/{}] {} failed after {} (exit {}): {}", finished, to_run, r.name, minutes_seconds(st.wall_s),
                      st.exit_code, st.error);
       else
-        spdlog::info("[{}/{}] {} {} after {}", finished, to_run, r.name, st.status, seconds_text(st.wall_s));
+        spdlog::info("[{}/{}] {} {} after {}", finished, to_run, r.name, st.status, minutes_seconds(st.wall_s));
     }
     if (g_stop.load() != 0 && !forwarded) {
       for (const Child& c : active) kill(c.pid, SIGTERM);  // each saves a checkpoint and exits

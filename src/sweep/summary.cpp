@@ -38,13 +38,13 @@ std::string md_cell(std::string s) {
   return s;
 }
 
-std::string wall_text(double s) {
+}  // namespace
+
+std::string minutes_seconds(double s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
   return buf;
 }
-
-}  // namespace
 
 std::vector<SummaryRow> collect_summary(const Sweep& sweep, const std::string& out_dir) {
   std::vector<SummaryRow> rows;
@@ -124,7 +124,7 @@ void write_summary(const Sweep& sweep, const std::string& out_dir) {
     for (const auto& v : r.values) md += " " + md_cell(v) + " |";
     md += " " + r.status + " | " + std::to_string(r.steps) + " | " + num(r.final_train_loss, "%.4f") + " | " +
           num(r.final_val_loss, "%.4f") + " | " + num(r.best_val_loss, "%.4f") + " | " +
-          num(r.tokens_per_s, "%.0f") + " | " + (r.wall_s > 0 ? wall_text(r.wall_s) : "") + " |";
+          num(r.tokens_per_s, "%.0f") + " | " + (r.wall_s > 0 ? minutes_seconds(r.wall_s) : "") + " |";
     md += lip ? " " + num(r.lipschitz_bound, "%.4g") + " |\n" : "\n";
   }
   bool any_failed = false;

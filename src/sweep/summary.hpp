@@ -28,6 +28,8 @@ struct SummaryRow {
 
 // The rows, sorted, from the run directories under out_dir.
 std::vector<SummaryRow> collect_summary(const Sweep& sweep, const std::string& out_dir);
+// "3m07s", as the summary writes wall times.
+std::string minutes_seconds(double seconds);
 // Writes out_dir/summary.csv and out_dir/summary.md (atomically).
 void write_summary(const Sweep& sweep, const std::string& out_dir);
 
