@@ -67,7 +67,12 @@ std::vector<SummaryRow> collect_summary(const Sweep& sweep, const std::string& o
           row.best_val_loss = row.best_val_loss ? std::min(*row.best_val_loss, *x) : *x;
         }
         if (auto x = number(rec, "tokens_per_s"); x && *x > 0) tps.push_back(*x);
-        if (auto x = number(rec, "lipschitz_bound")) row.lipschitz_bound = x;
+        if (rec.contains("log10_lipschitz_bound") || rec.contains("lipschitz_bound")) {
+          row.lipschitz_bound = number(rec, "lipschitz_bound");
+          row.log10_lipschitz_bound = number(rec, "log10_lipschitz_bound");
+          if (!row.log10_lipschitz_bound && row.lipschitz_bound && *row.lipschitz_bound > 0)
+            row.log10_lipschitz_bound = std::log10(*row.lipschitz_bound);
+        }
       }
     }
     if (!tps.empty()) {
@@ -85,19 +90,20 @@ std::vector<SummaryRow> collect_summary(const Sweep& sweep, const std::string& o
 
 void write_summary(const Sweep& sweep, const std::string& out_dir) {
   const std::vector<SummaryRow> rows = collect_summary(sweep, out_dir);
-  const bool lip = std::any_of(rows.begin(), rows.end(), [](const SummaryRow& r) { return r.lipschitz_bound.has_value(); });
+  const bool lip =
+      std::any_of(rows.begin(), rows.end(), [](const SummaryRow& r) { return r.log10_lipschitz_bound.has_value(); });
 
   std::string csv = "run";
   for (const auto& k : sweep.varying_keys) csv += "," + csv_cell(k);
   csv += ",status,steps,final_train_loss,final_val_loss,best_val_loss,tokens_per_s,wall_s";
-  csv += lip ? ",lipschitz_bound\n" : "\n";
+  csv += lip ? ",lipschitz_bound,log10_lipschitz_bound\n" : "\n";
   for (const SummaryRow& r : rows) {
     csv += csv_cell(r.name);
     for (const auto& v : r.values) csv += "," + csv_cell(v);
     csv += "," + r.status + "," + std::to_string(r.steps) + "," + num(r.final_train_loss, "%.6f") + "," +
            num(r.final_val_loss, "%.6f") + "," + num(r.best_val_loss, "%.6f") + "," + num(r.tokens_per_s, "%.1f") +
            "," + num(r.wall_s, "%.1f");
-    csv += lip ? "," + num(r.lipschitz_bound, "%.6g") + "\n" : "\n";
+    csv += lip ? "," + num(r.lipschitz_bound, "%.6g") + "," + num(r.log10_lipschitz_bound, "%.6f") + "\n" : "\n";
   }
 
   int counts[5] = {0, 0, 0, 0, 0};  // done failed interrupted running pending
@@ -125,7 +131,9 @@ void write_summary(const Sweep& sweep, const std::string& out_dir) {
     md += " " + r.status + " | " + std::to_string(r.steps) + " | " + num(r.final_train_loss, "%.4f") + " | " +
           num(r.final_val_loss, "%.4f") + " | " + num(r.best_val_loss, "%.4f") + " | " +
           num(r.tokens_per_s, "%.0f") + " | " + (r.wall_s > 0 ? minutes_seconds(r.wall_s) : "") + " |";
-    md += lip ? " " + num(r.lipschitz_bound, "%.4g") + " |\n" : "\n";
+    if (lip)
+      md += " " + (r.lipschitz_bound ? num(r.lipschitz_bound, "%.4g") : num(r.log10_lipschitz_bound, "10^%.1f")) + " |";
+    md += "\n";
   }
   bool any_failed = false;
   for (const SummaryRow& r : rows)

@@ -5,7 +5,9 @@
 // value, status (done | failed | interrupted | running | pending), steps (last logged step),
 // final_train_loss, final_val_loss, best_val_loss, tokens_per_s (median over the logged
 // intervals, so the first interval's warm-up does not count), wall_s (the run's processes, summed
-// over attempts), and lipschitz_bound (the last one logged) when any run's metrics carry it.
+// over attempts), and the Lipschitz certificate when any run's metrics carry it: the last logged
+// lipschitz_bound and log10_lipschitz_bound (a bound too large for a double is logged as null with
+// its log10 alone; the table then shows 10^x).
 // The Markdown file adds the error line of every failed run under the table.
 #pragma once
 #include <optional>
@@ -22,7 +24,8 @@ struct SummaryRow {
   std::string status;
   std::string error;
   int64_t steps = 0;
-  std::optional<double> final_train_loss, final_val_loss, best_val_loss, tokens_per_s, lipschitz_bound;
+  std::optional<double> final_train_loss, final_val_loss, best_val_loss, tokens_per_s;
+  std::optional<double> lipschitz_bound, log10_lipschitz_bound;
   double wall_s = 0;
 };
 

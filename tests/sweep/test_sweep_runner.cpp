@@ -173,21 +173,26 @@ TEST_CASE("sweep summary: sorted by val loss, best val, median tokens/s, certifi
         {{"step", 2}, {"train_loss", 4.0}, {"tokens_per_s", 300.0}, {"val_loss", 3.0}, {"lipschitz_bound", 40.0}},
         {{"step", 3}, {"train_loss", 3.5}, {"tokens_per_s", 200.0}, {"val_loss", 3.5}, {"lipschitz_bound", 50.0}}},
        "done");
-  make("optim.lr=0.2", {{{"step", 2}, {"train_loss", 2.0}, {"tokens_per_s", 10.0}, {"val_loss", 2.5}}}, "done");
+  make("optim.lr=0.2",
+       {{{"step", 2}, {"train_loss", 2.0}, {"tokens_per_s", 10.0}, {"val_loss", 2.5}, {"lipschitz_bound", nullptr},
+         {"log10_lipschitz_bound", 312.25}}},
+       "done");
   make("optim.lr=0.3", {{{"step", 1}, {"train_loss", nullptr}, {"tokens_per_s", 10.0}}}, "failed");
   write_summary(sw, out.str());
   const auto rows = csv_rows(out / "summary.csv");
   REQUIRE(rows.size() == 5);
-  REQUIRE(rows[0].back() == "lipschitz_bound");
+  REQUIRE(rows[0][9] == "lipschitz_bound");
+  REQUIRE(rows[0][10] == "log10_lipschitz_bound");
   REQUIRE(rows[1] == std::vector<std::string>{"optim.lr=0.2", "0.2", "done", "2", "2.000000", "2.500000", "2.500000",
-                                              "10.0", "12.5", ""});
+                                              "10.0", "12.5", "", "312.250000"});
   REQUIRE(rows[2] == std::vector<std::string>{"optim.lr=0.1", "0.1", "done", "3", "3.500000", "3.500000", "3.000000",
-                                              "200.0", "12.5", "50"});
+                                              "200.0", "12.5", "50", "1.698970"});
   REQUIRE(rows[3][0] == "optim.lr=0.3");
   REQUIRE(rows[3][2] == "failed");
   REQUIRE(rows[3][4] == "");  // no finite train loss
-  REQUIRE(rows[4] == std::vector<std::string>{"optim.lr=0.4", "0.4", "pending", "0", "", "", "", "", "0.0", ""});
+  REQUIRE(rows[4] == std::vector<std::string>{"optim.lr=0.4", "0.4", "pending", "0", "", "", "", "", "0.0", "", ""});
   const std::string md = slurp(out / "summary.md");
   REQUIRE_THAT(md, Catch::Contains("| certificate |"));
-  REQUIRE_THAT(md, Catch::Contains("| 1 | 0.2 | done | 2 | 2.0000 | 2.5000 | 2.5000 | 10 | 0m12s |  |"));
+  REQUIRE_THAT(md, Catch::Contains("| 1 | 0.2 | done | 2 | 2.0000 | 2.5000 | 2.5000 | 10 | 0m12s | 10^312.2 |"));
+  REQUIRE_THAT(md, Catch::Contains("| 2 | 0.1 | done | 3 | 3.5000 | 3.5000 | 3.0000 | 200 | 0m12s | 50 |"));
 }
