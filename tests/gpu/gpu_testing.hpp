@@ -3,7 +3,7 @@
 //
 // Tolerances (relative error ‖gpu − ref‖/‖ref‖ against the float64 CPU reference run on the
 // same, already bf16-rounded, inputs):
-//   kTolF32  = 1e-5  results computed and stored in fp32 (sums in fp32: ~√n·2^-24 growth)
+//   kTolF32  = 1e-4  results computed and stored in fp32 (fp32 sums of up to ~10^3 terms)
 //   kTolBf16 = 1e-2  results stored in bf16 (one rounding, 2^-9 ≈ 2e-3 relative, plus fp32 math)
 //   kTolGemm = 2e-2  bf16 GEMM operands stored from bf16 outputs
 #pragma once
@@ -17,7 +17,7 @@
 
 namespace pg::test {
 
-constexpr double kTolF32 = 1e-5;
+constexpr double kTolF32 = 1e-4;
 constexpr double kTolBf16 = 1e-2;
 constexpr double kTolGemm = 2e-2;
 
