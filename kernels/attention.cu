@@ -11,14 +11,15 @@
 //             Key tiles are independent (dk, dv stay in registers); dq collects contributions from
 //             every key tile with fp32 atomics into a workspace, then one pass scales and rounds it.
 //
-// Kernels (all blocks 128 threads = 4 warps; tiles of 64 rows; grids put the heaviest causal tiles
-// first, since they are dispatched in order):
-//   attention_fwd_kernel<HS>   grid (B·NH, ceil(T/64)); block i takes query tile nq-1-blockIdx.y,
-//                              warp w its rows 16w..16w+15. Shared: q tile, two k and two v tiles
-//                              (cp.async double buffer). Writes out, lse.
+// Kernels (all blocks 128 threads = 4 warps; grids put the tiles of one (b, h) side by side, so
+// that its k, v (forward) or q, dout (backward) stay in L2 while they run, heaviest causal tile first):
+//   attention_fwd_kernel<HS>   grid (ceil(T/R), B·NH), R = 128 query rows per block (64 for
+//                              hs = 128); block x takes query tile nq-1-x, warp w rows R/4·w.. (two
+//                              m16 atoms, one for hs = 128). Shared: q tile, two k and two v tiles of
+//                              64 keys (cp.async double buffer). Writes out, lse.
 //   attention_bwd_pre_kernel   grid ceil(B·T·NH / 4), one warp per (token, head): D, and zeroes the
 //                              dq accumulator row.
-//   attention_bwd_kernel<HS,BM> grid (B·NH, ceil(T/64)); block j takes key tile blockIdx.y, warp w
+//   attention_bwd_kernel<HS,BM> grid (ceil(T/64), B·NH); block x takes key tile x, warp w
 //                              its keys 16w..16w+15, and walks query tiles of BM rows (64 for
 //                              hs <= 64, 32 for hs = 128 to keep dk, dv and the tiles in registers).
 //                              Shared: k, v tiles, two q and two dout tiles, dSᵀ [64][BM], lse, D.
@@ -51,9 +52,20 @@ void check(cudaError_t e, const char* what) {
 
 // ---- forward ------------------------------------------------------------------------------------
 
+// Query rows per warp: 16·kMA (kMA m16 atoms share every k and v fragment read from shared memory,
+// halving those reads per product); hs = 128 keeps one atom to fit its registers.
+template <int HS>
+__host__ __device__ constexpr int fwd_atoms() {
+  return HS == 128 ? 1 : 2;
+}
+template <int HS>
+__host__ __device__ constexpr int fwd_rows() {
+  return 64 * fwd_atoms<HS>();
+}
+
 template <int HS>
 struct FwdSmem {
-  bf16 q[kTile * HS];
+  bf16 q[fwd_rows<HS>() * HS];
   bf16 k[2][kTile * HS];
   bf16 v[2][kTile * HS];
 };
@@ -63,24 +75,28 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
     bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
     const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
     int64_t out_stride, float scale_log2) {
+  constexpr int kMA = fwd_atoms<HS>(), kRows = fwd_rows<HS>();
   extern __shared__ __align__(128) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<FwdSmem<HS>*>(smem_raw);
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
-  const int qtile = int(gridDim.y) - 1 - int(blockIdx.y);
-  const int m0 = qtile * kTile;
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
+  const int m0 = qtile * kRows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;  // token 0 of (b, h)
-  const int n_ktiles = qtile + 1;  // causal: key tiles 0..qtile
+  const int wrow0 = m0 + warp * 16 * kMA;                              // this warp's first row
+  const int n_ktiles = (min(m0 + kRows, T) - 1) / kTile + 1;           // causal: keys <= last row
 
-  load_tile<kTile, HS, kThreads>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+  load_tile<kRows, HS, kThreads>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
   load_tile<kTile, HS, kThreads>(sm.k[0], k + head0, qkv_stride, T);
   load_tile<kTile, HS, kThreads>(sm.v[0], v + head0, qkv_stride, T);
   cp_async_commit();
 
-  float o[HS / 8][4] = {};
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};  // rows g, g+8
-  uint32_t qf[HS / 16][4];
-  const int row_q0 = m0 + warp * 16 + g;  // this thread's first query row; the second is +8
+  // Per atom mi: rows wrow0 + 16·mi + g (r = 0) and + 8 (r = 1).
+  float o[kMA][HS / 8][4] = {};
+  float row_max[kMA][2], row_sum[kMA][2] = {};
+  uint32_t qf[kMA][HS / 16][4];
+#pragma unroll
+  for (int mi = 0; mi < kMA; ++mi) row_max[mi][0] = row_max[mi][1] = -INFINITY;
 
   for (int j = 0; j < n_ktiles; ++j) {
     cp_async_wait<0>();
@@ -95,101 +111,119 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
     cp_async_commit();
     if (j == 0) {
 #pragma unroll
-      for (int kk = 0; kk < HS / 16; ++kk) load_a<HS>(qf[kk], sm.q, warp * 16, kk * 16);
+      for (int mi = 0; mi < kMA; ++mi)
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; ++kk)
+          load_a<HS>(qf[mi][kk], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
     }
+    const int n0 = j * kTile;
+    if (n0 > wrow0 + 16 * kMA - 1) continue;  // every key of the tile is after this warp's rows
     const bf16* sk = sm.k[j & 1];
     const bf16* sv = sm.v[j & 1];
 
-    // S = q·kᵀ for this warp's 16 rows × 64 keys.
-    float s[kTile / 8][4] = {};
+    // S = q·kᵀ for this warp's rows × 64 keys.
+    float s[kMA][kTile / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
 #pragma unroll
       for (int np = 0; np < kTile / 16; ++np) {
         uint32_t bfr[4];
         load_b_nk<HS>(bfr, sk, np * 16, kk * 16);
-        mma(s[2 * np], qf[kk], bfr[0], bfr[1]);
-        mma(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
+#pragma unroll
+        for (int mi = 0; mi < kMA; ++mi) {
+          mma(s[mi][2 * np], qf[mi][kk], bfr[0], bfr[1]);
+          mma(s[mi][2 * np + 1], qf[mi][kk], bfr[2], bfr[3]);
+        }
       }
     }
 
-    // Scale to the log2 domain, mask s > t (only the diagonal tile has such keys; keys >= T lie
-    // beyond every valid row), and update the running max.
-    const int n0 = j * kTile;
-    const bool diag = n0 + kTile - 1 > m0 + warp * 16;
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    // Scale to the log2 domain, mask s > t (only tiles reaching past the warp's first row have
+    // such keys; keys >= T lie beyond every valid row), and update the running max and sum.
+    const bool diag = n0 + kTile - 1 > wrow0;
 #pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
+    for (int mi = 0; mi < kMA; ++mi) {
+      float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[nt][e] * scale_log2;
-        if (diag) {
-          const int key = n0 + nt * 8 + 2 * c + (e & 1);
-          const int row = row_q0 + (e >> 1) * 8;
-          if (key > row) x = -INFINITY;
+      for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[mi][nt][e] * scale_log2;
+          if (diag) {
+            const int key = n0 + nt * 8 + 2 * c + (e & 1);
+            const int row = wrow0 + mi * 16 + g + (e >> 1) * 8;
+            if (key > row) x = -INFINITY;
+          }
+          s[mi][nt][e] = x;
+          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
         }
-        s[nt][e] = x;
-        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
       }
-    }
-    float alpha[2], sub[2];
+      float alpha[2], sub[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-      const float m_new = fmaxf(row_max[r], tile_max[r]);
-      sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
-      alpha[r] = exp2f(row_max[r] - sub[r]);
-      row_max[r] = m_new;
-      row_sum[r] *= alpha[r];
-    }
+      for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float m_new = fmaxf(row_max[mi][r], tile_max[r]);
+        sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
+        alpha[r] = exp2f(row_max[mi][r] - sub[r]);
+        row_max[mi][r] = m_new;
+        row_sum[mi][r] *= alpha[r];
+      }
 #pragma unroll
-    for (int dt = 0; dt < HS / 8; ++dt) {
-      o[dt][0] *= alpha[0];
-      o[dt][1] *= alpha[0];
-      o[dt][2] *= alpha[1];
-      o[dt][3] *= alpha[1];
-    }
+      for (int dt = 0; dt < HS / 8; ++dt) {
+        o[mi][dt][0] *= alpha[0];
+        o[mi][dt][1] *= alpha[0];
+        o[mi][dt][2] *= alpha[1];
+        o[mi][dt][3] *= alpha[1];
+      }
 #pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
+      for (int nt = 0; nt < kTile / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(s[nt][e] - sub[e >> 1]);
-        s[nt][e] = p;
-        row_sum[e >> 1] += p;  // this thread's columns only; the quad is summed at the end
+        for (int e = 0; e < 4; ++e) {
+          const float p = exp2f(s[mi][nt][e] - sub[e >> 1]);
+          s[mi][nt][e] = p;
+          row_sum[mi][e >> 1] += p;  // this thread's columns only; the quad is summed at the end
+        }
       }
     }
 
     // o += P·v, P taken from the accumulators as A fragments.
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; ++kk) {
-      uint32_t pa[4];
-      acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+      uint32_t pa[kMA][4];
+#pragma unroll
+      for (int mi = 0; mi < kMA; ++mi) acc_to_a(pa[mi], s[mi][2 * kk], s[mi][2 * kk + 1]);
 #pragma unroll
       for (int dp = 0; dp < HS / 16; ++dp) {
         uint32_t bfr[4];
         load_b_kn<HS>(bfr, sv, kk * 16, dp * 16);
-        mma(o[2 * dp], pa, bfr[0], bfr[1]);
-        mma(o[2 * dp + 1], pa, bfr[2], bfr[3]);
+#pragma unroll
+        for (int mi = 0; mi < kMA; ++mi) {
+          mma(o[mi][2 * dp], pa[mi], bfr[0], bfr[1]);
+          mma(o[mi][2 * dp + 1], pa[mi], bfr[2], bfr[3]);
+        }
       }
     }
   }
 
   // Normalise and write out (bf16) and lse (fp32, natural log).
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-    const int row = row_q0 + r * 8;
-    if (row >= T) continue;
-    const float inv = 1.f / row_sum[r];
-    bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
+  for (int mi = 0; mi < kMA; ++mi) {
 #pragma unroll
-    for (int dt = 0; dt < HS / 8; ++dt) {
-      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) =
-          pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[mi][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int row = wrow0 + mi * 16 + g + r * 8;
+      if (row >= T) continue;
+      const float inv = 1.f / l;
+      bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
+#pragma unroll
+      for (int dt = 0; dt < HS / 8; ++dt) {
+        *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) =
+            pack_bf16(o[mi][dt][2 * r] * inv, o[mi][dt][2 * r + 1] * inv);
+      }
+      if (c == 0) lse[int64_t(bh) * T + row] = row_max[mi][r] / kLog2e + logf(l);
     }
-    if (c == 0) lse[int64_t(bh) * T + row] = row_max[r] / kLog2e + logf(row_sum[r]);
   }
 }
 
@@ -245,8 +279,8 @@ struct BwdSmem {
   bf16 q[2][BM * HS];
   bf16 dout[2][BM * HS];
   bf16 ds[kTile * BM];  // dSᵀ: [key][query]
-  float lse2[2][BM];    // lse·log2e, +inf for rows >= T (so P = 0 there)
-  float D[2][BM];
+  alignas(16) float lse2[2][BM];  // lse·log2e, +inf for rows >= T (so P = 0 there)
+  alignas(16) float D[2][BM];
 };
 
 template <int HS, int BM>
@@ -257,8 +291,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
     int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<BwdSmem<HS, BM>*>(smem_raw);
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
-  const int n0 = int(blockIdx.y) * kTile;
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int n0 = int(blockIdx.x) * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
   const int64_t dhead0 = int64_t(b) * T * out_stride + int64_t(h) * HS;
@@ -320,13 +354,15 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
     const bool diag = key_w0 + 15 > m0;
 #pragma unroll
     for (int nt = 0; nt < BM / 8; ++nt) {
+      const float2 lse2 = *reinterpret_cast<const float2*>(&sm.lse2[buf][nt * 8 + 2 * c]);
+      const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int qcol = nt * 8 + 2 * c + (e & 1);
-        float p = exp2f(st[nt][e] * scale_log2 - sm.lse2[buf][qcol]);
+        float p = exp2f(st[nt][e] * scale_log2 - ((e & 1) ? lse2.y : lse2.x));
         if (diag && key_w0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
         st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - sm.D[buf][qcol]);
+        dpt[nt][e] = p * (dpt[nt][e] - ((e & 1) ? Dq.y : Dq.x));
       }
     }
 
@@ -410,6 +446,8 @@ AttentionDims resolved(const AttentionDims& d) {
   if (r.qkv_stride == 0) r.qkv_stride = int64_t(d.NH) * d.hs;
   if (r.out_stride == 0) r.out_stride = int64_t(d.NH) * d.hs;
   if (r.scale == 0.f) r.scale = 1.f / std::sqrt(float(d.hs));
+  if (int64_t(d.B) * d.NH > 65535)
+    throw std::invalid_argument("attention: B·NH must be at most 65535 (a grid dimension)");
   if (r.qkv_stride % 8 || r.out_stride % 8)
     throw std::invalid_argument("attention: token strides must be multiples of 8 elements");
   return r;
@@ -426,7 +464,8 @@ void launch_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16*
                 const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(FwdSmem<HS>);
   set_smem(attention_fwd_kernel<HS>, smem);
-  const dim3 grid(d.B * d.NH, (d.T + kTile - 1) / kTile);
+  // Query tiles of one (b, h) side by side, so that its k and v stay in L2 while they run.
+  const dim3 grid((d.T + fwd_rows<HS>() - 1) / fwd_rows<HS>(), d.B * d.NH);
   attention_fwd_kernel<HS><<<grid, kThreads, smem, stream>>>(
       out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
   check(cudaGetLastError(), "attention_fwd_kernel launch");
@@ -438,7 +477,7 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
                 const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(BwdSmem<HS, BM>);
   set_smem(attention_bwd_kernel<HS, BM>, smem);
-  const dim3 grid(d.B * d.NH, (d.T + kTile - 1) / kTile);
+  const dim3 grid((d.T + kTile - 1) / kTile, d.B * d.NH);  // key tiles of one (b, h) side by side
   attention_bwd_kernel<HS, BM><<<grid, kThreads, smem, stream>>>(
       dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale,
       d.scale * kLog2e);

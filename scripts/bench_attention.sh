@@ -43,7 +43,7 @@ step "tests"
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer --tool $tool (determinism case)"
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 "$BUILD/test_attention" \
+    timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 "$BUILD/test_attention" \
       "*reproducible*" > "$LOGS/sanitizer_$tool.txt" 2>&1
     rc=$?
     [ $rc = 124 ] && echo "(timed out: no verdict)"
@@ -55,6 +55,17 @@ fi
 step "benchmark (ours, then PyTorch SDPA) on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 "$BUILD/bench_attention" "$@" 2>&1 | tee "$LOGS/bench_attention.txt" || fail=1
 PYTHONUNBUFFERED=1 "$PY" bench/torch_attention.py "$@" 2>&1 | tee -a "$LOGS/bench_attention.txt" || fail=1
+
+if [ "${ATTN_NCU:-0}" = 1 ] && command -v ncu > /dev/null; then
+  for kernel in fwd bwd; do  # one launch of each at B=16, NH=12, T=1024, hs=64
+    step "ncu attention_${kernel}_kernel"
+    timeout 120 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
+      --section LaunchStats -k "regex:attention_${kernel}_kernel" -c 1 \
+      "$BUILD/bench_attention" 16 12 1024 64 > "$LOGS/ncu_$kernel.txt" 2>&1
+    grep -E "Throughput|Duration|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Stall" \
+      "$LOGS/ncu_$kernel.txt" | head -20
+  done
+fi
 
 step "summary"
 grep -E "^(ours|sdpa)" "$LOGS/bench_attention.txt" | awk '

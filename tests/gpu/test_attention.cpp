@@ -164,6 +164,17 @@ std::vector<float> reference_lse(const Case& cs, const std::vector<float>& q,
   return lse;
 }
 
+double l2(const std::vector<float>& a) {
+  double s = 0.0;
+  for (float x : a) s += double(x) * double(x);
+  return std::sqrt(s);
+}
+double diff_norm(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+  return std::sqrt(s);
+}
+
 double max_abs(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0.0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -204,8 +215,12 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
   const Result gpu = run_gpu(cs, q, k, v, dout);
   CHECK(rel_diff(gpu.out, out) < 1e-2);
   CHECK(max_abs(gpu.lse, lse) < 2e-3);
-  CHECK(rel_diff(gpu.dq, dq) < 2e-2);
-  CHECK(rel_diff(gpu.dk, dk) < 2e-2);
+  // With a single key (T = 1) dq and dk vanish exactly on the CPU while the GPU keeps bf16
+  // rounding noise of D; errors are measured against max(‖ref‖, 0.1·‖dv‖) so that case is judged
+  // on the gradients' common scale.
+  const double floor_norm = 0.1 * l2(dv);
+  CHECK(diff_norm(gpu.dq, dq) / std::max(l2(dq), floor_norm) < 2e-2);
+  CHECK(diff_norm(gpu.dk, dk) / std::max(l2(dk), floor_norm) < 2e-2);
   CHECK(rel_diff(gpu.dv, dv) < 2e-2);
 }
 
