@@ -1,4 +1,4 @@
-"""PyTorch's causal scaled_dot_product_attention in bf16, timed like bench/bench_attention.cu.
+"""PyTorch's causal scaled_dot_product_attention in bf16, timed like bench/attention_bench.cu.
 
 usage: python3 bench/torch_attention.py [B NH T hs]...   (same defaults and output format)
 q, k, v are [B, T, NH, hs] tensors viewed as [B, NH, T, hs] (as a GPT's attention calls it);

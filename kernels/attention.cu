@@ -17,8 +17,8 @@
 //                              hs = 128); block x takes query tile nq-1-x, warp w rows R/4·w.. (two
 //                              m16 atoms, one for hs = 128). Shared: q tile, two k and two v tiles of
 //                              64 keys (cp.async double buffer). Writes out, lse.
-//   attention_bwd_pre_kernel   grid ceil(B·T·NH / 4), one warp per (token, head): D, and zeroes the
-//                              dq accumulator row.
+//   attention_bwd_pre_kernel   one thread per 8 channels of a (token, head): D, and zeroes the
+//                              dq accumulator.
 //   attention_bwd_kernel<HS,BM> grid (ceil(T/64), B·NH); block x takes key tile x, warp w
 //                              its keys 16w..16w+15, and walks query tiles of BM rows (64 for
 //                              hs <= 64, 32 for hs = 128 to keep dk, dv and the tiles in registers).
@@ -26,29 +26,22 @@
 //   attention_bwd_dq_kernel    dq = bf16(scale·accumulator), one thread per 8 elements.
 // Pointer layouts are in attention.cuh. Workspace: dq accumulator fp32 [B,T,NH,hs] (contiguous),
 // then D fp32 [B,NH,T].
-#include <cuda_bf16.h>
-
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
-#include "attention.cuh"
-#include "attention_tiles.cuh"
+#include "backend/cuda/check.hpp"
+#include "kernels/attention.cuh"
+#include "kernels/attention_tiles.cuh"
 
 namespace pg::kernels {
 namespace {
 
-using bf16 = __nv_bfloat16;
 using namespace tiles;
 
 constexpr int kThreads = 128;
 constexpr int kTile = 64;  // query rows per forward block; keys per backward block
 constexpr float kLog2e = 1.4426950408889634f;
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string(what) + " (" __FILE__ "): " + cudaGetErrorString(e));
-}
 
 // ---- forward ------------------------------------------------------------------------------------
 
@@ -137,8 +130,10 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
       }
     }
 
-    // Scale to the log2 domain, mask s > t (only tiles reaching past the warp's first row have
-    // such keys; keys >= T lie beyond every valid row), and update the running max and sum.
+    // Mask s > t (only tiles reaching past the warp's first row have such keys; keys >= T lie
+    // beyond every valid row) and update the running max and sum. The max is taken on the raw
+    // scores (scale > 0) and kept in the log2 domain, so p = 2^(s·scale·log2e - m) is one FFMA
+    // and one ex2.
     const bool diag = n0 + kTile - 1 > wrow0;
 #pragma unroll
     for (int mi = 0; mi < kMA; ++mi) {
@@ -147,14 +142,12 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
       for (int nt = 0; nt < kTile / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          float x = s[mi][nt][e] * scale_log2;
           if (diag) {
             const int key = n0 + nt * 8 + 2 * c + (e & 1);
             const int row = wrow0 + mi * 16 + g + (e >> 1) * 8;
-            if (key > row) x = -INFINITY;
+            if (key > row) s[mi][nt][e] = -INFINITY;
           }
-          s[mi][nt][e] = x;
-          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
+          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[mi][nt][e]);
         }
       }
       float alpha[2], sub[2];
@@ -162,9 +155,9 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
       for (int r = 0; r < 2; ++r) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float m_new = fmaxf(row_max[mi][r], tile_max[r]);
+        const float m_new = fmaxf(row_max[mi][r], tile_max[r] * scale_log2);
         sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
-        alpha[r] = exp2f(row_max[mi][r] - sub[r]);
+        alpha[r] = ex2(row_max[mi][r] - sub[r]);
         row_max[mi][r] = m_new;
         row_sum[mi][r] *= alpha[r];
       }
@@ -179,7 +172,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
       for (int nt = 0; nt < kTile / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float p = exp2f(s[mi][nt][e] - sub[e >> 1]);
+          const float p = ex2(fmaf(s[mi][nt][e], scale_log2, -sub[e >> 1]));
           s[mi][nt][e] = p;
           row_sum[mi][e >> 1] += p;  // this thread's columns only; the quad is summed at the end
         }
@@ -229,29 +222,34 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
 
 // ---- backward -----------------------------------------------------------------------------------
 
-// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One warp per
-// (token, head) row, lanes striding over the channels.
+// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One thread
+// per 8 channels (16-byte loads), the hs/8 threads of a (token, head) row adjacent in one warp.
 __global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __restrict__ D,
                                          const bf16* __restrict__ dout, const bf16* __restrict__ out,
-                                         int B, int T, int NH, int hs, int64_t out_stride) {
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= int64_t(B) * T * NH) return;
-  const int h = int(row % NH);
+                                         int64_t n_rows, int T, int NH, int hs, int64_t out_stride) {
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
+  const bool valid = i < n_rows * hs;
+  const int64_t row = i / hs;  // (b·T + t)·NH + h
+  const int col = int(i % hs), h = int(row % NH);
   const int64_t bt = row / NH;  // b·T + t
-  const bf16* dr = dout + bt * out_stride + int64_t(h) * hs;
-  const bf16* orow = out + bt * out_stride + int64_t(h) * hs;
   float acc = 0.f;
-  for (int i = 2 * lane; i < hs; i += 64) {
-    const float2 d2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dr + i));
-    const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(orow + i));
-    acc += d2.x * o2.x + d2.y * o2.y;
-    *reinterpret_cast<float2*>(dq_acc + row * hs + i) = make_float2(0.f, 0.f);
-  }
+  if (valid) {
+    const int64_t off = bt * out_stride + int64_t(h) * hs + col;
+    const uint4 d8 = *reinterpret_cast<const uint4*>(dout + off);
+    const uint4 o8 = *reinterpret_cast<const uint4*>(out + off);
+    const uint32_t dw[4] = {d8.x, d8.y, d8.z, d8.w}, ow[4] = {o8.x, o8.y, o8.z, o8.w};
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-  const int64_t b = bt / T, t = bt % T;
-  if (lane == 0) D[(b * NH + h) * T + t] = acc;
+    for (int j = 0; j < 4; ++j) {
+      const float2 d2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&dw[j]));
+      const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[j]));
+      acc += d2.x * o2.x + d2.y * o2.y;
+    }
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    *reinterpret_cast<float4*>(dq_acc + i) = zero;
+    *reinterpret_cast<float4*>(dq_acc + i + 4) = zero;
+  }
+  for (int width = 1; width < hs / 8; width <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, width);
+  if (valid && col == 0) D[((bt / T) * NH + h) * T + bt % T] = acc;
 }
 
 __global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __restrict__ dq_acc,
@@ -359,7 +357,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int qcol = nt * 8 + 2 * c + (e & 1);
-        float p = exp2f(st[nt][e] * scale_log2 - ((e & 1) ? lse2.y : lse2.x));
+        float p = ex2(fmaf(st[nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x)));
         if (diag && key_w0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - ((e & 1) ? Dq.y : Dq.x));
@@ -455,8 +453,8 @@ AttentionDims resolved(const AttentionDims& d) {
 
 template <typename Kernel>
 void set_smem(Kernel kernel, size_t bytes) {
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-        "cudaFuncSetAttribute(attention smem)");
+  CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
 template <int HS>
@@ -468,7 +466,7 @@ void launch_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16*
   const dim3 grid((d.T + fwd_rows<HS>() - 1) / fwd_rows<HS>(), d.B * d.NH);
   attention_fwd_kernel<HS><<<grid, kThreads, smem, stream>>>(
       out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
-  check(cudaGetLastError(), "attention_fwd_kernel launch");
+  CUDA_CHECK_LAUNCH();
 }
 
 template <int HS, int BM>
@@ -481,7 +479,7 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   attention_bwd_kernel<HS, BM><<<grid, kThreads, smem, stream>>>(
       dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale,
       d.scale * kLog2e);
-  check(cudaGetLastError(), "attention_bwd_kernel launch");
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -508,19 +506,18 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   float* dq_acc = static_cast<float*>(workspace);
   float* D = dq_acc + rows * d.hs;
 
-  constexpr int kPreWarps = 4;
-  attention_bwd_pre_kernel<<<unsigned((rows + kPreWarps - 1) / kPreWarps), 32 * kPreWarps, 0,
-                             stream>>>(dq_acc, D, dout, out, d.B, d.T, d.NH, d.hs, d.out_stride);
-  check(cudaGetLastError(), "attention_bwd_pre_kernel launch");
+  const int64_t n_threads = rows * d.hs / 8;  // for the pre and the dq kernels
+  attention_bwd_pre_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
+      dq_acc, D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
+  CUDA_CHECK_LAUNCH();
 
   if (d.hs == 32) launch_bwd<32, 64>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 64) launch_bwd<64, 64>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 128) launch_bwd<128, 32>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
 
-  const int64_t n_threads = rows * d.hs / 8;
   attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
       dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
-  check(cudaGetLastError(), "attention_bwd_dq_kernel launch");
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace pg::kernels

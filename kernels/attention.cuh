@@ -11,13 +11,14 @@
 //   out, dout           : [B, T, NH, hs] with token stride out_stride (NH·hs when contiguous).
 //   lse                 : fp32 [B, NH, T], the natural-log logsumexp of each query row's scaled
 //                         scores, saved by the forward for the backward.
-// hs must be 32, 64 or 128; T >= 1 (any value, not only multiples of the tile).
+// hs must be 32, 64 or 128; T >= 1 (any value, not only multiples of the tile); B·NH <= 65535.
+// Unlike the CPU reference (which accumulates), the backward WRITES dq, dk, dv: the CUDA model
+// gives each gradient its own buffer.
 #pragma once
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <cstddef>
 #include <cstdint>
+
+#include "kernels/types.cuh"
 
 namespace pg::kernels {
 
@@ -29,8 +30,8 @@ struct AttentionDims {
 };
 
 // out = softmax_causal(scale·q·kᵀ)·v ; lse[b,h,t] = log Σ_{s<=t} exp(scale·q_t·k_s).
-void attention_fwd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
-                   const __nv_bfloat16* v, const AttentionDims& dims, cudaStream_t stream);
+void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
+                   const bf16* v, const AttentionDims& dims, cudaStream_t stream);
 
 // Bytes of device workspace attention_bwd needs: an fp32 dq accumulator [B,T,NH,hs] and the fp32
 // row terms D = rowsum(dout ∘ out) [B,NH,T].
@@ -42,9 +43,9 @@ size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 // dk and dv are bitwise deterministic; dq is summed with fp32 atomics across key tiles, so its
 // low bits may differ from run to run. workspace: attention_bwd_workspace_bytes(dims) bytes,
 // 16-byte aligned, contents irrelevant on entry.
-void attention_bwd(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, void* workspace,
-                   const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
-                   const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace,
+                   const bf16* dout, const bf16* out, const float* lse,
+                   const bf16* q, const bf16* k, const bf16* v,
                    const AttentionDims& dims, cudaStream_t stream);
 
 }  // namespace pg::kernels

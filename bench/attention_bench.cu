@@ -1,30 +1,22 @@
 // Times the causal flash-attention kernels (kernels/attention.cu) on GPT-2-sized shapes.
-//   usage: bench_attention [B NH T hs]...   (default: 64 12 1024 64, 64 6 1024 128, 16 12 1024 64)
+//   usage: attention_bench [B NH T hs]...   (default: 64 12 1024 64, 64 6 1024 128, 16 12 1024 64)
 // For each shape: median over 30 timed repetitions (after 5 warm-ups, CUDA events) of the forward
 // and of forward + backward, with inputs random in [-2, 2) (never zeros). FLOPs counted as
 // FlashAttention does: forward 4·B·NH·T²·hs / 2 (the causal half of two T×T×hs products),
 // backward 2.5× the forward (five products instead of two).
 // Prints one line per shape: "ours B NH T hs fwd_ms fwd_tflops fwdbwd_ms fwdbwd_tflops".
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "backend/cuda/device.hpp"
 #include "kernels/attention.cuh"
 
 namespace {
 
-using bf16 = __nv_bfloat16;
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
+using pg::cuda::DeviceBuffer;
+using pg::kernels::bf16;
 
 __global__ void fill_random(bf16* x, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
@@ -39,60 +31,43 @@ __global__ void fill_random(bf16* x, size_t n, uint32_t seed) {
   }
 }
 
-struct Buf {
-  void* p = nullptr;
-  explicit Buf(size_t bytes) { check(cudaMalloc(&p, bytes), "cudaMalloc"); }
-  ~Buf() { cudaFree(p); }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-};
-
 template <typename F>
 float median_ms(F&& f, cudaStream_t s) {
   for (int i = 0; i < 5; ++i) f();
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "event");
-  check(cudaEventCreate(&b), "event");
+  pg::cuda::Event a, b;
   std::vector<float> ms;
   for (int i = 0; i < 30; ++i) {
-    check(cudaEventRecord(a, s), "record");
+    a.record(s);
     f();
-    check(cudaEventRecord(b, s), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float t = 0.f;
-    check(cudaEventElapsedTime(&t, a, b), "elapsed");
-    ms.push_back(t);
+    b.record(s);
+    b.synchronize();
+    ms.push_back(b.elapsed_ms_since(a));
   }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
 
 void bench(int B, int NH, int T, int hs) {
   const size_t n = size_t(B) * T * NH * hs;
-  Buf q(n * 2), k(n * 2), v(n * 2), out(n * 2), dout(n * 2), dq(n * 2), dk(n * 2), dv(n * 2);
-  Buf lse(size_t(B) * NH * T * 4);
+  DeviceBuffer<bf16> q(n), k(n), v(n), out(n), dout(n), dq(n), dk(n), dv(n);
+  DeviceBuffer<float> lse(size_t(B) * NH * T);
   const pg::kernels::AttentionDims dims{B, T, NH, hs, 0, 0, 0.f};
-  Buf ws(pg::kernels::attention_bwd_workspace_bytes(dims));
+  DeviceBuffer<unsigned char> ws(pg::kernels::attention_bwd_workspace_bytes(dims));
   uint32_t seed = 1;
-  for (const Buf* b : {&q, &k, &v, &dout}) fill_random<<<1024, 256>>>(b->as<bf16>(), n, seed++);
-  check(cudaDeviceSynchronize(), "fill");
+  for (auto* b : {&q, &k, &v, &dout}) fill_random<<<1024, 256>>>(b->data(), n, seed++);
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cudaDeviceSynchronize());
   cudaStream_t s = nullptr;
   auto fwd = [&] {
-    pg::kernels::attention_fwd(out.as<bf16>(), lse.as<float>(), q.as<bf16>(), k.as<bf16>(),
-                               v.as<bf16>(), dims, s);
+    pg::kernels::attention_fwd(out.data(), lse.data(), q.data(), k.data(), v.data(), dims, s);
   };
   auto fwd_bwd = [&] {
     fwd();
-    pg::kernels::attention_bwd(dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), ws.p, dout.as<bf16>(),
-                               out.as<bf16>(), lse.as<float>(), q.as<bf16>(), k.as<bf16>(),
-                               v.as<bf16>(), dims, s);
+    pg::kernels::attention_bwd(dq.data(), dk.data(), dv.data(), ws.data(), dout.data(),
+                               out.data(), lse.data(), q.data(), k.data(), v.data(), dims, s);
   };
   const float t_fwd = median_ms(fwd, s), t_all = median_ms(fwd_bwd, s);
-  check(cudaDeviceSynchronize(), "bench");
+  CUDA_CHECK(cudaDeviceSynchronize());
   const double flop_fwd = 4.0 * B * NH * double(T) * T * hs / 2.0;
   std::printf("ours B=%d NH=%d T=%d hs=%d fwd_ms=%.4f fwd_tflops=%.1f fwdbwd_ms=%.4f "
               "fwdbwd_tflops=%.1f\n",
