@@ -9,6 +9,7 @@
 #include "backend/cpu/ops.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "gpu_testing.hpp"
+#include "kernels/bias.cuh"
 
 using namespace pg;
 using namespace pg::test;
@@ -142,4 +143,20 @@ TEST_CASE("gpu gemm: linear layer backward matches cpu::matmul_bwd", "[gpu][gemm
   stream.synchronize();
   CHECK(rel_diff(download(d_dinp), dinp_ref) < kTolBf16);
   CHECK(rel_diff(download(dw_gpu), dw_ref.buf) < kTolGemmF32);
+}
+
+TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {
+  const uint64_t seed = 915;
+  CAPTURE(seed);
+  Rng rng(seed);
+  const int Nrows = 1000, OC = 77;  // rows not a multiple of the chunks, columns of the slab
+  const Vec dout = round_bf16(randn(rng, int64_t(Nrows) * OC));
+  const Vec inp(size_t(Nrows), 0.0), w(size_t(OC), 0.0);  // IC = 1, only dbias is asked for
+  AccumGrad dbias(rng, OC);
+  cpu::matmul_bwd((double*)nullptr, (double*)nullptr, dbias.data(), dout.data(), inp.data(), w.data(), Nrows, 1, OC);
+  auto d_dout = upload_bf16(dout);
+  auto d_dbias = upload_f32(dbias.start);
+  cuda::DeviceBuffer<float> scratch(size_t(kernels::bias_bwd_scratch_floats(OC)));
+  kernels::bias_bwd(d_dbias.data(), scratch.data(), d_dout.data(), Nrows, OC, nullptr);
+  CHECK(rel_diff(download(d_dbias), dbias.buf) < kTolF32);
 }
