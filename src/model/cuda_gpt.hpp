@@ -20,6 +20,7 @@
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
 #include "kernels/types.cuh"
+#include "model/gpt.hpp"
 #include "model/param_table.hpp"
 
 namespace pg {
@@ -38,10 +39,7 @@ class CudaGpt {
   size_t arena_bytes() const { return arena_.bytes(); }
 
  private:
-  struct Layer {  // offsets into the flat parameter buffer; -1 = absent
-    int64_t ln1_w = -1, ln1_b = -1, q = -1, k = -1, v = -1, qb = -1, kb = -1, vb = -1, o = -1, ob = -1;
-    int64_t ln2_w = -1, ln2_b = -1, fc = -1, fcb = -1, proj = -1, projb = -1;
-  };
+  using Layer = GptLayerOffsets;
   struct LayerActs {
     bf16 *res_in, *ln1, *q_raw, *k_raw, *q, *k, *v, *att, *res_mid, *ln2, *fc, *act;
     float *ln1_mean, *ln1_rstd, *q_rstd, *k_rstd, *lse, *ln2_mean, *ln2_rstd;
