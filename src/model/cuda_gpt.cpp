@@ -78,7 +78,7 @@ size_t CudaGpt::layout(std::byte* base) {
   }
   branch_ = a.take<bf16>(NC), res_final_ = a.take<bf16>(NC), lnf_ = a.take<bf16>(NC);
   lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
-  logits_ = a.take<bf16>(N * V_), losses_ = a.take<float>(N);
+  logits_ = a.take<bf16>(N * V_), losses_ = a.take<float>(N), correct_ = a.take<int32_t>(N);
   dres_ = a.take<bf16>(NC), dln_ = a.take<bf16>(NC), datt_ = a.take<bf16>(NC);
   dq_ = a.take<bf16>(NC), dk_ = a.take<bf16>(NC), dv_ = a.take<bf16>(NC), dact_ = a.take<bf16>(NF);
   norm_scratch_ = a.take<float>(kernels::norm_bwd_scratch_floats(C_));
@@ -111,7 +111,8 @@ void CudaGpt::linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout
   if (b >= 0) kernels::bias_bwd(G + b, bias_scratch_, dout, N, OC, stream_);
 }
 
-double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
+double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* targets, int B, int Tn,
+                        int64_t* n_correct) {
   PG_CHECK(B >= 1 && B <= max_batch_ && Tn >= 1 && Tn <= S_, "forward: batch or length beyond the arena");
   B_ = B, Tn_ = Tn, inputs_ = inputs, targets_ = targets;
   const int N = B * Tn;
@@ -162,12 +163,22 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   gemm_.gemm(g);
   if (!targets) return 0.0;
   // Losses only; the logits stay for backward, which runs the classifier again for dlogits.
-  kernels::fused_classifier(logits_, losses_, targets, N, V_, V_, 0.f, softcap_, false, stream_);
+  kernels::fused_classifier(logits_, losses_, n_correct ? correct_ : nullptr, targets, N, V_, V_, 0.f, softcap_,
+                            false, stream_);
   host_losses_.resize(size_t(N));
   CUDA_CHECK(cudaMemcpyAsync(host_losses_.data(), losses_, size_t(N) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  if (n_correct) {
+    host_correct_.resize(size_t(N));
+    CUDA_CHECK(cudaMemcpyAsync(host_correct_.data(), correct_, size_t(N) * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                               stream_));
+  }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   double sum = 0.0;
   for (float x : host_losses_) sum += x;
+  if (n_correct) {
+    *n_correct = 0;
+    for (int32_t c : host_correct_) *n_correct += c;
+  }
   return sum / N;
 }
 
@@ -179,7 +190,8 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
   kernels::AttentionDims dims;
   dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_;
 
-  kernels::fused_classifier(logits_, losses_, targets_, N, V_, V_, float(loss_scale / N), softcap_, true, stream_);
+  kernels::fused_classifier(logits_, losses_, nullptr, targets_, N, V_, V_, float(loss_scale / N), softcap_, true,
+                            stream_);
   linear_bwd(dln_, false, G, logits_, lnf_, P, head_, -1, N, C_, V_);
   kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_,
                     lnf_rstd_, N, C_, kind, stream_);

@@ -30,8 +30,10 @@ class CudaGpt {
   using bf16 = kernels::bf16;
   CudaGpt(const Config& cfg, const ParamTable& table, int max_batch, cudaStream_t stream);
 
-  // Returns the mean cross-entropy with targets (synchronises the stream to read it), 0 without.
-  double forward(const bf16* params, const int32_t* inputs, const int32_t* targets, int B, int Tn);
+  // Returns the mean cross-entropy with targets (synchronises the stream to read it), 0 without;
+  // *n_correct (if given) receives the number of rows whose argmax is the target.
+  double forward(const bf16* params, const int32_t* inputs, const int32_t* targets, int B, int Tn,
+                 int64_t* n_correct = nullptr);
   // grads += d(loss_scale · mean loss)/d params.
   void backward(const bf16* params, float* grads, double loss_scale);
 
@@ -63,10 +65,12 @@ class CudaGpt {
   std::vector<LayerActs> acts_;
   bf16 *branch_, *res_final_, *lnf_, *logits_;
   float *lnf_mean_, *lnf_rstd_, *losses_;
+  int32_t* correct_;
   bf16 *dres_, *dln_, *dq_, *dk_, *dv_, *datt_, *dact_;
   float *norm_scratch_, *bias_scratch_;
   void* attn_ws_;
   std::vector<float> host_losses_;
+  std::vector<int32_t> host_correct_;
   const int32_t *inputs_ = nullptr, *targets_ = nullptr;
   int B_ = 0, Tn_ = 0;
 };

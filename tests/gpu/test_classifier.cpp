@@ -27,7 +27,8 @@ TEST_CASE("gpu fused classifier: loss and dlogits, with and without soft cap", "
     Vec zc = z;
     if (c.cap > 0) cpu::softcap_fwd(zc.data(), z.data(), int64_t(z.size()), c.cap);
     Vec losses(N);
-    cpu::cross_entropy_fwd(losses.data(), (int64_t*)nullptr, zc.data(), targets.data(), N, c.V);
+    int64_t n_correct = 0;
+    cpu::cross_entropy_fwd(losses.data(), &n_correct, zc.data(), targets.data(), N, c.V);
     const double dloss = 2.0 / N;
     Vec dz(z.size());
     cpu::cross_entropy_bwd(dz.data(), zc.data(), targets.data(), N, c.V, dloss);
@@ -39,11 +40,15 @@ TEST_CASE("gpu fused classifier: loss and dlogits, with and without soft cap", "
     auto d_logits = upload_bf16(logits);
     auto d_targets = upload(targets);
     cuda::DeviceBuffer<float> d_losses(N);
-    kernels::fused_classifier(d_logits.data(), d_losses.data(), d_targets.data(), N, c.V, c.V_padded,
-                              float(dloss), float(c.cap), false, nullptr);
+    cuda::DeviceBuffer<int32_t> d_correct(N);
+    kernels::fused_classifier(d_logits.data(), d_losses.data(), d_correct.data(), d_targets.data(), N, c.V,
+                              c.V_padded, float(dloss), float(c.cap), false, nullptr);
     CHECK(rel_diff(download(d_losses), losses) < kTolF32);
+    int64_t gpu_correct = 0;
+    for (int32_t x : d_correct.download()) gpu_correct += x;
+    CHECK(gpu_correct == n_correct);
     CHECK(rel_diff(download(d_logits), logits) == 0.0);  // evaluation leaves the logits alone
-    kernels::fused_classifier(d_logits.data(), d_losses.data(), d_targets.data(), N, c.V, c.V_padded,
+    kernels::fused_classifier(d_logits.data(), d_losses.data(), nullptr, d_targets.data(), N, c.V, c.V_padded,
                               float(dloss), float(c.cap), true, nullptr);
     CHECK(rel_diff(download(d_losses), losses) < kTolF32);
     CHECK(rel_diff(download(d_logits), dref) < kTolBf16);
