@@ -101,18 +101,22 @@ __global__ void norm_bwd_kernel(bf16* dinp, bool accumulate, float* scratch, boo
   }
 }
 
-// dgain[c] += Σ_b scratch[b][0][c]; dbias[c] += Σ_b scratch[b][1][c], in block order.
-__global__ void norm_param_reduce_kernel(float* dgain, float* dbias, const float* scratch,
-                                         int n_block, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  float sg = 0.f, sb = 0.f;
-  for (int b = 0; b < n_block; ++b) {
-    sg += scratch[int64_t(b) * 2 * C + c];
-    sb += scratch[int64_t(b) * 2 * C + C + c];
-  }
-  dgain[c] += sg;
-  if (dbias) dbias[c] += sb;
+// dgain[c] += Σ_b scratch[b][0][c]; dbias[c] += Σ_b scratch[b][1][c]. Block (32, 8) per 32
+// columns of the 2C partials: thread row y sums blocks y, y+8, ... in order, then thread row 0
+// adds the 8 sums in order, so the result is the same on every run.
+__global__ void norm_param_reduce_kernel(float* dgain, float* dbias, const float* scratch, int n_block, int C) {
+  __shared__ float part[8][33];
+  const int c = blockIdx.x * 32 + threadIdx.x;  // over 2C: gain partials, then bias partials
+  float s = 0.f;
+  if (c < 2 * C)
+    for (int b = threadIdx.y; b < n_block; b += 8) s += scratch[int64_t(b) * 2 * C + c];
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= 2 * C) return;
+  float t = 0.f;
+  for (int y = 0; y < 8; ++y) t += part[y][threadIdx.x];
+  if (c < C) dgain[c] += t;
+  else if (dbias) dbias[c - C] += t;
 }
 
 }  // namespace
@@ -150,8 +154,8 @@ void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* sc
                                                                  dout, inp, gain, mean, rstd, N, C, ln);
   CUDA_CHECK_LAUNCH();
   if (want_param) {
-    norm_param_reduce_kernel<<<unsigned((C + 255) / 256), 256, 0, stream>>>(dgain, dbias, scratch,
-                                                                             kNormBwdBlocks, C);
+    norm_param_reduce_kernel<<<unsigned((2 * C + 31) / 32), dim3(32, 8), 0, stream>>>(dgain, dbias, scratch,
+                                                                                      kNormBwdBlocks, C);
     CUDA_CHECK_LAUNCH();
   }
 }

@@ -20,7 +20,8 @@
 // saved res_out (or the norm's input when there was no add). dinp may alias dout when not
 // accumulating. C % 8 == 0 is not required.
 // Grid: one warp per row, 4 warps per block (forward); backward: a fixed grid of
-// kNormBwdBlocks blocks, each with up to 4 warps striding over the rows.
+// kNormBwdBlocks blocks, each with up to 4 warps striding over the rows, then a reduction of the
+// partials with blocks of 32×8 threads per 32 columns.
 #pragma once
 #include "kernels/types.cuh"
 
@@ -32,7 +33,7 @@ void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const
                        const bf16* branch, const bf16* gain, const bf16* bias, int N, int C,
                        float eps, NormKind kind, cudaStream_t stream);
 
-constexpr int kNormBwdBlocks = 132;
+constexpr int kNormBwdBlocks = 1056;  // 8 per SM of an H100: enough warps to hide latency
 inline int64_t norm_bwd_scratch_floats(int C) { return int64_t(kNormBwdBlocks) * 2 * C; }
 
 void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* scratch,
