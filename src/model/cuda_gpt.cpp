@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "backend/cuda/check.hpp"
 #include "core/error.hpp"
 #include "kernels/activation.cuh"
 #include "kernels/attention.cuh"
@@ -54,7 +55,14 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
   for (const Layer& w : layers_) PG_CHECK(w.ln1_w >= 0 && w.ln2_w >= 0, "parameter table lacks a block's norms");
 
   acts_.resize(size_t(L_));
-  arena_ = cuda::DeviceBuffer<std::byte>(layout(nullptr));
+  const size_t need = layout(nullptr);
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (need > free_bytes)
+    throw UserError("train.batch_size=" + std::to_string(max_batch) + ", model.seq_len=" + std::to_string(S_) +
+                    ": the activation arena needs " + std::to_string(need) + " bytes, the GPU has " +
+                    std::to_string(free_bytes) + " free");
+  arena_ = cuda::DeviceBuffer<std::byte>(need);
   layout(arena_.data());
 }
 

@@ -5,7 +5,8 @@
 //
 // Memory: every activation and scratch buffer is carved at construction from one device arena
 // sized for (max_batch, seq_len); forward and backward allocate nothing. arena_bytes() says how
-// much that is before any step runs.
+// much that is before any step runs; a device with less free memory makes the constructor throw a
+// UserError naming the bytes needed and free.
 //
 // Contract (as CpuGpt): backward() follows a forward() with targets, once; gradients ACCUMULATE
 // into `grads` (fp32, laid out by the ParamTable). inputs and targets are device arrays [B, Tn].
