@@ -24,6 +24,7 @@
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
 #include "train/checkpoint.hpp"
+#include "train/inspect.hpp"
 #include "train/sample.hpp"
 #include "train/trainer.hpp"
 
@@ -40,6 +41,7 @@ const char* kUsage =
     "  prepare   --input FILES... --out DIR [--val-fraction F] [--name NAME] [--tokenizer DIR]\n"
     "  tokenize  [--tokenizer DIR]   (text on stdin -> GPT-2 token ids on stdout)\n"
     "  config    [--config FILE] [--set ...] [--describe]   (print the resolved config, or the reference table)\n"
+    "  inspect   --ckpt CKPT_DIR [--json]   (per-matrix sigma_max, w_max, and the Lipschitz certificate)\n"
     "run `polargpt <command> --help` for a command's flags\n";
 
 cxxopts::ParseResult parse(cxxopts::Options& o, int argc, char** argv) {
@@ -204,6 +206,16 @@ int cmd_config(int argc, char** argv) {
   return 0;
 }
 
+int cmd_inspect(int argc, char** argv) {
+  cxxopts::Options o("polargpt inspect", "spectral norms of a checkpoint's matrices and its Lipschitz certificate");
+  o.add_options()("ckpt", "checkpoint (or run) directory", cxxopts::value<std::string>())(
+      "json", "print one JSON object {\"matrices\": [...], \"certificate\": {...}}");
+  auto r = parse(o, argc, argv);
+  const nlohmann::json report = inspect_checkpoint(resolve_ckpt(need(r, "ckpt")));
+  std::cout << (r.count("json") ? report.dump(2) + "\n" : inspect_text(report));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -224,7 +236,8 @@ int main(int argc, char** argv) {
     if (cmd == "prepare") return cmd_prepare(argc - 1, argv + 1);
     if (cmd == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
     if (cmd == "config") return cmd_config(argc - 1, argv + 1);
-    std::cerr << "polargpt: unknown command '" << cmd << "' (expected train, eval, sample, prepare, tokenize, config)\n";
+    if (cmd == "inspect") return cmd_inspect(argc - 1, argv + 1);
+    std::cerr << "polargpt: unknown command '" << cmd << "' (expected train, eval, sample, prepare, tokenize, config, inspect)\n";
     return 2;
   } catch (const UserError& e) {
     std::cerr << "polargpt " << cmd << ": error: " << e.what() << "\n";

@@ -76,6 +76,10 @@ TEST_CASE("cpu_gpt: whole-model gradients match finite differences in float64", 
        "model.tie_embeddings=false", "model.bias=false"},
       {"model.logit_softcap=3.0", "model.pos=rope", "model.d_ff=0"},
       {"model.norm=none", "model.bias=false"},
+      // Lipschitz-certified variant: convex residuals, 1/d_head logits, GELU / 1.129, attention / 3.
+      {"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false",
+       "model.pos=rope", "model.attn_scale=2.5"},
+      {"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false"},
   };
   uint64_t seed = 100;
   for (const auto& v : variants) {
