@@ -23,7 +23,8 @@ namespace pg {
 ParamTable build_gpt_params(const Config& cfg);
 
 // GPT-2-style init: N(0, init_std) for matrices and embeddings, the two residual output
-// projections scaled by 1/sqrt(2 n_layer), biases 0, gains 1. Deterministic from seed.
+// projections scaled by 1/sqrt(2 n_layer), biases 0, gains 1; model.variant = lipschitz draws the
+// embeddings from N(0, 1) (rows of RMS ~1, then max-norm projected). Deterministic from seed.
 void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float> params, uint64_t seed);
 
 // Training FLOPs per token (forward + backward = 3x forward): 6 N_matmul + 12 L T C for attention

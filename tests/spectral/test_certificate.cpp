@@ -84,7 +84,8 @@ double lower_bound(const Tiny& m, uint64_t seed) {
     return std::vector<double>(model.logits(), model.logits() + n_out);
   };
   auto ratio = [&](const std::vector<double>& x, const std::vector<double>& y) {
-    std::vector<double> fx = f(x), fy = f(y), dx(size_t(n_in)), dy(size_t(n_out));
+    const std::vector<double> fx = f(x), fy = f(y);
+    std::vector<double> dx(static_cast<size_t>(n_in)), dy(static_cast<size_t>(n_out));
     for (int i = 0; i < n_in; ++i) dx[size_t(i)] = x[size_t(i)] - y[size_t(i)];
     for (int i = 0; i < n_out; ++i) dy[size_t(i)] = fx[size_t(i)] - fy[size_t(i)];
     return norm_inf2(dy, m.Tn, m.V) / norm_inf2(dx, m.Tn, m.C);
@@ -109,7 +110,7 @@ double lower_bound(const Tiny& m, uint64_t seed) {
       const auto fp = f(xp), fm = f(xm);
       for (int i = 0; i < n_out; ++i) J[size_t(i) * n_in + j] = (fp[size_t(i)] - fm[size_t(i)]) / (2 * h);
     }
-    std::vector<double> v(size_t(n_in)), w(size_t(n_out));
+    std::vector<double> v(static_cast<size_t>(n_in)), w(static_cast<size_t>(n_out));
     for (auto& e : v) e = rng.normal();
     for (int it = 0; it < 100; ++it) {
       for (int i = 0; i < n_out; ++i) {

@@ -139,7 +139,8 @@ TEST_CASE("spectral: the monitor writes sigma_max lines for matching matrices an
   test::write_markov_shards(d.str(), 32, 20000, 4000, 3);
   const Config cfg = small_run(d, plus(kLipschitz, {"spectral.method=normalize", "spectral.monitor_every=4",
                                                     "spectral.monitor_filter=h.*.attn.q.*,lm_head.*",
-                                                    "spectral.monitor_method=power", "model.pos=rope"}));
+                                                    "spectral.monitor_method=power", "spectral.monitor_iters=300",
+                                                    "model.pos=rope"}));
   train(cfg, {d / "run"});
   const auto lines = io::read_jsonl(d / "run/spectral.jsonl");
   // steps 4, 8, 12: 2 q matrices + the head, then the certificate line
