@@ -22,6 +22,7 @@
 #include "data/tokenizer.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
+#include "io/metrics_log.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
 #include "optim/adamw.hpp"
@@ -161,7 +162,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     std::ofstream f(opt.run_dir + "/config.json");
     f << to_json(cfg).dump(2) << "\n";
   }
-  io::JsonlWriter metrics(metrics_path, /*append=*/opt.resume);
+  io::MetricsLog metrics(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
   std::optional<io::JsonlWriter> spectral_log;
   if (cfg.spectral.monitor_every > 0) spectral_log.emplace(opt.run_dir + "/spectral.jsonl", /*append=*/opt.resume);
 
