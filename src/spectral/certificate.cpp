@@ -55,7 +55,8 @@ LipschitzCertificate lipschitz_certificate(const Config& cfg, const ParamTable& 
     const ParamInfo& p = table.get(name);
     return sigma_max_power(params.data() + p.offset, int(p.rows()), int(p.cols()), kCertificateIters);
   });
-  bool all_constrained = true;
+  // hammer moves only the top singular pair: sigma_2 may stay above w_max, so it certifies nothing.
+  bool all_constrained = cfg.spectral.method != "hammer";
   for (const auto& p : table.entries())
     if (p.is_matrix() && p.role != Role::embed && p.role != Role::pos_embed) all_constrained &= p.constrained;
   if (all_constrained)

@@ -35,7 +35,9 @@ double log10_lipschitz_bound(const Config& cfg, const std::function<double(const
 
 struct LipschitzCertificate {
   double log10_bound = 0;                      // from measured sigma_max of every matrix
-  std::optional<double> log10_bound_wmax;      // from the enforced w_max (when every matrix is constrained)
+  // From the enforced w_max: when every matrix is constrained by a method that bounds every
+  // singular value (normalize, softcap, hardcap; not hammer, which leaves sigma_2 free).
+  std::optional<double> log10_bound_wmax;
   double input_radius = 0;                     // R_0
   // {"lipschitz_bound", "log10_lipschitz_bound", "lipschitz_bound_wmax", "log10_lipschitz_bound_wmax",
   //  "input_radius"} (bounds beyond double range are written as null, their log10 always).

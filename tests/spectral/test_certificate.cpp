@@ -182,6 +182,10 @@ TEST_CASE("certificate: the w_max bound dominates the measured one after project
   REQUIRE(c.log10_bound <= *c.log10_bound_wmax + 1e-4);  // measured sigma <= w_max (1 + 1e-4)
   REQUIRE(std::abs(c.log10_bound - exact_log10_bound(m)) < 1e-3);
   REQUIRE(std::pow(10.0, c.log10_bound) * (1 + 1e-3) >= lower_bound(m, 5));
+  // hammer bounds only sigma_1, so it gets no w_max certificate.
+  Config hammer = m.cfg;
+  hammer.spectral.method = "hammer";
+  REQUIRE_FALSE(lipschitz_certificate(hammer, m.table, Pf).log10_bound_wmax.has_value());
   // Every embedding row was max-norm projected: rows of RMS <= 1, which is the domain R_0 assumes.
   const ParamInfo& wte = m.table.get("wte");
   for (int64_t r = 0; r < wte.rows(); ++r) {
