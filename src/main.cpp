@@ -30,6 +30,7 @@
 #include "sweep/runner.hpp"
 #include "sweep/sweep_spec.hpp"
 #include "train/checkpoint.hpp"
+#include "train/inspect.hpp"
 #include "train/interchange.hpp"
 #include "train/sample.hpp"
 #include "train/trainer.hpp"
@@ -49,6 +50,7 @@ const char* kUsage =
     "  prepare   --input FILES... --out DIR [--val-fraction F] [--name NAME] [--tokenizer DIR]\n"
     "  tokenize  [--tokenizer DIR]   (text on stdin -> GPT-2 token ids on stdout)\n"
     "  config    [--config FILE] [--set ...] [--describe]   (print the resolved config, or the reference table)\n"
+    "  inspect   --ckpt CKPT_DIR [--json]   (per-matrix sigma_max, w_max, and the Lipschitz certificate)\n"
     "  sweep     SWEEP.json [--out DIR] [--gpus LIST] [--dry-run] [--retry-failed]\n"
     "run `polargpt <command> --help` for a command's flags\n";
 
@@ -253,6 +255,16 @@ int cmd_config(int argc, char** argv) {
   return 0;
 }
 
+int cmd_inspect(int argc, char** argv) {
+  cxxopts::Options o("polargpt inspect", "spectral norms of a checkpoint's matrices and its Lipschitz certificate");
+  o.add_options()("ckpt", "checkpoint (or run) directory", cxxopts::value<std::string>())(
+      "json", "print one JSON object {\"matrices\": [...], \"certificate\": {...}}");
+  auto r = parse(o, argc, argv);
+  const nlohmann::json report = inspect_checkpoint(resolve_ckpt(need(r, "ckpt")));
+  std::cout << (r.count("json") ? report.dump(2) + "\n" : inspect_text(report));
+  return 0;
+}
+
 // Runs every config of a sweep file (sweep/sweep_spec.hpp), restartable (sweep/runner.hpp).
 // Exit code 3 when every run was attempted but some failed.
 int cmd_sweep(int argc, char** argv) {
@@ -327,9 +339,10 @@ int main(int argc, char** argv) {
     if (cmd == "prepare") return cmd_prepare(argc - 1, argv + 1);
     if (cmd == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
     if (cmd == "config") return cmd_config(argc - 1, argv + 1);
+    if (cmd == "inspect") return cmd_inspect(argc - 1, argv + 1);
     if (cmd == "sweep") return cmd_sweep(argc - 1, argv + 1);
     std::cerr << "polargpt: unknown command '" << cmd
-              << "' (expected train, eval, sample, import, export, prepare, tokenize, config, sweep)\n";
+              << "' (expected train, eval, sample, import, export, prepare, tokenize, config, inspect, sweep)\n";
     return 2;
   } catch (const UserError& e) {
     std::cerr << "polargpt " << cmd << ": error: " << e.what() << "\n";

@@ -28,6 +28,7 @@ struct ModelConfig {
   double logit_softcap = 0.0;         // 0 = off; else logits <- cap * tanh(logits / cap)
   double rope_theta = 10000.0;
   double init_std = 0.02;
+  double attn_scale = 1.0;            // lipschitz variant: attention logits scaled by attn_scale / d_head
 
   bool operator==(const ModelConfig&) const = default;
 };
@@ -76,11 +77,33 @@ struct TrainConfig {
   bool operator==(const TrainConfig&) const = default;
 };
 
+// Spectral weight projection, sigma_max monitoring and the Lipschitz certificate
+// (src/spectral/constrain.hpp, ALGORITHMS.md sections 3-5).
+struct SpectralConfig {
+  std::string method = "none";        // none | normalize | hammer | softcap | hardcap
+  std::string norm = "spectral";      // spectral: sigma_1 <= w_max | rms: sqrt(n_in/n_out) sigma_1 <= w_max
+  double w_max = 1.0;                 // default bound; the per-role ones below override it when > 0
+  double w_max_attn = 0.0;
+  double w_max_mlp = 0.0;
+  double w_max_expert = 0.0;
+  double w_max_head = 0.0;
+  std::string roles = "attn,mlp,expert,head";  // comma-separated roles that are constrained
+  int power_iters = 4;                // power iterations per step (normalize, hammer)
+  bool warm_start = true;             // keep power-iteration vectors between steps and in checkpoints
+  int monitor_every = 0;              // 0 = off; else sigma_max of matching matrices every N steps
+  std::string monitor_filter = "*";   // comma-separated glob patterns on parameter names
+  std::string monitor_method = "ns3-accurate";  // ns5-fast | ns3-accurate | power
+  int monitor_iters = 30;             // power iterations of the monitor
+
+  bool operator==(const SpectralConfig&) const = default;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
   OptimConfig optim;
   TrainConfig train;
+  SpectralConfig spectral;
 
   int d_ff() const { return model.d_ff > 0 ? model.d_ff : 4 * model.d_model; }
   int d_head() const { return model.d_model / model.n_head; }

@@ -28,6 +28,8 @@ const std::vector<Field>& fields() {
        "0 = off; else logits <- cap * tanh(logits / cap)."},
       {PG_FIELD(model, rope_theta), greater_than(0), "RoPE base frequency (with model.pos = rope)."},
       {PG_FIELD(model, init_std), greater_than(0), "Standard deviation of the initial weights."},
+      {PG_FIELD(model, attn_scale), greater_than(0),
+       "`lipschitz` variant: attention logits are scaled by attn_scale / d_head (not 1 / sqrt(d_head))."},
 
       // ---- data -------------------------------------------------------------------------------
       {PG_FIELD(data, train), non_empty(), "Glob of training token shards (llm.c format)."},
@@ -75,6 +77,30 @@ const std::vector<Field>& fields() {
       {PG_FIELD(train, tensorboard), any(),
        "Also write every metrics record as TensorBoard scalars (an events.out.tfevents.* file in "
        "the run directory)."},
+
+      // ---- spectral (src/spectral/constrain.hpp) ----------------------------------------------
+      {PG_FIELD(spectral, method), one_of({"none", "normalize", "hammer", "softcap", "hardcap"}),
+       "Projection applied to every constrained matrix after each optimizer step (softcap needs "
+       "optim.kind = muon)."},
+      {PG_FIELD(spectral, norm), one_of({"spectral", "rms"}),
+       "What w_max bounds: sigma_max, or the RMS->RMS norm sqrt(n_in/n_out) * sigma_max."},
+      {PG_FIELD(spectral, w_max), greater_than(0), "Bound of every constrained matrix without a per-role one."},
+      {PG_FIELD(spectral, w_max_attn), at_least(0), "Bound of attention matrices; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, w_max_mlp), at_least(0), "Bound of MLP matrices; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, w_max_expert), at_least(0), "Bound of expert matrices; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, w_max_head), at_least(0), "Bound of the untied LM head; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, roles), non_empty(),
+       "Comma-separated roles that are constrained: any of attn, mlp, expert, head."},
+      {PG_FIELD(spectral, power_iters), at_least(1), "Power iterations per step (normalize, hammer)."},
+      {PG_FIELD(spectral, warm_start), any(),
+       "Power iteration starts from the previous step's vectors (kept in checkpoints)."},
+      {PG_FIELD(spectral, monitor_every), at_least(0),
+       "Write sigma_max of the matching matrices to RUN_DIR/spectral.jsonl every N steps; 0 = off."},
+      {PG_FIELD(spectral, monitor_filter), non_empty(),
+       "Comma-separated glob patterns (`*`, `?`) on parameter names that the monitor measures."},
+      {PG_FIELD(spectral, monitor_method), one_of({"ns5-fast", "ns3-accurate", "power"}),
+       "sigma_max estimate of the monitor: polar route (keller5 or cubic NS), or power iteration."},
+      {PG_FIELD(spectral, monitor_iters), at_least(1), "Power iterations of the monitor."},
   };
   return table;
 }

@@ -63,7 +63,9 @@ void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float
       // zeros
     } else {
       const bool resid = p.name.ends_with(".attn.o.weight") || p.name.ends_with(".mlp.proj.weight");
-      const double s = resid ? std_resid : std0;
+      // lipschitz: embedding rows start at RMS ~1, the edge of their max-norm ball (docs/lipschitz.md).
+      const bool lip_embed = cfg.model.variant == "lipschitz" && (p.role == Role::embed || p.role == Role::pos_embed);
+      const double s = lip_embed ? 1.0 : resid ? std_resid : std0;
       for (int64_t i = 0; i < p.numel; ++i) w[i] = float(s * rng.normal());
     }
   }

@@ -24,7 +24,8 @@ namespace pg {
 ParamTable build_gpt_params(const Config& cfg);
 
 // GPT-2-style init: N(0, init_std) for matrices and embeddings, the two residual output
-// projections scaled by 1/sqrt(2 n_layer), biases 0, gains 1. Deterministic from seed.
+// projections scaled by 1/sqrt(2 n_layer), biases 0, gains 1; model.variant = lipschitz draws the
+// embeddings from N(0, 1) (rows of RMS ~1, then max-norm projected). Deterministic from seed.
 void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float> params, uint64_t seed);
 
 // Where each tensor of the plan sits in the flat buffer (element offsets; -1 = absent), looked

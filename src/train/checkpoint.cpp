@@ -23,13 +23,15 @@ std::vector<io::TensorRef> refs_for(const ParamTable& table, std::span<const flo
 }  // namespace
 
 void save_checkpoint(const std::string& run_dir, int64_t step, const ParamTable& table, std::span<const float> params,
-                     const OptimizerStateView& opt, const nlohmann::json& state) {
+                     const OptimizerStateView& opt, const nlohmann::json& state,
+                     std::span<const io::TensorRef> extra_optimizer) {
   io::CheckpointTransaction tx(run_dir, step);
   io::write_safetensors(tx.dir() + "/model.safetensors", refs_for(table, params, "", false),
                         {{"format", "pt"}, {"producer", "polargpt"}});
   auto opt_refs = refs_for(table, opt.exp_avg, ".exp_avg", false);
   auto sq = refs_for(table, opt.exp_avg_sq, ".exp_avg_sq", false);
   opt_refs.insert(opt_refs.end(), sq.begin(), sq.end());
+  opt_refs.insert(opt_refs.end(), extra_optimizer.begin(), extra_optimizer.end());
   io::write_safetensors(tx.dir() + "/optimizer.safetensors", opt_refs, {{"producer", "polargpt"}});
   {
     std::ofstream f(tx.dir() + "/state.json");

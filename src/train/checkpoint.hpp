@@ -1,6 +1,7 @@
 // Saving and loading a training state as one checkpoint directory (DESIGN.md decision 7):
 //   model.safetensors      fp32 master weights, keyed by parameter name
 //   optimizer.safetensors  AdamW moments ("<name>.exp_avg", "<name>.exp_avg_sq"), keyed by name
+//                          (+ any extra optimizer tensors, e.g. "<name>.power_u" / "<name>.power_v")
 //   state.json             step counters, rng state, data position, the resolved config
 // Written through io::CheckpointTransaction (temp dir, fsync, rename, `latest`), so a crash
 // never leaves a half-written checkpoint. Keys are names, not offsets: a checkpoint survives a
@@ -12,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/safetensors.hpp"
 #include "model/param_table.hpp"
 
 namespace pg {
@@ -21,7 +23,8 @@ struct OptimizerStateView {  // flat buffers laid out by the ParamTable
 };
 
 void save_checkpoint(const std::string& run_dir, int64_t step, const ParamTable& table, std::span<const float> params,
-                     const OptimizerStateView& opt, const nlohmann::json& state);
+                     const OptimizerStateView& opt, const nlohmann::json& state,
+                     std::span<const io::TensorRef> extra_optimizer = {});
 
 // Reads ckpt_dir/model.safetensors into params (every table entry must be present with its shape).
 void load_model_weights(const std::string& ckpt_dir, const ParamTable& table, std::span<float> params);

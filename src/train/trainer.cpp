@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -26,6 +27,9 @@
 #include "model/gpt.hpp"
 #include "optim/adamw.hpp"
 #include "optim/lr_schedule.hpp"
+#include "spectral/certificate.hpp"
+#include "spectral/constrain.hpp"
+#include "spectral/spectral_log.hpp"
 #include "train/checkpoint.hpp"
 #include "train/sample.hpp"
 
@@ -106,10 +110,12 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
   if (ec) throw UserError("--out " + opt.run_dir + ": cannot create directory (" + ec.message() + ")");
 
   // Model, parameters, optimizer.
-  const ParamTable table = build_gpt_params(cfg);
+  const ParamTable table = with_constraints(cfg, build_gpt_params(cfg));
   std::vector<float> params(size_t(table.total()), 0.0f), grads(size_t(table.total()), 0.0f);
   init_gpt_params(cfg, table, params, cfg.train.seed);
   AdamW adamw(cfg.optim, table);
+  SpectralState spectral;
+  project_constrained(table, params, spectral, cfg, 0.0, 0);  // start inside the constraint set
   CpuGpt<float> model(cfg, table, B);
 
   // Data.
@@ -131,6 +137,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     const nlohmann::json st = load_state_json(*latest);
     load_model_weights(*latest, table, params);
     load_optimizer_state(*latest, table, {adamw.m(), adamw.v()});
+    if (cfg.spectral.warm_start) spectral.load(io::SafetensorsReader(*latest + "/optimizer.safetensors"), table);
     try {
       start_step = st.at("step").get<int>();
       updates = st.at("updates").get<int64_t>();
@@ -145,6 +152,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
       throw UserError(*latest + "/state.json: missing or malformed field (" + std::string(e.what()) + ")");
     }
     if (fs::exists(metrics_path)) io::truncate_jsonl_after_step(metrics_path, start_step);
+    if (fs::exists(opt.run_dir + "/spectral.jsonl")) io::truncate_jsonl_after_step(opt.run_dir + "/spectral.jsonl", start_step);
     spdlog::info("resuming {} from step {}", *latest, start_step);
   } else if (io::find_latest_checkpoint(opt.run_dir)) {
     throw UserError("--out " + opt.run_dir + ": already holds a run with checkpoints; pass --resume " + opt.run_dir +
@@ -155,6 +163,8 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     f << to_json(cfg).dump(2) << "\n";
   }
   io::MetricsLog metrics(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
+  std::optional<io::JsonlWriter> spectral_log;
+  if (cfg.spectral.monitor_every > 0) spectral_log.emplace(opt.run_dir + "/spectral.jsonl", /*append=*/opt.resume);
 
   spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
                table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
@@ -172,7 +182,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     nlohmann::json r = nlohmann::json::array();
     for (uint64_t w : rng.state()) r.push_back(std::to_string(w));
     st["rng"] = r;
-    save_checkpoint(opt.run_dir, step, table, params, {adamw.m(), adamw.v()}, st);
+    save_checkpoint(opt.run_dir, step, table, params, {adamw.m(), adamw.v()}, st, spectral.tensor_refs(table));
   };
 
   SignalGuard signals;
@@ -204,6 +214,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
       }
       ++updates;
       adamw.step(params, grads, lr, updates);
+      project_constrained(table, params, spectral, cfg, lr, step + 1);
     } else {
       ++skipped_total;
       ++skipped_in_row;
@@ -218,6 +229,8 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     ++steps_since_log;
     summary.steps_done = done;
     summary.final_train_loss = loss;
+    if (spectral_log && done % cfg.spectral.monitor_every == 0)  // inside the timed step
+      for (const auto& line : spectral_monitor_lines(cfg, table, params, done)) spectral_log->write(line);
 
     const bool last = done == max_steps;
     const bool stop = g_signal.load() != 0;
@@ -239,6 +252,11 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
         summary.final_val_loss = ev.loss;
         summary.final_val_acc = ev.acc;
         evalmsg = fmt::format(" | val {:.4f} acc {:.3f}", ev.loss, ev.acc);
+        if (m.variant == "lipschitz") {
+          const nlohmann::json cert = lipschitz_certificate(cfg, table, params).to_json();
+          rec.update(cert);
+          evalmsg += fmt::format(" | log10 L {:.3f}", cert.at("log10_lipschitz_bound").get<double>());
+        }
       }
       if (!finite) rec["train_loss"] = nullptr;
       metrics.write(rec);

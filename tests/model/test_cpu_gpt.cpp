@@ -76,6 +76,13 @@ TEST_CASE("cpu_gpt: whole-model gradients match finite differences in float64", 
        "model.tie_embeddings=false", "model.bias=false"},
       {"model.logit_softcap=3.0", "model.pos=rope", "model.d_ff=0"},
       {"model.norm=none", "model.bias=false"},
+      // Lipschitz-certified variant: convex residuals, attn_scale/d_head logits, GELU / 1.129,
+      // attention / 3. A large attn_scale keeps the q, k gradients well above finite-difference
+      // noise (with attn_scale 1 they are ~1e-4 and the relative error is noise-bound at ~5e-6).
+      {"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false",
+       "model.pos=rope", "model.attn_scale=16"},
+      {"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false",
+       "model.attn_scale=24"},
   };
   uint64_t seed = 100;
   for (const auto& v : variants) {
