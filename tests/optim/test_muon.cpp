@@ -120,7 +120,7 @@ TEST_CASE("muon: momentum, Nesterov direction, decay and update match a float64 
       const int64_t rows = p.rows(), cols = p.cols(), per = rows * cols;
       for (int64_t e = 0; e < p.numel / per; ++e) {
         const size_t o = size_t(p.offset + e * per);
-        std::vector<double> d(size_t(per));
+        std::vector<double> d(static_cast<size_t>(per));
         for (size_t i = 0; i < size_t(per); ++i) {
           b64[o + i] = mu * b64[o + i] + (1 - mu) * g[o + i];
           d[i] = nesterov ? (1 - mu) * g[o + i] + mu * b64[o + i] : b64[o + i];
@@ -188,7 +188,7 @@ TEST_CASE("muon: weight decay is decoupled from the gradient and the momentum", 
   for (const auto& p : t.entries())
     for (int64_t i = p.offset; i < p.offset + p.numel; ++i) {
       const double gap = (double(b[size_t(i)]) - a[size_t(i)]) + (1.0 - c) * w0[size_t(i)];
-      REQUIRE(std::abs(gap) < 1e-8);  // float rounding of |w| <= ~0.3
+      REQUIRE(std::abs(gap) < 1e-7);  // float rounding of |w| <= ~0.3; the decay term is ~1e-2 |w|
     }
   // The decay never enters the momentum.
   plain.step(a, g, 1.0, 2);
@@ -216,7 +216,7 @@ TEST_CASE("muon: steps decrease a least-squares objective", "[optim]") {
   CAPTURE(seed);
   Rng rng(seed);
   const int m = 16, k = 48, N = 256;
-  const std::vector<float> X = gaussian(rng, size_t(k) * N), Wstar = gaussian(rng, size_t(m) * k, 0.3);
+  const std::vector<float> X = gaussian(rng, size_t(k) * N), Wstar = gaussian(rng, size_t(m) * k, 0.05);
   auto loss_and_grad = [&](const std::vector<float>& W, std::vector<float>& G) {
     std::fill(G.begin(), G.end(), 0.0f);
     double f = 0;

@@ -101,7 +101,7 @@ TEST_CASE("optimizer: state round-trips through a checkpoint into a table of ano
     CHECK(got.count(p.name + ".exp_avg") == (p.muon ? 0u : 1u));
     CHECK(got.count(p.name + ".exp_avg_sq") == (p.muon ? 0u : 1u));
   }
-  CHECK(got.size() == (kind == "muon" ? 2 + 2 * 3 : 2 * 6));  // q, fc, w_in on Muon
+  CHECK(got.size() == (kind == "muon" ? 3 + 2 * 3 : 2 * 6));  // q, fc, w_in on Muon
 
   auto opt_b = make_optimizer(o, b);
   load_model_weights(ckpt, b, pb);
