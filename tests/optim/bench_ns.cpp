@@ -11,26 +11,14 @@
 #include <cstdio>
 #include <vector>
 
+#include "common/timing.hpp"
 #include "core/rng.hpp"
 #include "optim/dense.hpp"
 #include "optim/newton_schulz.hpp"
 
 using namespace pg;
 
-namespace {
-
-template <typename F>
-double best_of(int reps, const F& f) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-}  // namespace
+using pg::test::best_of;
 
 TEST_CASE("bench: X X^T and A A by syrk vs gemm; whole Newton-Schulz", "[.bench-ns]") {
   openblas_set_num_threads(1);
