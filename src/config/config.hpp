@@ -54,6 +54,16 @@ struct OptimConfig {
   std::string schedule = "cosine";    // constant | cosine | linear (warm-down after warm-up)
   double min_lr_ratio = 0.1;          // floor of the decay as a fraction of lr
   int warmdown_steps = 0;             // linear/cosine: steps of decay at the end; 0 = all after warm-up
+  // Muon (optim.kind = muon): the hidden matrices; the rest stays on AdamW (src/optim/muon.hpp).
+  double muon_lr = 0.02;              // peak lr of the Muon matrices (optim.lr is AdamW's); same schedule
+  double muon_momentum = 0.95;
+  bool muon_nesterov = true;
+  std::string muon_scale = "keller";  // keller: sqrt(max(1, rows/cols)) | moonlight: 0.2 sqrt(max(rows, cols))
+  std::string muon_include;           // comma-separated globs of parameter names forced onto Muon
+  std::string muon_exclude;           // comma-separated globs forced onto AdamW (wins over include)
+  std::string ns_schedule = "polar-express";  // keller5 | polar-express
+  int ns_steps = 5;
+  std::string ns_precision = "bf16";  // bf16 | fp16 | fp32 (emulated rounding on the CPU)
 
   bool operator==(const OptimConfig&) const = default;
 };

@@ -41,7 +41,8 @@ const std::vector<Field>& fields() {
 
       // ---- optim ------------------------------------------------------------------------------
       {PG_FIELD(optim, kind), one_of({"adamw", "muon"}),
-       "Optimizer of the hidden matrices; embeddings, head, norms and biases always use AdamW."},
+       "adamw: every parameter on AdamW; muon: 2-D hidden matrices and expert tensors on Muon, the rest "
+       "(embeddings, head, norms, biases, router) on AdamW."},
       {PG_FIELD(optim, lr), greater_than(0), "Peak learning rate."},
       {PG_FIELD(optim, weight_decay), at_least(0),
        "Decoupled weight decay; never applied to norms, gains or biases."},
@@ -56,6 +57,23 @@ const std::vector<Field>& fields() {
       {PG_FIELD(optim, warmdown_steps), at_least(0),
        "cosine/linear: steps of decay at the end of the run; 0 = decay over all steps after "
        "warm-up."},
+      {PG_FIELD(optim, muon_lr), greater_than(0),
+       "Peak learning rate of the Muon matrices (optim.lr is AdamW's); both follow optim.schedule."},
+      {PG_FIELD(optim, muon_momentum), half_open(0, 1), "Muon momentum: B <- m B + (1 - m) G."},
+      {PG_FIELD(optim, muon_nesterov), any(), "Muon orthogonalises (1 - m) G + m B instead of B."},
+      {PG_FIELD(optim, muon_scale), one_of({"keller", "moonlight"}),
+       "Muon update scale per rows x cols matrix: keller = sqrt(max(1, rows/cols)); moonlight = "
+       "0.2 sqrt(max(rows, cols)) (AdamW's update RMS, so one lr can serve both)."},
+      {PG_FIELD(optim, muon_include), any(),
+       "Comma-separated glob patterns of parameter names (e.g. `wte,h.*.attn.*`) moved onto Muon; "
+       "each must match a parameter with at least 2 dimensions."},
+      {PG_FIELD(optim, muon_exclude), any(),
+       "Comma-separated glob patterns of parameter names kept on AdamW; wins over optim.muon_include."},
+      {PG_FIELD(optim, ns_schedule), one_of({"keller5", "polar-express"}),
+       "Newton-Schulz coefficient schedule of Muon's orthogonalisation."},
+      {PG_FIELD(optim, ns_steps), closed(1, 20), "Newton-Schulz iterations per Muon step."},
+      {PG_FIELD(optim, ns_precision), one_of({"bf16", "fp16", "fp32"}),
+       "Newton-Schulz precision (products rounded to it; emulated on the CPU)."},
 
       // ---- train ------------------------------------------------------------------------------
       {PG_FIELD(train, max_steps), at_least(1), "Optimizer steps in the run."},

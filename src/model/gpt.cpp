@@ -5,6 +5,7 @@
 
 #include "core/error.hpp"
 #include "core/rng.hpp"
+#include "optim/param_split.hpp"
 
 namespace pg {
 
@@ -44,9 +45,7 @@ ParamTable build_gpt_params(const Config& cfg) {
   norm("ln_f");
   if (!m.tie_embeddings) t.add("lm_head.weight", {V, C}, Role::head, true);
 
-  const bool muon = cfg.optim.kind == "muon";
-  for (auto& p : t.entries())
-    p.muon = muon && p.is_matrix() && (p.role == Role::attn || p.role == Role::mlp || p.role == Role::expert);
+  assign_optimizers(t, cfg.optim);
   return t;
 }
 

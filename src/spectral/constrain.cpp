@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "optim/muon.hpp"
 #include "optim/newton_schulz.hpp"
 #include "spectral/gram_hardcap.hpp"
 #include "spectral/power_iteration.hpp"
@@ -41,13 +42,12 @@ double sigma_bound(const SpectralConfig& s, Role role, int64_t rows, int64_t col
 int64_t matrix_slices(const ParamInfo& p) { return p.numel / (p.rows() * p.cols()); }
 
 double muon_update_spectral_bound(const Config& cfg, int64_t rows, int64_t cols, double lr) {
-  (void)cfg;  // Muon's schedule and scale settings are read here once the optimizer has them
-  static const double max_out = [] {
-    const auto sched = ns_schedule_keller5(5);
-    return ns_schedule_max_output(sched);
-  }();
-  const double scale = std::sqrt(std::max(1.0, double(rows) / double(cols)));
-  return lr * scale * max_out;
+  // lr is the scheduled AdamW lr (optim.lr x schedule factor); Muon's own peak is optim.muon_lr.
+  // An update is lr_muon x scale x NS(M), and NS(M)'s singular values are at most the schedule's
+  // largest output on (0, 1].
+  const double muon_lr = lr * cfg.optim.muon_lr / cfg.optim.lr;
+  const auto sched = ns_schedule(cfg.optim.ns_schedule, cfg.optim.ns_steps, 1.01);
+  return muon_lr * muon_update_scale(cfg.optim.muon_scale, rows, cols) * ns_schedule_max_output(sched);
 }
 
 SpectralState::Vecs& SpectralState::at(const ParamInfo& p) {

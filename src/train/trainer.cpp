@@ -27,6 +27,7 @@
 #include "model/gpt.hpp"
 #include "optim/adamw.hpp"
 #include "optim/lr_schedule.hpp"
+#include "optim/optimizer.hpp"
 #include "spectral/certificate.hpp"
 #include "spectral/constrain.hpp"
 #include "spectral/spectral_log.hpp"
@@ -113,7 +114,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
   const ParamTable table = with_constraints(cfg, build_gpt_params(cfg));
   std::vector<float> params(size_t(table.total()), 0.0f), grads(size_t(table.total()), 0.0f);
   init_gpt_params(cfg, table, params, cfg.train.seed);
-  AdamW adamw(cfg.optim, table);
+  const std::unique_ptr<Optimizer> optimizer = make_optimizer(cfg.optim, table);
   SpectralState spectral;
   project_constrained(table, params, spectral, cfg, 0.0, 0);  // start inside the constraint set
   CpuGpt<float> model(cfg, table, B);
@@ -136,7 +137,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     if (!latest) throw UserError("--resume " + opt.run_dir + ": no checkpoint found in " + opt.run_dir + "/checkpoints");
     const nlohmann::json st = load_state_json(*latest);
     load_model_weights(*latest, table, params);
-    load_optimizer_state(*latest, table, {adamw.m(), adamw.v()});
+    load_optimizer_state(*latest, optimizer->state());
     if (cfg.spectral.warm_start) spectral.load(io::SafetensorsReader(*latest + "/optimizer.safetensors"), table);
     try {
       start_step = st.at("step").get<int>();
@@ -168,6 +169,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
 
   spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
                table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
+  for (const auto& line : optimizer->describe()) spdlog::info("optimizer {}", line);
   spdlog::info("data: train {} tokens, val {} tokens; {} tokens per step", train_data.n_tokens(), val_data.n_tokens(),
                int64_t(B) * T * A);
 
@@ -182,7 +184,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     nlohmann::json r = nlohmann::json::array();
     for (uint64_t w : rng.state()) r.push_back(std::to_string(w));
     st["rng"] = r;
-    save_checkpoint(opt.run_dir, step, table, params, {adamw.m(), adamw.v()}, st, spectral.tensor_refs(table));
+    save_checkpoint(opt.run_dir, step, table, params, optimizer->state(), st, spectral.tensor_refs(table));
   };
 
   SignalGuard signals;
@@ -213,7 +215,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
         for (float& g : grads) g *= s;
       }
       ++updates;
-      adamw.step(params, grads, lr, updates);
+      optimizer->step(params, grads, lr_factor(cfg.optim, step, max_steps), updates);
       project_constrained(table, params, spectral, cfg, lr, step + 1);
     } else {
       ++skipped_total;

@@ -137,12 +137,14 @@ TEST_CASE("cli: a corrupt checkpoint is refused with one line", "[cli]") {
 }
 
 TEST_CASE("cli: a run killed with SIGKILL resumes to the uninterrupted run's losses", "[cli]") {
+  const std::string kind = GENERATE(as<std::string>{}, "adamw", "muon");
+  CAPTURE(kind);
   test::TempDir d("cli");
   test::write_markov_shards(d.str(), 32, 50000, 2000, 3);
   write(d / "c.json", "{}");
   const std::string common = "train --config " + d / "c.json " + small_sets(d) +
                              " --set train.max_steps=200 --set train.checkpoint_every=20 --set train.eval_every=0 "
-                             "--set model.seq_len=64 --set train.batch_size=8";
+                             "--set model.seq_len=64 --set train.batch_size=8 --set optim.kind=" + kind;
   REQUIRE(run(common + " --out " + d / "full").code == 0);
 
   const std::string cmd = std::string(POLARGPT_BINARY) + " " + common + " --out " + d / "killed";

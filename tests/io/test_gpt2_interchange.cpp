@@ -227,7 +227,7 @@ TEST_CASE("llm.c import drops wte's padding rows; export pads a trained model to
   const ParamTable t = build_gpt_params(cfg);
   const std::vector<float> params = flat_params(t, w);
   std::vector<float> zeros(params.size(), 0.0f);
-  save_checkpoint(tmp / "run", 3, t, params, {zeros, zeros}, {{"step", 3}, {"config", to_json(cfg)}});
+  save_checkpoint(tmp / "run", 3, t, params, {}, {{"step", 3}, {"config", to_json(cfg)}});
   export_llmc(tmp / "run/checkpoints/00000003", tmp / "trained.bin", false);
   const io::LlmcModel m = io::read_llmc_model(tmp / "trained.bin");
   REQUIRE(m.header.padded_vocab_size == 128);
@@ -244,7 +244,7 @@ TEST_CASE("hf export: GPT-2 names, Conv1D [in, out] orientation and config.json"
   const std::vector<float> params = flat_params(t, w);
   TempDir tmp;
   std::vector<float> zeros(params.size(), 0.0f);
-  save_checkpoint(tmp / "run", 5, t, params, {zeros, zeros}, {{"step", 5}, {"config", to_json(cfg)}});
+  save_checkpoint(tmp / "run", 5, t, params, {}, {{"step", 5}, {"config", to_json(cfg)}});
   export_hf(tmp / "run/checkpoints/00000005", tmp / "hf");
 
   io::SafetensorsReader r(tmp / "hf/model.safetensors");
@@ -342,7 +342,7 @@ TEST_CASE("exports refuse configs GPT-2 cannot express, naming the field", "[io]
   const ParamTable t = build_gpt_params(cfg);
   std::vector<float> zeros(size_t(t.total()), 0.0f);
   TempDir tmp;
-  save_checkpoint(tmp / "run", 1, t, zeros, {zeros, zeros}, {{"step", 1}, {"config", to_json(cfg)}});
+  save_checkpoint(tmp / "run", 1, t, zeros, {}, {{"step", 1}, {"config", to_json(cfg)}});
   REQUIRE_THROWS_WITH(export_hf(tmp / "run/checkpoints/00000001", tmp / "hf"), Catch::StartsWith("model.norm:"));
   REQUIRE_FALSE(std::filesystem::exists(tmp / "hf"));
   REQUIRE_THROWS_WITH(export_llmc(tmp / "run/checkpoints/00000001", tmp / "m.bin", false),
