@@ -149,7 +149,10 @@ TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {
   const uint64_t seed = 915;
   CAPTURE(seed);
   Rng rng(seed);
-  const int Nrows = 1000, OC = 77;  // rows not a multiple of the chunks, columns of the slab
+  // Rows not a multiple of the chunks; 77 columns take the scalar kernel (not a multiple of its
+  // 32-column slab), 264 the 16-byte one (a multiple of 8, not of its 256-column block).
+  const int Nrows = 1000, OC = GENERATE(77, 264);
+  CAPTURE(OC);
   const Vec dout = round_bf16(randn(rng, int64_t(Nrows) * OC));
   const Vec inp(size_t(Nrows), 0.0), w(size_t(OC), 0.0);  // IC = 1, only dbias is asked for
   AccumGrad dbias(rng, OC);
