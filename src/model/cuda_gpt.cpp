@@ -56,6 +56,7 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
   // One [3C, C] q/k/v GEMM when the three weights (and biases, if any) lie back to back, which
   // build_gpt_params arranges; per-head q/k norms and RoPE work on separate q and k.
   fused_qkv_ = !rope_ && !qk_norm_;
+  gelu_epilogue_ = gelu_ && F_ % 8 == 0;  // cuBLASLt's aux leading dimension: a multiple of 8
   for (const Layer& w : layers_) {
     const int64_t CC = int64_t(C_) * C_;
     fused_qkv_ = fused_qkv_ && w.k == w.q + CC && w.v == w.k + CC;
@@ -122,13 +123,17 @@ void CudaGpt::linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, i
 }
 
 // dinp[N,IC] (=, or += when accumulate) α·dout · W ; dW[OC,IC] += α·dout^T · inp ; db += Σ_rows dout
-// (α = scale; only used without a bias).
+// (α = scale; only used without a bias). With gelu_pre, dinp = (dout · W) ∘ gelu'(gelu_pre): the
+// gradient through a GELU whose input gelu_pre the forward stored (not with accumulate).
 void CudaGpt::linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp,
-                         const bf16* P, int64_t w, int64_t b, int N, int IC, int OC, float scale) {
+                         const bf16* P, int64_t w, int64_t b, int N, int IC, int OC, float scale,
+                         const bf16* gelu_pre) {
   PG_CHECK(b < 0 || scale == 1.f, "linear_bwd: a scaled gradient with a bias");
+  PG_CHECK(!gelu_pre || !accumulate, "linear_bwd: a GELU gradient cannot accumulate");
   cuda::GemmArgs d;
   d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
   d.alpha = scale, d.beta = accumulate ? 1.f : 0.f;
+  if (gelu_pre) d.epilogue = cuda::Epilogue::DGelu, d.aux = const_cast<bf16*>(gelu_pre);
   gemm_.gemm(d);
   cuda::GemmArgs g;
   g.M = OC, g.N = IC, g.K = N, g.A = dout, g.trans_a = true, g.B = inp, g.C = G + w, g.alpha = scale, g.beta = 1.f;
@@ -179,9 +184,18 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
     kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
                                par(w.ln2_b), N, C_, eps, kind, stream_);
-    linear_fwd(a.fc, a.ln2, P, w.fc, w.fcb, N, C_, F_);
-    if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
-    else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+    if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
+      cuda::GemmArgs g;
+      g.M = N, g.N = F_, g.K = C_, g.A = a.ln2, g.B = P + w.fc, g.trans_b = true, g.C = a.act, g.aux = a.fc;
+      g.out_type = cuda::OutType::BF16;
+      g.epilogue = w.fcb >= 0 ? cuda::Epilogue::BiasGeluAux : cuda::Epilogue::GeluAux;
+      g.bias = par(w.fcb);
+      gemm_.gemm(g);
+    } else {
+      linear_fwd(a.fc, a.ln2, P, w.fc, w.fcb, N, C_, F_);
+      if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+      else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+    }
     linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
   }
   kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
@@ -228,9 +242,13 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
     const Layer& w = layers_[size_t(l)];
     const LayerActs& a = acts_[size_t(l)];
     // MLP branch: dres holds d(block output); it also flows straight through to res_mid.
-    linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
-    if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
-    else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+    if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
+      linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, 1.f, a.fc);
+    } else {
+      linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
+      if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+      else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+    }
     linear_bwd(dln_, false, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
     kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), norm_scratch_, dln_, a.res_mid, P + w.ln2_w,
                       a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);

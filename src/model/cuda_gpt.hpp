@@ -53,12 +53,13 @@ class CudaGpt {
   size_t layout(std::byte* base);
   void linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, int64_t b, int N, int IC, int OC);
   void linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp, const bf16* P,
-                  int64_t w, int64_t b, int N, int IC, int OC, float scale = 1.f);
+                  int64_t w, int64_t b, int N, int IC, int OC, float scale = 1.f,
+                  const bf16* gelu_pre = nullptr);
   int64_t qkv_stride() const { return fused_qkv_ ? 3 * int64_t(C_) : int64_t(C_); }
 
   Config cfg_;
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
-  bool ln_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false;
+  bool ln_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
   float softcap_;
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, head_ = -1;
   std::vector<Layer> layers_;

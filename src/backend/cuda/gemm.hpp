@@ -31,7 +31,10 @@ namespace pg::cuda {
 using kernels::bf16;
 
 enum class OutType { F32, BF16 };
-enum class Epilogue { None, Bias, Gelu, BiasGelu };  // GELU: the tanh approximation
+// GELU: the tanh approximation. *GeluAux also store the pre-activation (the GEMM + bias) in aux;
+// DGelu multiplies the product by gelu'(aux) elementwise (the backward of a GELU whose input was
+// stored by *GeluAux): C = (op(A)·op(B)) ∘ gelu'(aux).
+enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu };
 
 struct GemmArgs {
   int M = 0, N = 0, K = 0;
@@ -43,7 +46,8 @@ struct GemmArgs {
   OutType out_type = OutType::F32;
   float alpha = 1.f, beta = 0.f;
   Epilogue epilogue = Epilogue::None;
-  const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu
+  const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
+  void* aux = nullptr;         // [M,N] row-major, of the output's type, with *GeluAux / DGelu; one batch
   // Strided batches: matrix b of each operand starts at ptr + b·stride (elements).
   int batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
