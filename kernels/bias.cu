@@ -63,6 +63,12 @@ __global__ void bias_reduce_kernel(float* dbias, const float* scratch, int n_chu
 
 }  // namespace
 
+void bias_accumulate(float* dbias, const float* partial, int OC, cudaStream_t stream) {
+  if (OC <= 0) return;
+  bias_reduce_kernel<<<unsigned((OC + 255) / 256), 256, 0, stream>>>(dbias, partial, 1, OC);
+  CUDA_CHECK_LAUNCH();
+}
+
 void bias_bwd(float* dbias, float* scratch, const bf16* dout, int N, int OC, cudaStream_t stream) {
   if (N <= 0 || OC <= 0) return;
   if (OC % 8 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0) {

@@ -106,7 +106,7 @@ size_t CudaGpt::layout(std::byte* base) {
   else dq_ = dqkv, dk_ = dqkv + NC, dv_ = dqkv + 2 * NC;
   dact_ = a.take<bf16>(NF);
   norm_scratch_ = a.take<float>(kernels::norm_bwd_scratch_floats(C_));
-  bias_scratch_ = a.take<float>(kernels::bias_bwd_scratch_floats(std::max({3 * C_, F_, V_})));
+  bias_scratch_ = a.take<float>(std::max({3 * C_, F_, V_}));  // a bias gradient from a GEMM epilogue
   kernels::AttentionDims dims;
   dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
   attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
@@ -137,8 +137,11 @@ void CudaGpt::linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout
   gemm_.gemm(d);
   cuda::GemmArgs g;
   g.M = OC, g.N = IC, g.K = N, g.A = dout, g.trans_a = true, g.B = inp, g.C = G + w, g.alpha = scale, g.beta = 1.f;
+  // The bias gradient from the dW GEMM's epilogue (it reads dout anyway), written to scratch and
+  // then added, since gradients accumulate.
+  if (b >= 0) g.epilogue = cuda::Epilogue::BiasGradA, g.bias_grad = bias_scratch_;
   gemm_.gemm(g);
-  if (b >= 0) kernels::bias_bwd(G + b, bias_scratch_, dout, N, OC, stream_);
+  if (b >= 0) kernels::bias_accumulate(G + b, bias_scratch_, OC, stream_);
 }
 
 double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* targets, int B, int Tn,

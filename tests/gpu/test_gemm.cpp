@@ -183,6 +183,17 @@ TEST_CASE("gpu gemm: linear layer backward matches cpu::matmul_bwd", "[gpu][gemm
   stream.synchronize();
   CHECK(rel_diff(download(d_dinp), dinp_ref) < kTolBf16);
   CHECK(rel_diff(download(dw_gpu), dw_ref.buf) < kTolGemmF32);
+
+  // The same dW (written: beta = 0) with the bias gradient Σ_rows dout from the epilogue.
+  Vec dbias_ref(size_t(OC), 0.0);
+  cpu::matmul_bwd((double*)nullptr, (double*)nullptr, dbias_ref.data(), dout.data(), inp.data(), w.data(), Nrows, IC,
+                  OC);
+  cuda::DeviceBuffer<float> dw2{size_t(OC) * IC}, d_dbias{size_t(OC)};
+  h.C = dw2.data(), h.beta = 0.f, h.epilogue = cuda::Epilogue::BiasGradA, h.bias_grad = d_dbias.data();
+  runner.gemm(h);
+  stream.synchronize();
+  CHECK(rel_diff(download(dw2), dw_ref.added()) < kTolGemmF32);
+  CHECK(rel_diff(download(d_dbias), dbias_ref) < kTolGemmF32);
 }
 
 TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {

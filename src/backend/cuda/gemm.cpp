@@ -78,9 +78,12 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
     case Epilogue::GeluAux: epi = CUBLASLT_EPILOGUE_GELU_AUX; break;
     case Epilogue::BiasGeluAux: epi = CUBLASLT_EPILOGUE_GELU_AUX_BIAS; break;
     case Epilogue::DGelu: epi = CUBLASLT_EPILOGUE_DGELU; break;
+    // cuBLASLt sees our A as its second operand (B), reduced over the shared dimension K.
+    case Epilogue::BiasGradA: epi = CUBLASLT_EPILOGUE_BGRADB; break;
   }
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux) {
+  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux ||
+      g.epilogue == Epilogue::BiasGradA) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                 &out, sizeof(out)));
   }
@@ -123,7 +126,14 @@ void GemmRunner::gemm(const GemmArgs& g) {
   PG_CHECK(!has_bias || g.bias != nullptr, "gemm: bias epilogue without a bias");
   PG_CHECK(!has_aux(g.epilogue) || (g.aux != nullptr && aligned16(g.aux) && g.batch == 1 && g.N % 8 == 0),
            "gemm: GELU aux epilogue needs a 16-byte aligned aux, one batch and N % 8 == 0");
+  PG_CHECK(g.epilogue != Epilogue::BiasGradA ||
+               (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.batch == 1 && g.out_type == OutType::F32),
+           "gemm: BiasGradA needs a 16-byte aligned bias_grad, one batch and fp32 output");
   Plan& plan = plan_for(g);
+  if (g.epilogue == Epilogue::BiasGradA) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias_grad,
+                                                sizeof(g.bias_grad)));
+  }
   if (has_aux(g.epilogue)) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g.aux,
                                                 sizeof(g.aux)));

@@ -34,7 +34,9 @@ enum class OutType { F32, BF16 };
 // GELU: the tanh approximation. *GeluAux also store the pre-activation (the GEMM + bias) in aux;
 // DGelu multiplies the product by gelu'(aux) elementwise (the backward of a GELU whose input was
 // stored by *GeluAux): C = (op(A)·op(B)) ∘ gelu'(aux).
-enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu };
+// BiasGradA also WRITES bias_grad[m] = Σ_k op(A)[m,k] (fp32 output only): with A = dout stored
+// [rows, OC] and trans_a, the dW GEMM of a linear layer yields its bias gradient on the way.
+enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu, BiasGradA };
 
 struct GemmArgs {
   int M = 0, N = 0, K = 0;
@@ -48,6 +50,7 @@ struct GemmArgs {
   Epilogue epilogue = Epilogue::None;
   const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
   void* aux = nullptr;         // [M,N] row-major, of the output's type, with *GeluAux / DGelu; one batch
+  float* bias_grad = nullptr;  // [M], with BiasGradA; one batch
   // Strided batches: matrix b of each operand starts at ptr + b·stride (elements).
   int batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
