@@ -177,20 +177,21 @@ bool rows_aligned16(int C, std::initializer_list<const void*> ptrs) {
   return true;
 }
 
-// dgain[c] += Σ_b scratch[b][0][c]; dbias[c] += Σ_b scratch[b][1][c]. Block (32, 8) per 32
-// columns of the 2C partials: thread row y sums blocks y, y+8, ... in order, then thread row 0
-// adds the 8 sums in order, so the result is the same on every run.
+// dgain[c] += Σ_b scratch[b][0][c]; dbias[c] += Σ_b scratch[b][1][c]. Block (8, 32) per 8 columns
+// of the 2C partials (32-byte row segments; 2C/8 blocks, enough to spread over the SMs): thread
+// row y sums blocks y, y+32, ... in order, then thread row 0 adds the 32 sums in order, so the
+// result is the same on every run.
 __global__ void norm_param_reduce_kernel(float* dgain, float* dbias, const float* scratch, int n_block, int C) {
-  __shared__ float part[8][33];
-  const int c = blockIdx.x * 32 + threadIdx.x;  // over 2C: gain partials, then bias partials
+  __shared__ float part[32][9];
+  const int c = blockIdx.x * 8 + threadIdx.x;  // over 2C: gain partials, then bias partials
   float s = 0.f;
   if (c < 2 * C)
-    for (int b = threadIdx.y; b < n_block; b += 8) s += scratch[int64_t(b) * 2 * C + c];
+    for (int b = threadIdx.y; b < n_block; b += 32) s += scratch[int64_t(b) * 2 * C + c];
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y != 0 || c >= 2 * C) return;
   float t = 0.f;
-  for (int y = 0; y < 8; ++y) t += part[y][threadIdx.x];
+  for (int y = 0; y < 32; ++y) t += part[y][threadIdx.x];
   if (c < C) dgain[c] += t;
   else if (dbias) dbias[c - C] += t;
 }
@@ -232,8 +233,8 @@ void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* sc
                                                         rstd, N, C, ln);
   CUDA_CHECK_LAUNCH();
   if (want_param) {
-    norm_param_reduce_kernel<<<unsigned((2 * C + 31) / 32), dim3(32, 8), 0, stream>>>(dgain, dbias, scratch,
-                                                                                      kNormBwdBlocks, C);
+    norm_param_reduce_kernel<<<unsigned((2 * C + 7) / 8), dim3(8, 32), 0, stream>>>(dgain, dbias, scratch,
+                                                                                    kNormBwdBlocks, C);
     CUDA_CHECK_LAUNCH();
   }
 }
