@@ -8,24 +8,14 @@
 #   usage: scripts/bench_gpt2.sh [B=64] [steps=50] [warmup=10]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/opt/torch/.venv/bin:/usr/local/cuda/bin:$PATH"
-[[ -d .deps/lib ]] && export LD_LIBRARY_PATH="$PWD/.deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-BUILD_DIR=${BUILD_DIR:-build-gpu}
-LOGS=${OUT:-$BUILD_DIR/logs}
+source scripts/gpu_build.sh
 GPU_TESTS=${GPU_TESTS:-[gpu]}
 B=${1:-64} STEPS=${2:-50} WARMUP=${3:-10}
-mkdir -p "$LOGS"
 fail=0
 step() { echo "== $* ($(date -u +%H:%M:%S))"; }
 
 step "build ($BUILD_DIR)"
-if [[ ! -f $BUILD_DIR/build.ninja ]]; then
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLARGPT_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" > "$LOGS/gpt2_configure.txt" 2>&1 ||
-    { tail -n 30 "$LOGS/gpt2_configure.txt"; exit 1; }
-fi
-ninja -C "$BUILD_DIR" polargpt_gpu_tests gpt_step_bench > "$LOGS/gpt2_build.txt" 2>&1 ||
-  { grep -E "error|FAILED" "$LOGS/gpt2_build.txt" | head -n 30; exit 1; }
+gpu_build gpt2 polargpt_gpu_tests gpt_step_bench
 
 if [[ $GPU_TESTS != none ]]; then
   step "GPU tests $GPU_TESTS"
