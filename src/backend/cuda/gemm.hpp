@@ -1,5 +1,6 @@
 // The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands, fp32 accumulation, fp32 or
-// bf16 output, optional bias (+GELU) epilogue, strided batches.
+// bf16 output, optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
+// bias-gradient epilogues, strided batches.
 //
 // Convention: ROW-MAJOR, as everywhere in polargpt.
 //   C[M,N] = alpha · op(A) · op(B) (+ bias[N]) (-> gelu) + beta · C        for each batch b
