@@ -8,9 +8,11 @@
 // laid out by the ParamTable), so gradient accumulation is repeated forward/backward pairs.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "config/config.hpp"
+#include "model/cpu_moe.hpp"
 #include "model/param_table.hpp"
 
 namespace pg {
@@ -25,8 +27,13 @@ class CpuGpt {
   // without targets (nullptr): computes only the logits and returns 0.
   double forward(const T* params, const int32_t* inputs, const int32_t* targets, int B, int Tn,
                  int64_t* n_correct = nullptr);
-  // grads += d(loss_scale * mean loss)/d params.
+  // grads += d(loss_scale * (mean loss + moe_objective()))/d params.
   void backward(const T* params, T* grads, double loss_scale);
+
+  // MoE: the weighted router losses of the last forward (0 for a dense model), which the
+  // training objective adds to forward()'s cross-entropy, and each MoE block's routing stats.
+  double moe_objective() const;
+  std::vector<MoeLayerStats> moe_stats() const;
 
   const T* logits() const { return logits_; }  // [B*Tn, vocab_size] of the last forward
   size_t arena_bytes() const { return arena_.size() * sizeof(T); }
@@ -55,6 +62,7 @@ class CpuGpt {
   double softcap_;
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, head_ = -1;
   std::vector<Layer> layers_;
+  std::vector<std::unique_ptr<CpuMoe<T>>> moe_;  // per layer; null for a dense MLP
 
   std::vector<T> arena_;
   std::vector<LayerActs> acts_;
