@@ -10,10 +10,7 @@
 namespace pg {
 
 namespace {
-int64_t off(const ParamTable& t, const std::string& name) {
-  const ParamInfo* p = t.find(name);
-  return p ? p->offset : -1;
-}
+int64_t off(const ParamTable& t, const std::string& name) { return t.offset_of(name); }
 }  // namespace
 
 template <typename T>

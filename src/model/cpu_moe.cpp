@@ -10,13 +10,6 @@
 
 namespace pg {
 
-namespace {
-int64_t off(const ParamTable& t, const std::string& name) {
-  const ParamInfo* p = t.find(name);
-  return p ? p->offset : -1;
-}
-}  // namespace
-
 template <typename T>
 CpuMoe<T>::CpuMoe(const Config& cfg, const ParamTable& t, int layer, int max_rows)
     : E_(cfg.moe.n_expert), K_(cfg.moe.top_k), C_(cfg.model.d_model), F_(cfg.d_ff_expert()),
@@ -25,6 +18,7 @@ CpuMoe<T>::CpuMoe(const Config& cfg, const ParamTable& t, int layer, int max_row
       aux_coef_(cfg.moe.balance == "aux" ? cfg.moe.aux_loss_coef : 0.0),
       z_coef_(cfg.moe.z_loss_coef) {
   const std::string h = "h." + std::to_string(layer) + ".moe.";
+  auto off = [](const ParamTable& table, const std::string& name) { return table.offset_of(name); };
   router_ = off(t, h + "router.weight"), score_bias_ = off(t, h + "router.score_bias");
   fc_ = off(t, h + "experts.fc.weight"), fcb_ = off(t, h + "experts.fc.bias");
   proj_ = off(t, h + "experts.proj.weight"), projb_ = off(t, h + "experts.proj.bias");

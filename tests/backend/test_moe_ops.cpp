@@ -80,6 +80,36 @@ TEST_CASE("router: gates, aux and z losses backward match finite differences", "
   }
 }
 
+TEST_CASE("router: gradients at exact ties inside the chosen set match finite differences", "[moe]") {
+  // Ties among the chosen experts are harmless: a ±h step reorders them but never changes the
+  // chosen set, and a loss that weighs each gate by its expert (as the combine does) is continuous.
+  // Token 0: experts 1 and 2 tie at the top; token 1: all three chosen experts tie.
+  const int N = 2, E = 4, k = 3;
+  Vec logits = {-2.0, 0.5, 0.5, 0.1, 0.3, 0.3, -3.0, 0.3};
+  pg::Rng rng(31);
+  const Vec W = randn(rng, N * E);  // weight of expert e's gate for token n
+  Vec probs(size_t(N) * E), lse(N), gates(size_t(N) * k);
+  std::vector<int32_t> sel(size_t(N) * k);
+  auto loss = [&] {
+    router_fwd(probs.data(), lse.data(), sel.data(), gates.data(), logits.data(), nullptr, N, E, k);
+    double l = 0.0;
+    for (int n = 0; n < N; ++n)
+      for (int j = 0; j < k; ++j) l += W[size_t(n) * E + sel[size_t(n) * k + j]] * gates[size_t(n) * k + j];
+    return l;
+  };
+  loss();
+  CHECK(sel == std::vector<int32_t>{1, 2, 3, 0, 1, 3});
+  CHECK(gates[0] == gates[1]);
+  CHECK((gates[3] == gates[4] && gates[4] == gates[5]));
+  Vec dgates(size_t(N) * k);
+  for (int n = 0; n < N; ++n)
+    for (int j = 0; j < k; ++j) dgates[size_t(n) * k + j] = W[size_t(n) * E + sel[size_t(n) * k + j]];
+  AccumGrad dz(rng, N * E);
+  router_gates_bwd(dz.data(), dgates.data(), gates.data(), sel.data(), N, E, k);
+  const Vec g = dz.added();
+  check_gradients(gradcheck(loss, {{"logits", logits.data(), N * E, g.data()}}), kTol);
+}
+
 TEST_CASE("dispatch, experts and combine backward match finite differences, with dropped tokens", "[moe]") {
   const int64_t capacity = GENERATE(int64_t(100), int64_t(2));  // dropless, then 2 rows per expert
   const bool with_bias = GENERATE(true, false);
