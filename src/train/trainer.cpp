@@ -21,6 +21,7 @@
 #include "data/tokenizer.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
+#include "io/metrics_log.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
 #include "model/moe_balance.hpp"
@@ -154,7 +155,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     std::ofstream f(opt.run_dir + "/config.json");
     f << to_json(cfg).dump(2) << "\n";
   }
-  io::JsonlWriter metrics(metrics_path, /*append=*/opt.resume);
+  io::MetricsLog metrics(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
 
   spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
                table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
