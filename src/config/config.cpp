@@ -366,6 +366,17 @@ void validate(const Config& cfg, const std::string& origin) {
   if (m.d_ff == 0 && m.d_model > INT_MAX / 4)
     fail(origin, "model.d_model (" + std::to_string(m.d_model) +
                      ") is too large for the default model.d_ff = 4 * model.d_model; set model.d_ff");
+  const MoeConfig& e = cfg.moe;
+  if (m.variant == "moe" && e.n_expert == 0)
+    fail(origin, "model.variant = moe needs moe.n_expert >= 1");
+  if (e.n_expert > 0 && m.variant != "moe")
+    fail(origin, "moe.n_expert = " + std::to_string(e.n_expert) + " needs model.variant = moe, got " + m.variant);
+  if (e.n_expert > 0 && e.top_k > e.n_expert)
+    fail(origin, "moe.top_k (" + std::to_string(e.top_k) + ") must be <= moe.n_expert (" +
+                     std::to_string(e.n_expert) + ")");
+  if (e.n_expert > 0 && e.every > m.n_layer)
+    fail(origin, "moe.every (" + std::to_string(e.every) + ") must be <= model.n_layer (" +
+                     std::to_string(m.n_layer) + ") so that at least one block is MoE");
   // Kernels index a micro-batch's tokens with 32-bit integers.
   if (int64_t(cfg.train.batch_size) * m.seq_len > INT_MAX)
     fail(origin, "train.batch_size * model.seq_len = " +

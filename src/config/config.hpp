@@ -108,14 +108,35 @@ struct SpectralConfig {
   bool operator==(const SpectralConfig&) const = default;
 };
 
+// Mixture of experts (model.variant = moe): the MLP of every `every`-th block becomes a router
+// over n_expert expert MLPs of width d_ff_expert, of which each token uses top_k (plus n_shared
+// experts every token passes through). See model/cpu_moe.hpp for the math.
+struct MoeConfig {
+  int n_expert = 0;                   // 0 = dense (no MoE layers)
+  int top_k = 2;                      // experts per token; gates renormalised over them
+  int d_ff_expert = 0;                // hidden width of each expert; 0 = model.d_ff
+  double capacity_factor = 0.0;       // 0 = dropless; else capacity = ceil(cf * tokens * top_k / n_expert)
+  int every = 1;                      // block l is MoE when (l + 1) % every == 0
+  double aux_loss_coef = 0.01;        // Switch load-balancing loss weight (balance = aux)
+  double z_loss_coef = 0.001;         // router z-loss weight
+  std::string balance = "aux";        // aux | bias (auxiliary-loss-free, per-expert selection bias)
+  double bias_update_rate = 0.001;    // balance = bias: step of the per-expert bias per update
+  int n_shared = 0;                   // shared experts every token passes through
+
+  bool operator==(const MoeConfig&) const = default;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
   OptimConfig optim;
   TrainConfig train;
   SpectralConfig spectral;
+  MoeConfig moe;
 
   int d_ff() const { return model.d_ff > 0 ? model.d_ff : 4 * model.d_model; }
+  int d_ff_expert() const { return moe.d_ff_expert > 0 ? moe.d_ff_expert : d_ff(); }
+  bool is_moe_layer(int l) const { return moe.n_expert > 0 && (l + 1) % moe.every == 0; }
   int d_head() const { return model.d_model / model.n_head; }
 
   bool operator==(const Config&) const = default;

@@ -119,6 +119,29 @@ const std::vector<Field>& fields() {
       {PG_FIELD(spectral, monitor_method), one_of({"ns5-fast", "ns3-accurate", "power"}),
        "sigma_max estimate of the monitor: polar route (keller5 or cubic NS), or power iteration."},
       {PG_FIELD(spectral, monitor_iters), at_least(1), "Power iterations of the monitor."},
+      // ---- moe --------------------------------------------------------------------------------
+      {PG_FIELD(moe, n_expert), at_least(0),
+       "Routed experts per MoE block; 0 = dense. Needs model.variant = moe (and vice versa)."},
+      {PG_FIELD(moe, top_k), at_least(1),
+       "Experts each token is sent to (<= moe.n_expert); their gates are the router "
+       "probabilities renormalised over the chosen ones."},
+      {PG_FIELD(moe, d_ff_expert), at_least(0), "Hidden width of each expert MLP; 0 = model.d_ff."},
+      {PG_FIELD(moe, capacity_factor), at_least(0),
+       "0 = dropless; else each expert takes at most ceil(factor * tokens * top_k / n_expert) "
+       "tokens per micro-batch (first choices first, then by token order) and drops the rest."},
+      {PG_FIELD(moe, every), at_least(1),
+       "Block l (from 0) is MoE when (l + 1) % every == 0: 1 = all blocks, 2 = every other."},
+      {PG_FIELD(moe, aux_loss_coef), at_least(0),
+       "balance = aux: weight of the load-balancing loss n_expert * sum_e f_e * P_e (always "
+       "logged)."},
+      {PG_FIELD(moe, z_loss_coef), at_least(0), "Weight of the router z-loss mean(logsumexp(logits)^2)."},
+      {PG_FIELD(moe, balance), one_of({"aux", "bias"}),
+       "Load balancing: the auxiliary loss, or a per-expert bias added to the router scores for "
+       "selection only, nudged after each update against the expert's load error."},
+      {PG_FIELD(moe, bias_update_rate), at_least(0),
+       "balance = bias: bias_e += rate * sign(1/n_expert - load_e) after each update."},
+      {PG_FIELD(moe, n_shared), at_least(0),
+       "Shared experts (width moe.d_ff_expert) that every token of an MoE block passes through."},
   };
   return table;
 }

@@ -14,9 +14,11 @@
 // laid out by the ParamTable), so gradient accumulation is repeated forward/backward pairs.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "config/config.hpp"
+#include "model/cpu_moe.hpp"
 #include "model/gpt.hpp"
 #include "model/param_table.hpp"
 
@@ -39,8 +41,13 @@ class CpuGpt {
   // The logits for given residual-stream inputs x[B, Tn, d_model] (what the embedding would
   // produce): the map whose Lipschitz constant the certificate bounds. No backward after it.
   void forward_from_embeddings(const T* params, const T* x, int B, int Tn);
-  // grads += d(loss_scale * mean loss)/d params.
+  // grads += d(loss_scale * (mean loss + moe_objective()))/d params.
   void backward(const T* params, T* grads, double loss_scale);
+
+  // MoE: the weighted router losses of the last forward (0 for a dense model), which the
+  // training objective adds to forward()'s cross-entropy, and each MoE block's routing stats.
+  double moe_objective() const;
+  std::vector<MoeLayerStats> moe_stats() const;
 
   const T* logits() const { return logits_; }  // [B*Tn, vocab_size] of the last forward
   size_t arena_bytes() const { return arena_.size() * sizeof(T); }
@@ -70,6 +77,7 @@ class CpuGpt {
   double att_scale_;     // attention logit scale
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, head_ = -1;
   std::vector<Layer> layers_;
+  std::vector<std::unique_ptr<CpuMoe<T>>> moe_;  // per layer; null for a dense MLP
 
   std::vector<T> arena_;
   std::vector<LayerActs> acts_;

@@ -25,6 +25,7 @@
 #include "io/metrics_log.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
+#include "model/moe_balance.hpp"
 #include "optim/adamw.hpp"
 #include "optim/lr_schedule.hpp"
 #include "optim/optimizer.hpp"
@@ -195,14 +196,17 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
   auto t_log = t_start;
   int steps_since_log = 0;
   const int max_steps = cfg.train.max_steps;
+  MoeStepStats moe_step;  // routing stats of the step (empty for a dense model)
 
   for (int step = start_step; step < max_steps; ++step) {
     std::fill(grads.begin(), grads.end(), 0.0f);
     double loss = 0.0;
+    moe_step.clear();
     for (int a = 0; a < A; ++a) {
       train_data.next_batch(x, y);
       loss += model.forward(params.data(), x.data(), y.data(), B, T) / A;
       model.backward(params.data(), grads.data(), 1.0 / A);
+      moe_step.add(model.moe_stats());
     }
     if (opt.after_backward) opt.after_backward(step, grads);
     const double gnorm = global_grad_norm(grads);
@@ -217,6 +221,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
       ++updates;
       optimizer->step(params, grads, lr_factor(cfg.optim, step, max_steps), updates);
       project_constrained(table, params, spectral, cfg, lr, step + 1);
+      update_score_bias(cfg, table, params, moe_step);
     } else {
       ++skipped_total;
       ++skipped_in_row;
@@ -246,6 +251,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
       nlohmann::json rec = {{"step", done},      {"train_loss", loss},         {"lr", lr},
                             {"grad_norm", gnorm}, {"tokens_per_s", tps},        {"elapsed_s", elapsed},
                             {"skipped_steps", skipped_total}};
+      moe_step.write(rec);
       std::string evalmsg;
       if (do_eval) {
         const EvalResult ev = run_eval(model, params, val_data, B, T, cfg.train.eval_batches);

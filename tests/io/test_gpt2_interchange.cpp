@@ -310,8 +310,8 @@ TEST_CASE("hf export: GPT-2 names, Conv1D [in, out] orientation and config.json"
 }
 
 TEST_CASE("exports refuse configs GPT-2 cannot express, naming the field", "[io]") {
-  // The lipschitz variant is only valid without norms, biases, soft cap and tied embeddings, so
-  // the refusal must name model.variant even though those fields would be refused too.
+  // The moe and lipschitz variants are valid configs only with other fields set (moe.n_expert;
+  // no norms, biases or tied embeddings); the refusal must still name model.variant first.
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"model.norm=rmsnorm"}, "model.norm"},
       {{"model.pos=rope"}, "model.pos"},
@@ -320,7 +320,7 @@ TEST_CASE("exports refuse configs GPT-2 cannot express, naming the field", "[io]
       {{"model.logit_softcap=30"}, "model.logit_softcap"},
       {{"model.tie_embeddings=false"}, "model.tie_embeddings"},
       {{"model.bias=false"}, "model.bias"},
-      {{"model.variant=moe"}, "model.variant"},
+      {{"model.variant=moe", "moe.n_expert=4"}, "model.variant"},
       {{"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false"},
        "model.variant"},
   };
