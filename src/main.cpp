@@ -326,7 +326,8 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   if (cmd == "--version" || cmd == "version") {
-    std::cout << "polargpt " << version() << " (backends: " << backends() << ")\n";
+    // `train:` lists the devices the trainer runs on (scripts/train.sh reads it).
+    std::cout << "polargpt " << version() << " (backends: " << backends() << "; train: cpu)\n";
     return 0;
   }
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");

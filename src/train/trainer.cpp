@@ -102,7 +102,7 @@ EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, Data
 }  // namespace
 
 RunSummary train(const Config& cfg, const RunOptions& opt) {
-  if (cfg.train.device == "cuda") throw UserError("train.device: 'cuda' requested but this build has no CUDA backend");
+  if (cfg.train.device == "cuda") throw UserError("train.device: 'cuda' is not available to the trainer yet (the CUDA model and kernels are tested on their own); use cpu");
   set_threads(cfg.train);
   const auto& m = cfg.model;
   const int B = cfg.train.batch_size, T = m.seq_len, A = cfg.train.grad_accum;
