@@ -124,8 +124,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
         load_b_nk<HS>(bfr, sk, np * 16, kk * 16);
 #pragma unroll
         for (int mi = 0; mi < kMA; ++mi) {
-          mma(s[mi][2 * np], qf[mi][kk], bfr[0], bfr[1]);
-          mma(s[mi][2 * np + 1], qf[mi][kk], bfr[2], bfr[3]);
+          mma2(s[mi][2 * np], s[mi][2 * np + 1], qf[mi][kk], bfr);
         }
       }
     }
@@ -191,8 +190,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
         load_b_kn<HS>(bfr, sv, kk * 16, dp * 16);
 #pragma unroll
         for (int mi = 0; mi < kMA; ++mi) {
-          mma(o[mi][2 * dp], pa[mi], bfr[0], bfr[1]);
-          mma(o[mi][2 * dp + 1], pa[mi], bfr[2], bfr[3]);
+          mma2(o[mi][2 * dp], o[mi][2 * dp + 1], pa[mi], bfr);
         }
       }
     }
@@ -341,10 +339,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
         uint32_t bq[4], bd[4];
         load_b_nk<HS>(bq, sq, np * 16, kk * 16);
         load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
-        mma(st[2 * np], ka, bq[0], bq[1]);
-        mma(st[2 * np + 1], ka, bq[2], bq[3]);
-        mma(dpt[2 * np], va, bd[0], bd[1]);
-        mma(dpt[2 * np + 1], va, bd[2], bd[3]);
+        mma2(st[2 * np], st[2 * np + 1], ka, bq);
+        mma2(dpt[2 * np], dpt[2 * np + 1], va, bd);
       }
     }
 
@@ -375,10 +371,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
         uint32_t bd[4], bq[4];
         load_b_kn<HS>(bd, sdo, kk * 16, dp * 16);
         load_b_kn<HS>(bq, sq, kk * 16, dp * 16);
-        mma(dv_acc[2 * dp], pa, bd[0], bd[1]);
-        mma(dv_acc[2 * dp + 1], pa, bd[2], bd[3]);
-        mma(dk_acc[2 * dp], dsa, bq[0], bq[1]);
-        mma(dk_acc[2 * dp + 1], dsa, bq[2], bq[3]);
+        mma2(dv_acc[2 * dp], dv_acc[2 * dp + 1], pa, bd);
+        mma2(dk_acc[2 * dp], dk_acc[2 * dp + 1], dsa, bq);
       }
       // dsa's registers a0..a3 are rows (g, g+8) × query columns (2c, 2c+8) of this 16-query
       // block; store them as dSᵀ[key][query].
@@ -401,8 +395,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
       for (int dp = 0; dp < kDqCols / 16; ++dp) {
         uint32_t bk[4];
         load_b_kn<HS>(bk, sm.k, kk * 16, wn * kDqCols + dp * 16);
-        mma(dq_part[2 * dp], a, bk[0], bk[1]);
-        mma(dq_part[2 * dp + 1], a, bk[2], bk[3]);
+        mma2(dq_part[2 * dp], dq_part[2 * dp + 1], a, bk);
       }
     }
 #pragma unroll

@@ -117,6 +117,13 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
+// The two n-tiles of a load_b_* fragment pair: d0 += a·b[0..1], d1 += a·b[2..3].
+__device__ __forceinline__ void mma2(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                     const uint32_t (&b)[4]) {
+  mma(d0, a, b[0], b[1]);
+  mma(d1, a, b[2], b[3]);
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
