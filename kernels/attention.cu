@@ -1,28 +1,32 @@
 // Causal flash attention, forward and backward (FlashAttention-2 scheme) on bf16 mma.sync.
 //
 // Math, per (batch b, head h), with S = scale·q·kᵀ masked to s <= t:
-//   forward   P = softmax_rows(S), out = P·v, lse_t = log Σ_s exp S[t,s]. Query tiles are independent;
-//             each walks its key tiles keeping, per row, the running max m, the running sum l and
-//             the unnormalised output o (online softmax: on a new tile with max m', o and l are
-//             multiplied by exp(m - m')). Exponentials are exp2 of log2e-scaled scores.
+//   forward   P = softmax_rows(S), out = P·v, lse_t = log Σ_s exp S[t,s]. Query tiles are
+//             independent; each walks its key tiles keeping, per row, the running max m, the
+//             running sum l and the unnormalised output o (online softmax: on a new tile with
+//             max m', o and l are multiplied by exp(m - m')). Exponentials are exp2 of
+//             log2e-scaled scores.
 //   backward  P = exp(S - lse) is recomputed tile by tile from q, k and lse; with
 //             D_t = Σ_i dout[t,i]·out[t,i] (= Σ_s P[t,s]·dP[t,s]):
-//               dv = Pᵀ·dout,  dP = dout·vᵀ,  dS = P ∘ (dP - D),  dk = scale·dSᵀ·q,  dq = scale·dS·k.
-//             Key tiles are independent (dk, dv stay in registers); dq collects contributions from
-//             every key tile with fp32 atomics into a workspace, then one pass scales and rounds it.
+//               dv = Pᵀ·dout, dP = dout·vᵀ, dS = P ∘ (dP - D), dk = scale·dSᵀ·q, dq = scale·dS·k.
+//             Key tiles are independent (dk, dv stay in registers); dq collects contributions
+//             from every key tile with fp32 atomics into a workspace, then one pass scales and
+//             rounds it.
 //
-// Kernels (all blocks 128 threads = 4 warps; grids put the tiles of one (b, h) side by side, so
-// that its k, v (forward) or q, dout (backward) stay in L2 while they run, heaviest causal tile first):
+// Kernels (blocks of 128 threads = 4 warps). The grids put the tiles of one (b, h) side by side,
+// so that its k, v (forward) or q, dout (backward) stay in L2 while they run (ordered the other
+// way, ~400 heads in flight overflowed L2 and doubled the time at B=64), heaviest tile first:
 //   attention_fwd_kernel<HS>   grid (ceil(T/R), B·NH), R = 128 query rows per block (64 for
-//                              hs = 128); block x takes query tile nq-1-x, warp w rows R/4·w.. (two
-//                              m16 atoms, one for hs = 128). Shared: q tile, two k and two v tiles of
-//                              64 keys (cp.async double buffer). Writes out, lse.
+//                              hs = 128); block x takes query tile nq-1-x, warp w rows R/4·w..
+//                              (two m16 atoms, one for hs = 128). Shared: q tile, two k and two
+//                              v tiles of 64 keys (cp.async double buffer). Writes out, lse.
 //   attention_bwd_pre_kernel   one thread per 8 channels of a (token, head): D, and zeroes the
 //                              dq accumulator.
-//   attention_bwd_kernel<HS,BM> grid (ceil(T/64), B·NH); block x takes key tile x, warp w
-//                              its keys 16w..16w+15, and walks query tiles of BM rows (64 for
-//                              hs <= 64, 32 for hs = 128 to keep dk, dv and the tiles in registers).
-//                              Shared: k, v tiles, two q and two dout tiles, dSᵀ [64][BM], lse, D.
+//   attention_bwd_kernel<HS,BM> grid (ceil(T/64), B·NH); block x takes key tile x, warp w its
+//                              keys 16w..16w+15, and walks query tiles of BM rows (64 for
+//                              hs <= 64, 32 for hs = 128 to keep dk, dv and the tiles in
+//                              registers). Shared: k, v tiles, two q and two dout tiles,
+//                              dSᵀ [64][BM], lse, D.
 //   attention_bwd_dq_kernel    dq = bf16(scale·accumulator), one thread per 8 elements.
 // Pointer layouts are in attention.cuh. Workspace: dq accumulator fp32 [B,T,NH,hs] (contiguous),
 // then D fp32 [B,NH,T].
@@ -124,8 +128,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
         load_b_nk<HS>(bfr, sk, np * 16, kk * 16);
 #pragma unroll
         for (int mi = 0; mi < kMA; ++mi) {
-          mma(s[mi][2 * np], qf[mi][kk], bfr[0], bfr[1]);
-          mma(s[mi][2 * np + 1], qf[mi][kk], bfr[2], bfr[3]);
+          mma2(s[mi][2 * np], s[mi][2 * np + 1], qf[mi][kk], bfr);
         }
       }
     }
@@ -191,8 +194,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
         load_b_kn<HS>(bfr, sv, kk * 16, dp * 16);
 #pragma unroll
         for (int mi = 0; mi < kMA; ++mi) {
-          mma(o[mi][2 * dp], pa[mi], bfr[0], bfr[1]);
-          mma(o[mi][2 * dp + 1], pa[mi], bfr[2], bfr[3]);
+          mma2(o[mi][2 * dp], o[mi][2 * dp + 1], pa[mi], bfr);
         }
       }
     }
@@ -225,8 +227,9 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
 // D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One thread
 // per 8 channels (16-byte loads), the hs/8 threads of a (token, head) row adjacent in one warp.
 __global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __restrict__ D,
-                                         const bf16* __restrict__ dout, const bf16* __restrict__ out,
-                                         int64_t n_rows, int T, int NH, int hs, int64_t out_stride) {
+                                         const bf16* __restrict__ dout,
+                                         const bf16* __restrict__ out, int64_t n_rows, int T,
+                                         int NH, int hs, int64_t out_stride) {
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
   const bool valid = i < n_rows * hs;
   const int64_t row = i / hs;  // (b·T + t)·NH + h
@@ -341,10 +344,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
         uint32_t bq[4], bd[4];
         load_b_nk<HS>(bq, sq, np * 16, kk * 16);
         load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
-        mma(st[2 * np], ka, bq[0], bq[1]);
-        mma(st[2 * np + 1], ka, bq[2], bq[3]);
-        mma(dpt[2 * np], va, bd[0], bd[1]);
-        mma(dpt[2 * np + 1], va, bd[2], bd[3]);
+        mma2(st[2 * np], st[2 * np + 1], ka, bq);
+        mma2(dpt[2 * np], dpt[2 * np + 1], va, bd);
       }
     }
 
@@ -375,10 +376,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
         uint32_t bd[4], bq[4];
         load_b_kn<HS>(bd, sdo, kk * 16, dp * 16);
         load_b_kn<HS>(bq, sq, kk * 16, dp * 16);
-        mma(dv_acc[2 * dp], pa, bd[0], bd[1]);
-        mma(dv_acc[2 * dp + 1], pa, bd[2], bd[3]);
-        mma(dk_acc[2 * dp], dsa, bq[0], bq[1]);
-        mma(dk_acc[2 * dp + 1], dsa, bq[2], bq[3]);
+        mma2(dv_acc[2 * dp], dv_acc[2 * dp + 1], pa, bd);
+        mma2(dk_acc[2 * dp], dk_acc[2 * dp + 1], dsa, bq);
       }
       // dsa's registers a0..a3 are rows (g, g+8) × query columns (2c, 2c+8) of this 16-query
       // block; store them as dSᵀ[key][query].
@@ -401,8 +400,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
       for (int dp = 0; dp < kDqCols / 16; ++dp) {
         uint32_t bk[4];
         load_b_kn<HS>(bk, sm.k, kk * 16, wn * kDqCols + dp * 16);
-        mma(dq_part[2 * dp], a, bk[0], bk[1]);
-        mma(dq_part[2 * dp + 1], a, bk[2], bk[3]);
+        mma2(dq_part[2 * dp], dq_part[2 * dp + 1], a, bk);
       }
     }
 #pragma unroll

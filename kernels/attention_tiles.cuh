@@ -3,7 +3,8 @@
 // tiles, and cp.async tile copies from global memory.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane/4, c = lane%4), each register two adjacent bf16:
-//   A 16×16 (row-major): a0 = A[g][2c..2c+1], a1 = A[g+8][2c..], a2 = A[g][2c+8..], a3 = A[g+8][2c+8..]
+//   A 16×16 (row-major): a0 = A[g][2c..2c+1], a1 = A[g+8][2c..], a2 = A[g][2c+8..],
+//                        a3 = A[g+8][2c+8..]
 //   B 16×8  (k × n):     b0 = B[2c..2c+1][g],  b1 = B[2c+8..2c+9][g]
 //   C 16×8  (fp32):      c0,c1 = C[g][2c, 2c+1], c2,c3 = C[g+8][2c, 2c+1]
 // So the fp32 accumulators of two adjacent 16×8 C tiles, rounded to bf16, are exactly the A
@@ -87,14 +88,16 @@ __device__ __forceinline__ void load_a_t(uint32_t (&a)[4], const __nv_bfloat16* 
 // B fragments for two adjacent n-tiles, B[k][n] = tile[n][k] (tile rows are n, e.g. keys with
 // k = head dim): b[0..1] for n in [n0, n0+8), b[2..3] for [n0+8, n0+16); k in [k0, k0+16).
 template <int W>
-__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const __nv_bfloat16* t, int n0, int k0) {
+__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const __nv_bfloat16* t, int n0,
+                                          int k0) {
   const int lane = threadIdx.x & 31;
   ldsm_x4(b, t + swz<W>(n0 + (lane & 7) + (lane >> 4) * 8, k0 + ((lane >> 3) & 1) * 8));
 }
 // B fragments for two adjacent n-tiles, B[k][n] = tile[k][n] (tile rows are k, e.g. values with
 // n = head dim): b[0..1] for n in [n0, n0+8), b[2..3] for [n0+8, n0+16); k in [k0, k0+16).
 template <int W>
-__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const __nv_bfloat16* t, int k0, int n0) {
+__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const __nv_bfloat16* t, int k0,
+                                          int n0) {
   const int lane = threadIdx.x & 31;
   ldsm_x4_t(b, t + swz<W>(k0 + (lane & 7) + ((lane >> 3) & 1) * 8, n0 + (lane >> 4) * 8));
 }
@@ -115,6 +118,13 @@ __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
+}
+
+// The two n-tiles of a load_b_* fragment pair: d0 += a·b[0..1], d1 += a·b[2..3].
+__device__ __forceinline__ void mma2(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                     const uint32_t (&b)[4]) {
+  mma(d0, a, b[0], b[1]);
+  mma(d1, a, b[2], b[3]);
 }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
