@@ -75,11 +75,24 @@ struct TrainConfig {
   bool operator==(const TrainConfig&) const = default;
 };
 
+// Data parallelism (src/dist/). Multi-process runs (scripts/launch.sh) take their ranks from the
+// environment; dist.cpu_ranks runs ranks as threads of one process on the CPU.
+struct DistConfig {
+  std::string grad_dtype = "fp32";    // fp32 | bf16: the dtype gradients are reduced in
+  int zero = 0;                       // 0: all-reduce; 1: ZeRO-1 (reduce-scatter, sharded AdamW state)
+  double timeout_s = 300.0;           // rendezvous: how long to wait for every rank
+  double bucket_mb = 25.0;            // gradient bucket size, MiB of fp32 gradients
+  int cpu_ranks = 1;                  // ranks as threads of this process (CPU backend)
+
+  bool operator==(const DistConfig&) const = default;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
   OptimConfig optim;
   TrainConfig train;
+  DistConfig dist;
 
   int d_ff() const { return model.d_ff > 0 ? model.d_ff : 4 * model.d_model; }
   int d_head() const { return model.d_model / model.n_head; }

@@ -72,6 +72,20 @@ const std::vector<Field>& fields() {
       {PG_FIELD(train, threads), at_least(0), "CPU threads for GEMM; 0 = all cores."},
       {PG_FIELD(train, sample_every), at_least(0), "Print a sample every N steps; 0 = never."},
       {PG_FIELD(train, sample_tokens), at_least(1), "Tokens generated per sample."},
+
+      // ---- dist -------------------------------------------------------------------------------
+      {PG_FIELD(dist, grad_dtype), one_of({"fp32", "bf16"}),
+       "Dtype gradients are reduced in across ranks (bf16 halves the traffic; summed in fp32)."},
+      {PG_FIELD(dist, zero), closed(0, 1),
+       "0: gradients all-reduced, every rank holds the whole AdamW state; 1: ZeRO-1 (reduce-scatter, "
+       "AdamW state sharded by rank, parameters all-gathered)."},
+      {PG_FIELD(dist, timeout_s), greater_than(0),
+       "Seconds the rendezvous waits for every rank to reach MASTER_ADDR:MASTER_PORT."},
+      {PG_FIELD(dist, bucket_mb), greater_than(0),
+       "Gradient bucket size in MiB of fp32 gradients (one collective per bucket)."},
+      {PG_FIELD(dist, cpu_ranks), closed(1, 64),
+       "Data-parallel ranks run as threads of one process on the CPU (multi-process runs use "
+       "scripts/launch.sh and take their ranks from the environment)."},
   };
   return table;
 }

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "dist/comm.hpp"
 
 namespace pg {
 
@@ -31,8 +32,16 @@ struct RunSummary {
   bool interrupted = false;
 };
 
-// Runs training; throws UserError for bad input, returns the summary otherwise.
+// Runs training; throws UserError for bad input, returns the summary otherwise. With
+// dist.cpu_ranks = N > 1 the run is data-parallel over N ranks as threads of this process.
 RunSummary train(const Config& cfg, const RunOptions& opt);
+
+// One rank of a data-parallel run (world size 1 = the plain single-process run): rank r reads its
+// slice of every global batch (batch_size * grad_accum * world_size sequences), gradients are
+// averaged over ranks (dist/data_parallel.hpp); rank 0 logs, writes metrics and checkpoints and
+// samples, every rank evaluates its slice of the val batches. The caller owns signal handling
+// and threads (train() does both).
+RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm);
 
 struct EvalResult {
   double loss = 0, acc = 0;
