@@ -8,7 +8,9 @@
 // metrics.jsonl record; every eval_every steps val loss and accuracy; every checkpoint_every
 // steps (and at the end, and on SIGINT/SIGTERM) an atomic checkpoint. A resumed run restores
 // weights, optimizer moments, counters and the data position, so on the CPU it reproduces the
-// uninterrupted run's losses exactly.
+// uninterrupted run's losses exactly. Data-parallel runs (dist/) do the same on every rank with
+// the gradients averaged over ranks; a signal seen by any rank stops all of them after the same
+// step.
 #pragma once
 #include <functional>
 #include <span>
@@ -22,7 +24,8 @@ namespace pg {
 struct RunOptions {
   std::string run_dir;       // where config.json, metrics.jsonl and checkpoints/ go
   bool resume = false;       // continue from run_dir's latest checkpoint
-  // Test hook: called with (step index, gradients) after backward, before the finiteness check.
+  // Test hook: called on every rank with (step index, that rank's gradients) after backward,
+  // before they are reduced over the ranks and checked for finiteness.
   std::function<void(int, std::span<float>)> after_backward;
 };
 
