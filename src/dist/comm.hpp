@@ -16,9 +16,12 @@
 // Buffers live where the implementation expects them: host memory for InProcessComm, device
 // memory (enqueued on the comm's stream) for NcclComm.
 #pragma once
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+
+#include "optim/low_precision.hpp"
 
 namespace pg::dist {
 
@@ -26,6 +29,10 @@ enum class DType { f32, bf16, f64 };
 enum class ReduceOp { sum, avg };
 
 inline size_t dtype_size(DType t) { return t == DType::bf16 ? 2 : t == DType::f32 ? 4 : 8; }
+
+// bf16 bits <-> float (to bf16: round to nearest, ties to even).
+inline uint16_t bf16_bits(float x) { return uint16_t(std::bit_cast<uint32_t>(round_to_bf16(x)) >> 16); }
+inline float bf16_value(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
 
 class Comm {
  public:

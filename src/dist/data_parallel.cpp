@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "core/error.hpp"
-#include "optim/low_precision.hpp"
 
 namespace pg::dist {
 
@@ -13,10 +12,10 @@ namespace {
 int64_t round_up(int64_t x, int64_t g) { return (x + g - 1) / g * g; }
 
 void to_bf16(const float* in, uint16_t* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = uint16_t(std::bit_cast<uint32_t>(round_to_bf16(in[i])) >> 16);
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_bits(in[i]);
 }
 void from_bf16(const uint16_t* in, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = std::bit_cast<float>(uint32_t(in[i]) << 16);
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_value(in[i]);
 }
 
 }  // namespace

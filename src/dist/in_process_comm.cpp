@@ -6,46 +6,31 @@
 #include <thread>
 
 #include "core/error.hpp"
-#include "optim/low_precision.hpp"
 
 namespace pg::dist {
 
 namespace {
 
-float bf16_to_float(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
-uint16_t float_to_bf16(float x) { return uint16_t(std::bit_cast<uint32_t>(round_to_bf16(x)) >> 16); }
-
-// out[i] = op over ranks s = 0..W-1, in order, of in[s][first + i], for i < n.
-void reduce_into(const std::vector<const void*>& in, int64_t first, int64_t n, void* out, DType dtype, ReduceOp op) {
+// out[i] = op over ranks s = 0..W-1, in order, of in[s][first + i], for i < n; the sum kept in
+// Acc, load/store converting between the buffer's Elem and Acc.
+template <typename Elem, typename Acc, typename Load, typename Store>
+void reduce_typed(const std::vector<const void*>& in, int64_t first, int64_t n, void* out, ReduceOp op, Load load,
+                  Store store) {
   const int W = int(in.size());
+  auto* o = static_cast<Elem*>(out);
+  for (int64_t i = 0; i < n; ++i) {
+    Acc s = load(static_cast<const Elem*>(in[0])[first + i]);
+    for (int r = 1; r < W; ++r) s += load(static_cast<const Elem*>(in[size_t(r)])[first + i]);
+    o[i] = store(op == ReduceOp::avg ? s / Acc(W) : s);
+  }
+}
+
+void reduce_into(const std::vector<const void*>& in, int64_t first, int64_t n, void* out, DType dtype, ReduceOp op) {
+  auto same = [](auto x) { return x; };
   switch (dtype) {
-    case DType::f32: {
-      auto* o = static_cast<float*>(out);
-      for (int64_t i = 0; i < n; ++i) {
-        float s = static_cast<const float*>(in[0])[first + i];
-        for (int r = 1; r < W; ++r) s += static_cast<const float*>(in[size_t(r)])[first + i];
-        o[i] = op == ReduceOp::avg ? s / float(W) : s;
-      }
-      break;
-    }
-    case DType::f64: {
-      auto* o = static_cast<double*>(out);
-      for (int64_t i = 0; i < n; ++i) {
-        double s = static_cast<const double*>(in[0])[first + i];
-        for (int r = 1; r < W; ++r) s += static_cast<const double*>(in[size_t(r)])[first + i];
-        o[i] = op == ReduceOp::avg ? s / double(W) : s;
-      }
-      break;
-    }
-    case DType::bf16: {
-      auto* o = static_cast<uint16_t*>(out);
-      for (int64_t i = 0; i < n; ++i) {
-        float s = bf16_to_float(static_cast<const uint16_t*>(in[0])[first + i]);
-        for (int r = 1; r < W; ++r) s += bf16_to_float(static_cast<const uint16_t*>(in[size_t(r)])[first + i]);
-        o[i] = float_to_bf16(op == ReduceOp::avg ? s / float(W) : s);
-      }
-      break;
-    }
+    case DType::f32: reduce_typed<float, float>(in, first, n, out, op, same, same); break;
+    case DType::f64: reduce_typed<double, double>(in, first, n, out, op, same, same); break;
+    case DType::bf16: reduce_typed<uint16_t, float>(in, first, n, out, op, bf16_value, bf16_bits); break;
   }
 }
 

@@ -10,7 +10,6 @@
 
 #include "core/rng.hpp"
 #include "dist/in_process_comm.hpp"
-#include "optim/low_precision.hpp"
 
 using namespace pg;
 using namespace pg::dist;
@@ -24,9 +23,6 @@ std::vector<std::vector<float>> random_inputs(int W, int64_t n, uint64_t seed) {
     for (float& e : v) e = float(rng.normal());
   return x;
 }
-
-float bf16_value(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
-uint16_t bf16_bits(float x) { return uint16_t(std::bit_cast<uint32_t>(round_to_bf16(x)) >> 16); }
 
 // Element i summed over ranks 0..W-1 in order (fp32), then / W for avg.
 std::vector<float> reference(const std::vector<std::vector<float>>& x, ReduceOp op) {

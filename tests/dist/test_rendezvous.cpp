@@ -3,15 +3,12 @@
 // missing or rank 0 never comes.
 #include <catch2/catch.hpp>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <map>
 #include <thread>
 
 #include "core/error.hpp"
+#include "common/free_port.hpp"
 #include "core/rng.hpp"
 #include "dist/rendezvous.hpp"
 
@@ -19,19 +16,6 @@ using namespace pg;
 using namespace pg::dist;
 
 namespace {
-
-// A port that was free a moment ago (bind to port 0, read it back, close).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 DistEnv env_for(int rank, int world, int port) {
   DistEnv e;
@@ -76,7 +60,7 @@ TEST_CASE("rendezvous: every rank receives rank 0's blob, also when rank 0 start
   Rng rng(seed);
   std::vector<uint8_t> blob(128);  // the size of an ncclUniqueId
   for (auto& b : blob) b = uint8_t(rng.below(256));
-  const int W = 4, port = free_port();
+  const int W = 4, port = test::free_port();
   std::vector<std::vector<uint8_t>> got(W);
   std::vector<std::string> errors(W);
   std::vector<std::thread> ranks;
@@ -99,7 +83,7 @@ TEST_CASE("rendezvous: every rank receives rank 0's blob, also when rank 0 start
 }
 
 TEST_CASE("rendezvous: a missing rank, or a missing rank 0, is a one-line error after dist.timeout_s", "[dist]") {
-  const int port = free_port();
+  const int port = test::free_port();
   // World of 3, rank 2 never starts: rank 0 names it; rank 1, connected, is told nothing and
   // gives up too.
   std::string err0, err1;
@@ -126,7 +110,7 @@ TEST_CASE("rendezvous: a missing rank, or a missing rank 0, is a one-line error 
   REQUIRE(waited < 5.0);
 
   // No rank 0 at all: a joining rank reports the address it could not reach.
-  const int port2 = free_port();
+  const int port2 = test::free_port();
   REQUIRE_THROWS_WITH(exchange_blob(env_for(2, 3, port2), {}, 0.4),
                       Catch::Contains("could not reach rank 0 at 127.0.0.1:" + std::to_string(port2)) &&
                           Catch::Contains("dist.timeout_s = 0.4 s"));

@@ -6,15 +6,12 @@
 #include <catch2/catch.hpp>
 
 #ifdef POLARGPT_WITH_NCCL
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/free_port.hpp"
 #include "core/rng.hpp"
 #include "dist/nccl_comm.hpp"
 
@@ -22,18 +19,6 @@ using namespace pg;
 using namespace pg::dist;
 
 namespace {
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 }  // namespace
 
@@ -55,7 +40,7 @@ TEST_CASE("nccl: collectives over every GPU of this machine match the serial ref
   for (const auto& v : x)
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += v[i];
 
-  const int port = free_port();
+  const int port = test::free_port();
   std::vector<std::vector<float>> reduced(static_cast<size_t>(W)), scattered(static_cast<size_t>(W)),
       gathered(static_cast<size_t>(W)), bcast(static_cast<size_t>(W));
   std::vector<std::string> errors(static_cast<size_t>(W));
