@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ pkg-config libcxxopts-dev nlohmann-json3-dev libspdlog-dev catch2
-          libpcre2-dev libopenblas-dev)
+          libpcre2-dev libopenblas-dev python3-matplotlib)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,8 +1,10 @@
 // polargpt command line: a thin shell over the library. Each subcommand parses its flags with
 // cxxopts and calls one library entry point. Exit codes: 0 ok, 2 bad input (one-line error
 // naming the flag, file or key), 1 internal error.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
@@ -10,6 +12,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include <cxxopts.hpp>
 #include <spdlog/spdlog.h>
@@ -23,6 +27,8 @@
 #include "io/checkpoint_dir.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
+#include "sweep/runner.hpp"
+#include "sweep/sweep_spec.hpp"
 #include "train/checkpoint.hpp"
 #include "train/sample.hpp"
 #include "train/trainer.hpp"
@@ -40,6 +46,7 @@ const char* kUsage =
     "  prepare   --input FILES... --out DIR [--val-fraction F] [--name NAME] [--tokenizer DIR]\n"
     "  tokenize  [--tokenizer DIR]   (text on stdin -> GPT-2 token ids on stdout)\n"
     "  config    [--config FILE] [--set ...] [--describe]   (print the resolved config, or the reference table)\n"
+    "  sweep     SWEEP.json [--out DIR] [--gpus LIST] [--dry-run] [--retry-failed]\n"
     "run `polargpt <command> --help` for a command's flags\n";
 
 cxxopts::ParseResult parse(cxxopts::Options& o, int argc, char** argv) {
@@ -204,9 +211,61 @@ int cmd_config(int argc, char** argv) {
   return 0;
 }
 
+// Runs every config of a sweep file (sweep/sweep_spec.hpp), restartable (sweep/runner.hpp).
+// Exit code 3 when every run was attempted but some failed.
+int cmd_sweep(int argc, char** argv) {
+  cxxopts::Options o("polargpt sweep", "train every config of a sweep file, then tabulate the results");
+  o.add_options()("sweep", "sweep file (JSON)", cxxopts::value<std::string>())(
+      "out", "sweep directory (default runs/sweeps/<sweep file name>)", cxxopts::value<std::string>())(
+      "gpus", "comma-separated GPU ids: one run per GPU at a time, each with CUDA_VISIBLE_DEVICES=<id>",
+      cxxopts::value<std::string>())("dry-run", "list the runs and what starting the sweep would do with each")(
+      "retry-failed", "run failed runs again (from their checkpoint, if any)");
+  o.parse_positional({"sweep"});
+  auto r = parse(o, argc, argv);
+  const std::string path = need(r, "sweep");
+  const Sweep sweep = load_sweep(path);
+  SweepOptions so;
+  so.out_dir = r.count("out") ? r["out"].as<std::string>() : "runs/sweeps/" + fs::path(path).stem().string();
+  so.retry_failed = r.count("retry-failed") > 0;
+  if (r.count("gpus")) {
+    std::stringstream ss(r["gpus"].as<std::string>());
+    for (std::string id; std::getline(ss, id, ',');) {
+      if (id.empty() || id.find_first_of(" \t=") != std::string::npos)
+        throw UserError("--gpus: expected a comma-separated list of GPU ids such as 0,1,2,3, got '" +
+                        r["gpus"].as<std::string>() + "'");
+      if (std::find(so.gpus.begin(), so.gpus.end(), id) != so.gpus.end()) throw UserError("--gpus: GPU " + id + " listed twice");
+      so.gpus.push_back(id);
+    }
+    if (so.gpus.empty()) throw UserError("--gpus: expected at least one GPU id");
+  }
+  if (r.count("dry-run")) {
+    const auto plan = plan_sweep(sweep, so.out_dir, so.retry_failed);
+    std::cout << "sweep " << path << ": " << sweep.runs.size() << " runs in " << so.out_dir << "\n";
+    for (size_t i = 0; i < plan.size(); ++i)
+      std::printf("%4zu  %-14s %s\n", i + 1, state_name(plan[i]), sweep.runs[i].name.c_str());
+    return 0;
+  }
+  so.exe = fs::read_symlink("/proc/self/exe").string();
+  const SweepResult res = run_sweep(sweep, so);
+  spdlog::info("sweep: {} done, {} failed, {} not run{}; table in {}/summary.md", res.done, res.failed, res.not_run,
+               res.interrupted ? " (interrupted: start the same command again to continue)" : "", so.out_dir);
+  return res.failed > 0 && !res.interrupted ? 3 : 0;
+}
+
 }  // namespace
 
+// OpenBLAS 0.3.21 runs its Haswell (AVX2) kernels on AMD CPUs that have AVX-512; its Skylake-X
+// kernels are about 1.3x faster there (bench/RESULTS.md). It picks its kernels when the library
+// loads, before main, so the choice is made by setting OPENBLAS_CORETYPE and starting again once.
+// An explicit OPENBLAS_CORETYPE is left alone.
+static void prefer_avx512_blas(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || !__builtin_cpu_supports("avx512f")) return;
+  ::setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: carry on with the default kernels
+}
+
 int main(int argc, char** argv) {
+  prefer_avx512_blas(argv);
   if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
     (argc < 2 ? std::cerr : std::cout) << "polargpt " << version() << "\n" << kUsage;
     return argc < 2 ? 2 : 0;
@@ -224,7 +283,8 @@ int main(int argc, char** argv) {
     if (cmd == "prepare") return cmd_prepare(argc - 1, argv + 1);
     if (cmd == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
     if (cmd == "config") return cmd_config(argc - 1, argv + 1);
-    std::cerr << "polargpt: unknown command '" << cmd << "' (expected train, eval, sample, prepare, tokenize, config)\n";
+    if (cmd == "sweep") return cmd_sweep(argc - 1, argv + 1);
+    std::cerr << "polargpt: unknown command '" << cmd << "' (expected train, eval, sample, prepare, tokenize, config, sweep)\n";
     return 2;
   } catch (const UserError& e) {
     std::cerr << "polargpt " << cmd << ": error: " << e.what() << "\n";

@@ -71,6 +71,7 @@ struct TrainConfig {
   int threads = 0;                    // CPU threads for GEMM; 0 = all cores
   int sample_every = 0;               // 0 = never; else print a sample every N steps
   int sample_tokens = 32;
+  bool tensorboard = false;           // also write metrics as a TensorBoard event file
 
   bool operator==(const TrainConfig&) const = default;
 };

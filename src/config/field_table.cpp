@@ -72,6 +72,9 @@ const std::vector<Field>& fields() {
       {PG_FIELD(train, threads), at_least(0), "CPU threads for GEMM; 0 = all cores."},
       {PG_FIELD(train, sample_every), at_least(0), "Print a sample every N steps; 0 = never."},
       {PG_FIELD(train, sample_tokens), at_least(1), "Tokens generated per sample."},
+      {PG_FIELD(train, tensorboard), any(),
+       "Also write every metrics record as TensorBoard scalars (an events.out.tfevents.* file in "
+       "the run directory)."},
 
       // ---- dist -------------------------------------------------------------------------------
       {PG_FIELD(dist, grad_dtype), one_of({"fp32", "bf16"}),

@@ -26,6 +26,7 @@
 #include "dist/rendezvous.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
+#include "io/metrics_log.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
 #include "optim/adamw.hpp"
@@ -199,11 +200,11 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
                     " to continue it, or choose another --out");
   }
   dp.broadcast_params(params);  // identical replicas, however they were initialised or loaded
-  std::optional<io::JsonlWriter> metrics;
+  std::optional<io::MetricsLog> metrics;
   if (lead) {
     std::ofstream f(opt.run_dir + "/config.json");
     f << to_json(cfg).dump(2) << "\n";
-    metrics.emplace(metrics_path, /*append=*/opt.resume);
+    metrics.emplace(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
     spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
                  table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
     spdlog::info("data: train {} tokens, val {} tokens; {} tokens per step ({} rank(s) x {} x {} x {})",

@@ -1,106 +1,82 @@
 // Causal softmax attention with materialised probabilities.
 // q, k, v, out, dq, dk, dv: [B,Tn,NH,hs]; head h of token t starts at ((b·Tn + t)·NH + h)·hs.
 // probs: [B,NH,Tn,Tn], row (b,h,t) at ((b·NH + h)·Tn + t)·Tn, zero above the diagonal.
-// The forward splits over the B·NH·Tn query rows; the backward over the B·NH (batch, head) pairs,
-// since dk and dv of one pair collect contributions from all of its query rows.
+// Both passes split over the B·NH (batch, head) pairs and do each pair's products as GEMMs on one
+// thread (a head's rows are strided by C = NH·hs):
+//   forward   S = scale·Q·Kᵀ, P = softmax(S masked to s <= t), O = P·V
+//   backward  dP = dO·Vᵀ, dS = P∘(dP - rowsum(P∘dP)), dQ += scale·dS·K, dK += scale·dSᵀ·Q,
+//             dV += Pᵀ·dO
+// A pair's work never depends on the thread count, so neither do the results.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/blas.hpp"
 #include "backend/cpu/ops.hpp"
 #include "backend/cpu/parallel.hpp"
 
 namespace pg::cpu {
-namespace {
-
-template <typename T>
-double dot(const T* a, const T* b, int n) {
-  double s = 0.0;
-  for (int i = 0; i < n; ++i) s += double(a[i]) * double(b[i]);
-  return s;
-}
-
-}  // namespace
 
 template <typename T>
 void attention_fwd(T* out, T* probs, const T* q, const T* k, const T* v, int B, int Tn, int NH,
                    int hs, double scale) {
-  const int64_t C = int64_t(NH) * hs;
-  const int64_t rows = int64_t(B) * NH * Tn;
+  ensure_single_threaded_blas();
+  const int C = NH * hs;
   parallel_for(
-      rows,
-      [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t t = r % Tn, bh = r / Tn, h = bh % NH, b = bh / NH;
-          const int64_t tok0 = b * Tn;  // first token of this sequence
-          const T* qt = q + (tok0 + t) * C + h * hs;
-          T* p = probs + r * Tn;
-
-          double mx = -INFINITY;
-          for (int64_t s = 0; s <= t; ++s) {
-            const double a = scale * dot(qt, k + (tok0 + s) * C + h * hs, hs);
-            p[s] = T(a);
-            mx = std::max(mx, double(p[s]));
+      int64_t(B) * NH,
+      [&](int64_t bh0, int64_t bh1) {
+        for (int64_t bh = bh0; bh < bh1; ++bh) {
+          const int64_t h = bh % NH, b = bh / NH;
+          const int64_t off = b * Tn * C + h * hs;  // this head's first row in q, k, v, out
+          T* P = probs + bh * Tn * Tn;
+          gemm1(false, true, Tn, Tn, hs, T(scale), q + off, C, k + off, C, T(0), P, Tn);
+          for (int64_t t = 0; t < Tn; ++t) {
+            T* p = P + t * Tn;
+            double mx = -INFINITY;
+            for (int64_t s = 0; s <= t; ++s) mx = std::max(mx, double(p[s]));
+            double sum = 0.0;
+            for (int64_t s = 0; s <= t; ++s) {
+              const double e = std::exp(double(p[s]) - mx);
+              p[s] = T(e);
+              sum += e;
+            }
+            const double inv = 1.0 / sum;
+            for (int64_t s = 0; s <= t; ++s) p[s] = T(double(p[s]) * inv);
+            std::fill(p + t + 1, p + Tn, T(0));
           }
-          double sum = 0.0;
-          for (int64_t s = 0; s <= t; ++s) {
-            const double e = std::exp(double(p[s]) - mx);
-            p[s] = T(e);
-            sum += e;
-          }
-          const double inv = 1.0 / sum;
-          for (int64_t s = 0; s <= t; ++s) p[s] = T(double(p[s]) * inv);
-          for (int64_t s = t + 1; s < Tn; ++s) p[s] = T(0);
-
-          T* ot = out + (tok0 + t) * C + h * hs;
-          for (int i = 0; i < hs; ++i) ot[i] = T(0);
-          for (int64_t s = 0; s <= t; ++s) {
-            const T* vs = v + (tok0 + s) * C + h * hs;
-            const T ps = p[s];
-            for (int i = 0; i < hs; ++i) ot[i] += ps * vs[i];
-          }
+          gemm1(false, false, Tn, hs, Tn, T(1), P, Tn, v + off, C, T(0), out + off, C);
         }
       },
-      rows_per_chunk(int64_t(Tn) * hs * 2));
+      1);
 }
 
 template <typename T>
 void attention_bwd(Nullable<T> dq, Nullable<T> dk, Nullable<T> dv, const T* dout, const T* probs,
                    const T* q, const T* k, const T* v, int B, int Tn, int NH, int hs,
                    double scale) {
-  const int64_t C = int64_t(NH) * hs;
+  ensure_single_threaded_blas();
+  const int C = NH * hs;
   parallel_for(
       int64_t(B) * NH,
       [&](int64_t bh0, int64_t bh1) {
-        std::vector<double> dA(static_cast<size_t>(Tn));
+        std::vector<T> dS(size_t(Tn) * size_t(Tn));
         for (int64_t bh = bh0; bh < bh1; ++bh) {
           const int64_t h = bh % NH, b = bh / NH;
-          const int64_t tok0 = b * Tn;
-          const int64_t off = h * hs;  // of this head within a token's C channels
+          const int64_t off = b * Tn * C + h * hs;
+          const T* P = probs + bh * Tn * Tn;
+          if (dv) gemm1(true, false, Tn, hs, Tn, T(1), P, Tn, dout + off, C, T(1), dv + off, C);
+          if (!dq && !dk) continue;
+          gemm1(false, true, Tn, Tn, hs, T(1), dout + off, C, v + off, C, T(0), dS.data(), Tn);
           for (int64_t t = 0; t < Tn; ++t) {
-            const T* p = probs + (bh * Tn + t) * Tn;
-            const T* dout_t = dout + (tok0 + t) * C + off;
-            // dP[s] = dout_t·v_s, then dA[s] = P[s]·(dP[s] - Σ_s' P[s']·dP[s'])
+            const T* p = P + t * Tn;
+            T* d = dS.data() + t * Tn;
             double pdp = 0.0;
-            for (int64_t s = 0; s <= t; ++s) {
-              dA[size_t(s)] = dot(dout_t, v + (tok0 + s) * C + off, hs);
-              pdp += double(p[s]) * dA[size_t(s)];
-            }
-            for (int64_t s = 0; s <= t; ++s) dA[size_t(s)] = double(p[s]) * (dA[size_t(s)] - pdp);
-
-            const T* qt = q + (tok0 + t) * C + off;
-            T* dqt = dq ? dq + (tok0 + t) * C + off : nullptr;
-            for (int64_t s = 0; s <= t; ++s) {
-              const int64_t so = (tok0 + s) * C + off;
-              const T g = T(scale * dA[size_t(s)]);
-              const T ps = p[s];
-              for (int i = 0; i < hs; ++i) {
-                if (dqt) dqt[i] += g * k[so + i];
-                if (dk) dk[so + i] += g * qt[i];
-                if (dv) dv[so + i] += ps * dout_t[i];
-              }
-            }
+            for (int64_t s = 0; s <= t; ++s) pdp += double(p[s]) * double(d[s]);
+            for (int64_t s = 0; s <= t; ++s) d[s] = T(double(p[s]) * (double(d[s]) - pdp));
+            std::fill(d + t + 1, d + Tn, T(0));
           }
+          if (dq) gemm1(false, false, Tn, hs, Tn, T(scale), dS.data(), Tn, k + off, C, T(1), dq + off, C);
+          if (dk) gemm1(true, false, Tn, hs, Tn, T(scale), dS.data(), Tn, q + off, C, T(1), dk + off, C);
         }
       },
       1);

@@ -3,45 +3,33 @@
 // thread pool: one pool for every op, so OpenBLAS's threads never spin against ours (that
 // contention cost ~18% of a CPU training step). Splitting never touches the reduction, so
 // results do not depend on the thread count. The bias gradient is a column sum split over columns.
-#include <cblas.h>
-
 #include <algorithm>
 #include <vector>
 
 #include "backend/cpu/ops.hpp"
+#include "backend/cpu/blas.hpp"
 #include "backend/cpu/parallel.hpp"
 #include "core/error.hpp"
 
 namespace pg::cpu {
 namespace {
 
-// C[M,Nc] = alpha·op(A)·op(B) + beta·C, row-major, on one thread.
-void gemm1(bool ta, bool tb, int M, int Nc, int K, float alpha, const float* A, int lda,
-          const float* B, int ldb, float beta, float* C, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, Nc,
-              K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-void gemm1(bool ta, bool tb, int M, int Nc, int K, double alpha, const double* A, int lda,
-          const double* B, int ldb, double beta, double* C, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, Nc,
-              K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-// The same, with the rows of C cut into fixed blocks of kRowBlock rows, the blocks spread over
-// the pool. A block's shape never depends on the thread count, so neither do the results.
-constexpr int kRowBlock = 64;
+// The same, with the rows of C cut into blocks spread over the pool. The block height depends
+// on M alone (at least 64 rows, at most 32 blocks, so tall products like the LM head's weight
+// gradient do not repack the other operand per 64 rows), never on the thread count, so neither
+// do the results.
 template <typename T>
 void gemm(bool ta, bool tb, int M, int Nc, int K, T alpha, const T* A, int lda, const T* B, int ldb,
           T beta, T* C, int ldc) {
-  static const bool single_threaded_blas = (openblas_set_num_threads(1), true);
-  (void)single_threaded_blas;
-  const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
-  const int64_t work_per_block = int64_t(kRowBlock) * Nc * K;
+  ensure_single_threaded_blas();
+  const int64_t rows = std::max<int64_t>(64, (int64_t(M) + 31) / 32);
+  const int64_t blocks = (M + rows - 1) / rows;
+  const int64_t work_per_block = rows * Nc * K;
   parallel_for(
       blocks,
       [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
-          const int64_t m0 = b * kRowBlock, m1 = std::min<int64_t>(M, m0 + kRowBlock);
+          const int64_t m0 = b * rows, m1 = std::min<int64_t>(M, m0 + rows);
           const T* a = ta ? A + m0 : A + m0 * lda;
           gemm1(ta, tb, int(m1 - m0), Nc, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
         }
@@ -50,6 +38,11 @@ void gemm(bool ta, bool tb, int M, int Nc, int K, T alpha, const T* A, int lda, 
 }
 
 }  // namespace
+
+void ensure_single_threaded_blas() {
+  static const bool once = (openblas_set_num_threads(1), true);
+  (void)once;
+}
 
 template <typename T>
 void matmul_fwd(T* out, const T* inp, const T* w, Nullable<const T> bias, int N, int IC, int OC) {
