@@ -9,13 +9,6 @@
 
 namespace pg {
 
-namespace {
-int64_t off(const ParamTable& t, const std::string& name) {
-  const ParamInfo* p = t.find(name);
-  return p ? p->offset : -1;
-}
-}  // namespace
-
 template <typename T>
 CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(cfg), max_batch_(max_batch) {
   const auto& m = cfg.model;
@@ -25,22 +18,9 @@ CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(
   qk_norm_ = m.qk_norm, gelu_ = m.activation == "gelu", tied_ = m.tie_embeddings;
   softcap_ = m.logit_softcap;
 
-  wte_ = off(t, "wte"), wpe_ = off(t, "wpe"), lnf_w_ = off(t, "ln_f.weight"), lnf_b_ = off(t, "ln_f.bias");
-  head_ = tied_ ? wte_ : off(t, "lm_head.weight");
-  for (int l = 0; l < L_; ++l) {
-    const std::string h = "h." + std::to_string(l);
-    Layer w;
-    w.ln1_w = off(t, h + ".ln_1.weight"), w.ln1_b = off(t, h + ".ln_1.bias");
-    w.q = off(t, h + ".attn.q.weight"), w.k = off(t, h + ".attn.k.weight"), w.v = off(t, h + ".attn.v.weight");
-    w.qb = off(t, h + ".attn.q.bias"), w.kb = off(t, h + ".attn.k.bias"), w.vb = off(t, h + ".attn.v.bias");
-    w.o = off(t, h + ".attn.o.weight"), w.ob = off(t, h + ".attn.o.bias");
-    w.ln2_w = off(t, h + ".ln_2.weight"), w.ln2_b = off(t, h + ".ln_2.bias");
-    w.fc = off(t, h + ".mlp.fc.weight"), w.fcb = off(t, h + ".mlp.fc.bias");
-    w.proj = off(t, h + ".mlp.proj.weight"), w.projb = off(t, h + ".mlp.proj.bias");
-    PG_CHECK(w.q >= 0 && w.o >= 0 && w.fc >= 0 && w.proj >= 0, "parameter table lacks layer " + h);
-    layers_.push_back(w);
-  }
-  PG_CHECK(wte_ >= 0 && head_ >= 0, "parameter table lacks the embedding or head");
+  const GptOffsets o = gpt_offsets(cfg, t);
+  wte_ = o.wte, wpe_ = o.wpe, lnf_w_ = o.lnf_w, lnf_b_ = o.lnf_b, head_ = o.head;
+  layers_ = o.layers;
 
   // Arena layout: sizes first, then pointers.
   const int64_t N = int64_t(max_batch) * S_, NC = N * C_, NF = N * F_, NV = N * V_;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "model/gpt.hpp"
 #include "model/param_table.hpp"
 
 namespace pg {
@@ -32,10 +33,7 @@ class CpuGpt {
   size_t arena_bytes() const { return arena_.size() * sizeof(T); }
 
  private:
-  struct Layer {  // offsets into the flat parameter buffer; -1 = absent
-    int64_t ln1_w = -1, ln1_b = -1, q = -1, k = -1, v = -1, qb = -1, kb = -1, vb = -1, o = -1, ob = -1;
-    int64_t ln2_w = -1, ln2_b = -1, fc = -1, fcb = -1, proj = -1, projb = -1;
-  };
+  using Layer = GptLayerOffsets;
   struct LayerActs {
     T *res_in, *res_mid;               // residual stream entering the block / after attention
     T *ln1, *ln1_mean, *ln1_rstd;      // ln1 == res_in when norm = none

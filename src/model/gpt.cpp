@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/error.hpp"
 #include "core/rng.hpp"
 
 namespace pg {
@@ -73,6 +74,31 @@ double gpt_flops_per_token(const Config& cfg) {
   const double C = m.d_model, F = cfg.d_ff(), L = m.n_layer, V = m.vocab_size, T = m.seq_len;
   const double matmul_params = L * (4 * C * C + 2 * C * F) + V * C;
   return 6.0 * matmul_params + 12.0 * L * T * C;  // attention as PaLM/nanoGPT count it (no causal halving)
+}
+
+GptOffsets gpt_offsets(const Config& cfg, const ParamTable& t) {
+  auto off = [&](const std::string& name) {
+    const ParamInfo* p = t.find(name);
+    return p ? p->offset : int64_t(-1);
+  };
+  GptOffsets o;
+  o.wte = off("wte"), o.wpe = off("wpe"), o.lnf_w = off("ln_f.weight"), o.lnf_b = off("ln_f.bias");
+  o.head = cfg.model.tie_embeddings ? o.wte : off("lm_head.weight");
+  for (int l = 0; l < cfg.model.n_layer; ++l) {
+    const std::string h = "h." + std::to_string(l);
+    GptLayerOffsets w;
+    w.ln1_w = off(h + ".ln_1.weight"), w.ln1_b = off(h + ".ln_1.bias");
+    w.q = off(h + ".attn.q.weight"), w.k = off(h + ".attn.k.weight"), w.v = off(h + ".attn.v.weight");
+    w.qb = off(h + ".attn.q.bias"), w.kb = off(h + ".attn.k.bias"), w.vb = off(h + ".attn.v.bias");
+    w.o = off(h + ".attn.o.weight"), w.ob = off(h + ".attn.o.bias");
+    w.ln2_w = off(h + ".ln_2.weight"), w.ln2_b = off(h + ".ln_2.bias");
+    w.fc = off(h + ".mlp.fc.weight"), w.fcb = off(h + ".mlp.fc.bias");
+    w.proj = off(h + ".mlp.proj.weight"), w.projb = off(h + ".mlp.proj.bias");
+    PG_CHECK(w.q >= 0 && w.o >= 0 && w.fc >= 0 && w.proj >= 0, "parameter table lacks layer " + h);
+    o.layers.push_back(w);
+  }
+  PG_CHECK(o.wte >= 0 && o.head >= 0, "parameter table lacks the embedding or head");
+  return o;
 }
 
 }  // namespace pg

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "config/config.hpp"
 #include "model/param_table.hpp"
@@ -25,6 +26,19 @@ ParamTable build_gpt_params(const Config& cfg);
 // GPT-2-style init: N(0, init_std) for matrices and embeddings, the two residual output
 // projections scaled by 1/sqrt(2 n_layer), biases 0, gains 1. Deterministic from seed.
 void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float> params, uint64_t seed);
+
+// Where each tensor of the plan sits in the flat buffer (element offsets; -1 = absent), looked
+// up once by name so every backend walks the same plan. The head is wte when tied.
+struct GptLayerOffsets {
+  int64_t ln1_w = -1, ln1_b = -1, q = -1, k = -1, v = -1, qb = -1, kb = -1, vb = -1, o = -1, ob = -1;
+  int64_t ln2_w = -1, ln2_b = -1, fc = -1, fcb = -1, proj = -1, projb = -1;
+};
+struct GptOffsets {
+  int64_t wte = -1, wpe = -1, lnf_w = -1, lnf_b = -1, head = -1;
+  std::vector<GptLayerOffsets> layers;
+};
+// logic_error when the table lacks a tensor the plan needs.
+GptOffsets gpt_offsets(const Config& cfg, const ParamTable& table);
 
 // Training FLOPs per token (forward + backward = 3x forward): 6 N_matmul + 12 L T C for attention
 // (PaLM appendix-B accounting; the embedding counts only as the head's matmul).

@@ -1,0 +1,69 @@
+// One training step of CudaGpt at GPT-2 124M (llm.c's configuration: 12 layers, 12 heads,
+// d_model 768, learned positions, LayerNorm, GELU, tied embeddings, vocab padded to 50304,
+// seq 1024) on random tokens: forward + backward + AdamW over the flat buffer. Prints the median
+// over 10 steps after 3 warm-up steps, tokens/s and the arena size. Batch: first argument
+// (default 8). A first figure for the CUDA model, not the tuned trainer (bench_gpt2.sh's job).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "backend/cuda/device.hpp"
+#include "config/config.hpp"
+#include "core/rng.hpp"
+#include "kernels/adamw.cuh"
+#include "model/cuda_gpt.hpp"
+#include "model/gpt.hpp"
+
+using namespace pg;
+
+int main(int argc, char** argv) {
+  if (cuda::device_count() == 0) {
+    std::printf("gpt_step_bench: skipped: no CUDA device\n");
+    return 0;
+  }
+  const int B = argc > 1 ? std::atoi(argv[1]) : 8, T = 1024;
+  const Config cfg = default_config({"model.n_layer=12", "model.n_head=12", "model.d_model=768",
+                                     "model.vocab_size=50304", "model.seq_len=1024"});
+  const ParamTable table = build_gpt_params(cfg);
+  std::vector<float> host(size_t(table.total()), 0.f);
+  init_gpt_params(cfg, table, host, 1);
+  cuda::Stream stream;
+  cuda::DeviceBuffer<float> master{std::span<const float>(host)}, grads{host.size()}, m{host.size()}, v{host.size()};
+  cuda::DeviceBuffer<kernels::bf16> params{host.size()};
+  kernels::copy_to_bf16(params.data(), master.data(), int64_t(host.size()), stream.get());
+  m.zero(stream.get()), v.zero(stream.get());
+  Rng rng(2);
+  std::vector<int32_t> tok(size_t(B) * T), tgt(size_t(B) * T);
+  for (auto& t : tok) t = int32_t(rng.below(50257));
+  for (auto& t : tgt) t = int32_t(rng.below(50257));
+  cuda::DeviceBuffer<int32_t> d_tok{std::span<const int32_t>(tok)}, d_tgt{std::span<const int32_t>(tgt)};
+
+  CudaGpt model(cfg, table, B, stream.get());
+  std::printf("gpt_step_bench: GPT-2 124M (%lld params), B=%d T=%d, arena %.2f GiB\n",
+              (long long)table.n_params(), B, T, double(model.arena_bytes()) / (1 << 30));
+  kernels::AdamWStep s;
+  s.lr = 1e-4f, s.weight_decay = 0.f;
+  std::vector<float> ms;
+  double loss = 0.0;
+  for (int step = 0; step < 13; ++step) {
+    cuda::Event start, stop;
+    start.record(stream.get());
+    grads.zero(stream.get());
+    loss = model.forward(params.data(), d_tok.data(), d_tgt.data(), B, T);
+    model.backward(params.data(), grads.data(), 1.0);
+    s.t = step + 1;
+    kernels::adamw_update(master.data(), params.data(), grads.data(), m.data(), v.data(), int64_t(host.size()), s,
+                          false, stream.get());
+    stop.record(stream.get());
+    stop.synchronize();
+    if (step >= 3) ms.push_back(stop.elapsed_ms_since(start));
+  }
+  std::sort(ms.begin(), ms.end());
+  const float med = ms[ms.size() / 2];
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  std::printf("gpt_step_bench: loss %.4f, median %.2f ms/step, %.0f tokens/s, device memory in use %.2f GiB\n", loss,
+              med, double(B) * T / (med * 1e-3), double(total_b - free_b) / (1 << 30));
+  return 0;
+}

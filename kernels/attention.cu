@@ -1,0 +1,523 @@
+// Causal flash attention, forward and backward (FlashAttention-2 scheme) on bf16 mma.sync.
+//
+// Math, per (batch b, head h), with S = scale·q·kᵀ masked to s <= t:
+//   forward   P = softmax_rows(S), out = P·v, lse_t = log Σ_s exp S[t,s]. Query tiles are independent;
+//             each walks its key tiles keeping, per row, the running max m, the running sum l and
+//             the unnormalised output o (online softmax: on a new tile with max m', o and l are
+//             multiplied by exp(m - m')). Exponentials are exp2 of log2e-scaled scores.
+//   backward  P = exp(S - lse) is recomputed tile by tile from q, k and lse; with
+//             D_t = Σ_i dout[t,i]·out[t,i] (= Σ_s P[t,s]·dP[t,s]):
+//               dv = Pᵀ·dout,  dP = dout·vᵀ,  dS = P ∘ (dP - D),  dk = scale·dSᵀ·q,  dq = scale·dS·k.
+//             Key tiles are independent (dk, dv stay in registers); dq collects contributions from
+//             every key tile with fp32 atomics into a workspace, then one pass scales and rounds it.
+//
+// Kernels (all blocks 128 threads = 4 warps; grids put the tiles of one (b, h) side by side, so
+// that its k, v (forward) or q, dout (backward) stay in L2 while they run, heaviest causal tile first):
+//   attention_fwd_kernel<HS>   grid (ceil(T/R), B·NH), R = 128 query rows per block (64 for
+//                              hs = 128); block x takes query tile nq-1-x, warp w rows R/4·w.. (two
+//                              m16 atoms, one for hs = 128). Shared: q tile, two k and two v tiles of
+//                              64 keys (cp.async double buffer). Writes out, lse.
+//   attention_bwd_pre_kernel   one thread per 8 channels of a (token, head): D, and zeroes the
+//                              dq accumulator.
+//   attention_bwd_kernel<HS,BM> grid (ceil(T/64), B·NH); block x takes key tile x, warp w
+//                              its keys 16w..16w+15, and walks query tiles of BM rows (64 for
+//                              hs <= 64, 32 for hs = 128 to keep dk, dv and the tiles in registers).
+//                              Shared: k, v tiles, two q and two dout tiles, dSᵀ [64][BM], lse, D.
+//   attention_bwd_dq_kernel    dq = bf16(scale·accumulator), one thread per 8 elements.
+// Pointer layouts are in attention.cuh. Workspace: dq accumulator fp32 [B,T,NH,hs] (contiguous),
+// then D fp32 [B,NH,T].
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/check.hpp"
+#include "kernels/attention.cuh"
+#include "kernels/attention_tiles.cuh"
+
+namespace pg::kernels {
+namespace {
+
+using namespace tiles;
+
+constexpr int kThreads = 128;
+constexpr int kTile = 64;  // query rows per forward block; keys per backward block
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- forward ------------------------------------------------------------------------------------
+
+// Query rows per warp: 16·kMA (kMA m16 atoms share every k and v fragment read from shared memory,
+// halving those reads per product); hs = 128 keeps one atom to fit its registers.
+template <int HS>
+__host__ __device__ constexpr int fwd_atoms() {
+  return HS == 128 ? 1 : 2;
+}
+template <int HS>
+__host__ __device__ constexpr int fwd_rows() {
+  return 64 * fwd_atoms<HS>();
+}
+
+template <int HS>
+struct FwdSmem {
+  bf16 q[fwd_rows<HS>() * HS];
+  bf16 k[2][kTile * HS];
+  bf16 v[2][kTile * HS];
+};
+
+template <int HS>
+__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
+    bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
+    const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
+    int64_t out_stride, float scale_log2) {
+  constexpr int kMA = fwd_atoms<HS>(), kRows = fwd_rows<HS>();
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<FwdSmem<HS>*>(smem_raw);
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
+  const int m0 = qtile * kRows;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;  // token 0 of (b, h)
+  const int wrow0 = m0 + warp * 16 * kMA;                              // this warp's first row
+  const int n_ktiles = (min(m0 + kRows, T) - 1) / kTile + 1;           // causal: keys <= last row
+
+  load_tile<kRows, HS, kThreads>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+  load_tile<kTile, HS, kThreads>(sm.k[0], k + head0, qkv_stride, T);
+  load_tile<kTile, HS, kThreads>(sm.v[0], v + head0, qkv_stride, T);
+  cp_async_commit();
+
+  // Per atom mi: rows wrow0 + 16·mi + g (r = 0) and + 8 (r = 1).
+  float o[kMA][HS / 8][4] = {};
+  float row_max[kMA][2], row_sum[kMA][2] = {};
+  uint32_t qf[kMA][HS / 16][4];
+#pragma unroll
+  for (int mi = 0; mi < kMA; ++mi) row_max[mi][0] = row_max[mi][1] = -INFINITY;
+
+  for (int j = 0; j < n_ktiles; ++j) {
+    cp_async_wait<0>();
+    __syncthreads();  // tile j landed for all; everyone is done reading buffer (j+1)&1
+    if (j + 1 < n_ktiles) {
+      const int n1 = (j + 1) * kTile;
+      load_tile<kTile, HS, kThreads>(sm.k[(j + 1) & 1], k + head0 + n1 * qkv_stride, qkv_stride,
+                                     T - n1);
+      load_tile<kTile, HS, kThreads>(sm.v[(j + 1) & 1], v + head0 + n1 * qkv_stride, qkv_stride,
+                                     T - n1);
+    }
+    cp_async_commit();
+    if (j == 0) {
+#pragma unroll
+      for (int mi = 0; mi < kMA; ++mi)
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; ++kk)
+          load_a<HS>(qf[mi][kk], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
+    }
+    const int n0 = j * kTile;
+    if (n0 > wrow0 + 16 * kMA - 1) continue;  // every key of the tile is after this warp's rows
+    const bf16* sk = sm.k[j & 1];
+    const bf16* sv = sm.v[j & 1];
+
+    // S = q·kᵀ for this warp's rows × 64 keys.
+    float s[kMA][kTile / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kTile / 16; ++np) {
+        uint32_t bfr[4];
+        load_b_nk<HS>(bfr, sk, np * 16, kk * 16);
+#pragma unroll
+        for (int mi = 0; mi < kMA; ++mi) {
+          mma(s[mi][2 * np], qf[mi][kk], bfr[0], bfr[1]);
+          mma(s[mi][2 * np + 1], qf[mi][kk], bfr[2], bfr[3]);
+        }
+      }
+    }
+
+    // Mask s > t (only tiles reaching past the warp's first row have such keys; keys >= T lie
+    // beyond every valid row) and update the running max and sum. The max is taken on the raw
+    // scores (scale > 0) and kept in the log2 domain, so p = 2^(s·scale·log2e - m) is one FFMA
+    // and one ex2.
+    const bool diag = n0 + kTile - 1 > wrow0;
+#pragma unroll
+    for (int mi = 0; mi < kMA; ++mi) {
+      float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (diag) {
+            const int key = n0 + nt * 8 + 2 * c + (e & 1);
+            const int row = wrow0 + mi * 16 + g + (e >> 1) * 8;
+            if (key > row) s[mi][nt][e] = -INFINITY;
+          }
+          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[mi][nt][e]);
+        }
+      }
+      float alpha[2], sub[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float m_new = fmaxf(row_max[mi][r], tile_max[r] * scale_log2);
+        sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
+        alpha[r] = ex2(row_max[mi][r] - sub[r]);
+        row_max[mi][r] = m_new;
+        row_sum[mi][r] *= alpha[r];
+      }
+#pragma unroll
+      for (int dt = 0; dt < HS / 8; ++dt) {
+        o[mi][dt][0] *= alpha[0];
+        o[mi][dt][1] *= alpha[0];
+        o[mi][dt][2] *= alpha[1];
+        o[mi][dt][3] *= alpha[1];
+      }
+#pragma unroll
+      for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float p = ex2(fmaf(s[mi][nt][e], scale_log2, -sub[e >> 1]));
+          s[mi][nt][e] = p;
+          row_sum[mi][e >> 1] += p;  // this thread's columns only; the quad is summed at the end
+        }
+      }
+    }
+
+    // o += P·v, P taken from the accumulators as A fragments.
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) {
+      uint32_t pa[kMA][4];
+#pragma unroll
+      for (int mi = 0; mi < kMA; ++mi) acc_to_a(pa[mi], s[mi][2 * kk], s[mi][2 * kk + 1]);
+#pragma unroll
+      for (int dp = 0; dp < HS / 16; ++dp) {
+        uint32_t bfr[4];
+        load_b_kn<HS>(bfr, sv, kk * 16, dp * 16);
+#pragma unroll
+        for (int mi = 0; mi < kMA; ++mi) {
+          mma(o[mi][2 * dp], pa[mi], bfr[0], bfr[1]);
+          mma(o[mi][2 * dp + 1], pa[mi], bfr[2], bfr[3]);
+        }
+      }
+    }
+  }
+
+  // Normalise and write out (bf16) and lse (fp32, natural log).
+#pragma unroll
+  for (int mi = 0; mi < kMA; ++mi) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[mi][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int row = wrow0 + mi * 16 + g + r * 8;
+      if (row >= T) continue;
+      const float inv = 1.f / l;
+      bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
+#pragma unroll
+      for (int dt = 0; dt < HS / 8; ++dt) {
+        *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) =
+            pack_bf16(o[mi][dt][2 * r] * inv, o[mi][dt][2 * r + 1] * inv);
+      }
+      if (c == 0) lse[int64_t(bh) * T + row] = row_max[mi][r] / kLog2e + logf(l);
+    }
+  }
+}
+
+// ---- backward -----------------------------------------------------------------------------------
+
+// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One thread
+// per 8 channels (16-byte loads), the hs/8 threads of a (token, head) row adjacent in one warp.
+__global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __restrict__ D,
+                                         const bf16* __restrict__ dout, const bf16* __restrict__ out,
+                                         int64_t n_rows, int T, int NH, int hs, int64_t out_stride) {
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
+  const bool valid = i < n_rows * hs;
+  const int64_t row = i / hs;  // (b·T + t)·NH + h
+  const int col = int(i % hs), h = int(row % NH);
+  const int64_t bt = row / NH;  // b·T + t
+  float acc = 0.f;
+  if (valid) {
+    const int64_t off = bt * out_stride + int64_t(h) * hs + col;
+    const uint4 d8 = *reinterpret_cast<const uint4*>(dout + off);
+    const uint4 o8 = *reinterpret_cast<const uint4*>(out + off);
+    const uint32_t dw[4] = {d8.x, d8.y, d8.z, d8.w}, ow[4] = {o8.x, o8.y, o8.z, o8.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 d2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&dw[j]));
+      const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[j]));
+      acc += d2.x * o2.x + d2.y * o2.y;
+    }
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    *reinterpret_cast<float4*>(dq_acc + i) = zero;
+    *reinterpret_cast<float4*>(dq_acc + i + 4) = zero;
+  }
+  for (int width = 1; width < hs / 8; width <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, width);
+  if (valid && col == 0) D[((bt / T) * NH + h) * T + bt % T] = acc;
+}
+
+__global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __restrict__ dq_acc,
+                                        int64_t n_rows, int hs, int64_t qkv_stride, int NH,
+                                        float scale) {
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
+  if (i >= n_rows * hs) return;
+  const int64_t row = i / hs;  // (b·T + t)·NH + h
+  const int col = int(i % hs);
+  const float4 x0 = *reinterpret_cast<const float4*>(dq_acc + i);
+  const float4 x1 = *reinterpret_cast<const float4*>(dq_acc + i + 4);
+  uint4 packed;
+  packed.x = pack_bf16(x0.x * scale, x0.y * scale);
+  packed.y = pack_bf16(x0.z * scale, x0.w * scale);
+  packed.z = pack_bf16(x1.x * scale, x1.y * scale);
+  packed.w = pack_bf16(x1.z * scale, x1.w * scale);
+  bf16* dst = dq + (row / NH) * qkv_stride + (row % NH) * hs + col;
+  *reinterpret_cast<uint4*>(dst) = packed;
+}
+
+template <int HS, int BM>
+struct BwdSmem {
+  bf16 k[kTile * HS];
+  bf16 v[kTile * HS];
+  bf16 q[2][BM * HS];
+  bf16 dout[2][BM * HS];
+  bf16 ds[kTile * BM];  // dSᵀ: [key][query]
+  alignas(16) float lse2[2][BM];  // lse·log2e, +inf for rows >= T (so P = 0 there)
+  alignas(16) float D[2][BM];
+};
+
+template <int HS, int BM>
+__global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
+    bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+    const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
+    int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<BwdSmem<HS, BM>*>(smem_raw);
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int n0 = int(blockIdx.x) * kTile;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
+  const int64_t dhead0 = int64_t(b) * T * out_stride + int64_t(h) * HS;
+  const float* lse_bh = lse + int64_t(bh) * T;
+  const float* D_bh = D + int64_t(bh) * T;
+  const int i_first = n0 / BM, n_qtiles = (T + BM - 1) / BM;
+  const int key_w0 = n0 + warp * 16;  // this warp's first key
+
+  auto load_q_tile = [&](int i, int buf) {
+    const int m0 = i * BM;
+    load_tile<BM, HS, kThreads>(sm.q[buf], q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+    load_tile<BM, HS, kThreads>(sm.dout[buf], dout + dhead0 + m0 * out_stride, out_stride, T - m0);
+    for (int r = threadIdx.x; r < BM; r += kThreads) {
+      const bool valid = m0 + r < T;
+      sm.lse2[buf][r] = valid ? lse_bh[m0 + r] * kLog2e : INFINITY;
+      sm.D[buf][r] = valid ? D_bh[m0 + r] : 0.f;
+    }
+  };
+
+  load_tile<kTile, HS, kThreads>(sm.k, k + head0 + n0 * qkv_stride, qkv_stride, T - n0);
+  load_tile<kTile, HS, kThreads>(sm.v, v + head0 + n0 * qkv_stride, qkv_stride, T - n0);
+  load_q_tile(i_first, 0);
+  cp_async_commit();
+
+  float dk_acc[HS / 8][4] = {}, dv_acc[HS / 8][4] = {};
+  constexpr int kWarpsM = BM / 16, kWarpsN = 4 / kWarpsM;  // dq tile split over the 4 warps
+  constexpr int kDqCols = HS / kWarpsN;
+
+  for (int i = i_first; i < n_qtiles; ++i) {
+    const int buf = (i - i_first) & 1;
+    cp_async_wait<0>();
+    __syncthreads();
+    if (i + 1 < n_qtiles) load_q_tile(i + 1, buf ^ 1);
+    cp_async_commit();
+    const bf16* sq = sm.q[buf];
+    const bf16* sdo = sm.dout[buf];
+    const int m0 = i * BM;
+
+    // Sᵀ = k·qᵀ (16 keys × BM queries per warp) and dPᵀ = v·doutᵀ.
+    float st[BM / 8][4] = {}, dpt[BM / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) {
+      uint32_t ka[4], va[4];
+      load_a<HS>(ka, sm.k, warp * 16, kk * 16);
+      load_a<HS>(va, sm.v, warp * 16, kk * 16);
+#pragma unroll
+      for (int np = 0; np < BM / 16; ++np) {
+        uint32_t bq[4], bd[4];
+        load_b_nk<HS>(bq, sq, np * 16, kk * 16);
+        load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
+        mma(st[2 * np], ka, bq[0], bq[1]);
+        mma(st[2 * np + 1], ka, bq[2], bq[3]);
+        mma(dpt[2 * np], va, bd[0], bd[1]);
+        mma(dpt[2 * np + 1], va, bd[2], bd[3]);
+      }
+    }
+
+    // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query; dSᵀ = Pᵀ ∘ (dPᵀ - D).
+    const bool diag = key_w0 + 15 > m0;
+#pragma unroll
+    for (int nt = 0; nt < BM / 8; ++nt) {
+      const float2 lse2 = *reinterpret_cast<const float2*>(&sm.lse2[buf][nt * 8 + 2 * c]);
+      const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qcol = nt * 8 + 2 * c + (e & 1);
+        float p = ex2(fmaf(st[nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x)));
+        if (diag && key_w0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
+        st[nt][e] = p;
+        dpt[nt][e] = p * (dpt[nt][e] - ((e & 1) ? Dq.y : Dq.x));
+      }
+    }
+
+    // dv += Pᵀ·dout and dk += dSᵀ·q (k = the BM queries); dSᵀ also goes to shared memory for dq.
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; ++kk) {
+      uint32_t pa[4], dsa[4];
+      acc_to_a(pa, st[2 * kk], st[2 * kk + 1]);
+      acc_to_a(dsa, dpt[2 * kk], dpt[2 * kk + 1]);
+#pragma unroll
+      for (int dp = 0; dp < HS / 16; ++dp) {
+        uint32_t bd[4], bq[4];
+        load_b_kn<HS>(bd, sdo, kk * 16, dp * 16);
+        load_b_kn<HS>(bq, sq, kk * 16, dp * 16);
+        mma(dv_acc[2 * dp], pa, bd[0], bd[1]);
+        mma(dv_acc[2 * dp + 1], pa, bd[2], bd[3]);
+        mma(dk_acc[2 * dp], dsa, bq[0], bq[1]);
+        mma(dk_acc[2 * dp + 1], dsa, bq[2], bq[3]);
+      }
+      // dsa's registers a0..a3 are rows (g, g+8) × query columns (2c, 2c+8) of this 16-query
+      // block; store them as dSᵀ[key][query].
+      const int kr = warp * 16 + g, qc = kk * 16 + 2 * c;
+      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr, qc & ~7) + (qc & 7)) = dsa[0];
+      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr + 8, qc & ~7) + (qc & 7)) = dsa[1];
+      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr, (qc + 8) & ~7) + (qc & 7)) = dsa[2];
+      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr + 8, (qc + 8) & ~7) + (qc & 7)) = dsa[3];
+    }
+    __syncthreads();
+
+    // dq[m0.., :] += dS·k: warp (wm, wn) takes query rows 16·wm.. and head columns kDqCols·wn..
+    const int wm = warp % kWarpsM, wn = warp / kWarpsM;
+    float dq_part[kDqCols / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) {
+      uint32_t a[4];
+      load_a_t<BM>(a, sm.ds, kk * 16, wm * 16);
+#pragma unroll
+      for (int dp = 0; dp < kDqCols / 16; ++dp) {
+        uint32_t bk[4];
+        load_b_kn<HS>(bk, sm.k, kk * 16, wn * kDqCols + dp * 16);
+        mma(dq_part[2 * dp], a, bk[0], bk[1]);
+        mma(dq_part[2 * dp + 1], a, bk[2], bk[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = m0 + wm * 16 + g + r * 8;
+      if (row >= T) continue;
+      float* dst = dq_acc + ((int64_t(b) * T + row) * NH + h) * HS + wn * kDqCols + 2 * c;
+#pragma unroll
+      for (int dt = 0; dt < kDqCols / 8; ++dt)
+        atomicAdd(reinterpret_cast<float2*>(dst + dt * 8),
+                  make_float2(dq_part[dt][2 * r], dq_part[dt][2 * r + 1]));
+    }
+  }
+
+  // dk = scale·Σ dSᵀ·q and dv, for this warp's 16 keys.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key_w0 + g + r * 8;
+    if (key >= T) continue;
+    bf16* dkr = dk + head0 + int64_t(key) * qkv_stride;
+    bf16* dvr = dv + head0 + int64_t(key) * qkv_stride;
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt) {
+      *reinterpret_cast<uint32_t*>(dkr + dt * 8 + 2 * c) =
+          pack_bf16(dk_acc[dt][2 * r] * scale, dk_acc[dt][2 * r + 1] * scale);
+      *reinterpret_cast<uint32_t*>(dvr + dt * 8 + 2 * c) =
+          pack_bf16(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
+    }
+  }
+}
+
+// ---- launches -----------------------------------------------------------------------------------
+
+AttentionDims resolved(const AttentionDims& d) {
+  if (d.B < 1 || d.T < 1 || d.NH < 1 || !(d.hs == 32 || d.hs == 64 || d.hs == 128))
+    throw std::invalid_argument("attention: need B, T, NH >= 1 and hs in {32, 64, 128}, got hs=" +
+                                std::to_string(d.hs));
+  AttentionDims r = d;
+  if (r.qkv_stride == 0) r.qkv_stride = int64_t(d.NH) * d.hs;
+  if (r.out_stride == 0) r.out_stride = int64_t(d.NH) * d.hs;
+  if (r.scale == 0.f) r.scale = 1.f / std::sqrt(float(d.hs));
+  if (int64_t(d.B) * d.NH > 65535)
+    throw std::invalid_argument("attention: B·NH must be at most 65535 (a grid dimension)");
+  if (r.qkv_stride % 8 || r.out_stride % 8)
+    throw std::invalid_argument("attention: token strides must be multiples of 8 elements");
+  return r;
+}
+
+template <typename Kernel>
+void set_smem(Kernel kernel, size_t bytes) {
+  CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+template <int HS>
+void launch_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                const AttentionDims& d, cudaStream_t stream) {
+  const size_t smem = sizeof(FwdSmem<HS>);
+  set_smem(attention_fwd_kernel<HS>, smem);
+  // Query tiles of one (b, h) side by side, so that its k and v stay in L2 while they run.
+  const dim3 grid((d.T + fwd_rows<HS>() - 1) / fwd_rows<HS>(), d.B * d.NH);
+  attention_fwd_kernel<HS><<<grid, kThreads, smem, stream>>>(
+      out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int HS, int BM>
+void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout,
+                const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                const AttentionDims& d, cudaStream_t stream) {
+  const size_t smem = sizeof(BwdSmem<HS, BM>);
+  set_smem(attention_bwd_kernel<HS, BM>, smem);
+  const dim3 grid((d.T + kTile - 1) / kTile, d.B * d.NH);  // key tiles of one (b, h) side by side
+  attention_bwd_kernel<HS, BM><<<grid, kThreads, smem, stream>>>(
+      dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale,
+      d.scale * kLog2e);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                   const AttentionDims& dims, cudaStream_t stream) {
+  const AttentionDims d = resolved(dims);
+  if (d.hs == 32) launch_fwd<32>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64) launch_fwd<64>(out, lse, q, k, v, d, stream);
+  if (d.hs == 128) launch_fwd<128>(out, lse, q, k, v, d, stream);
+}
+
+size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
+  const AttentionDims d = resolved(dims);
+  const size_t rows = size_t(d.B) * d.T * d.NH;
+  return rows * d.hs * sizeof(float) + ((rows * sizeof(float) + 15) / 16) * 16;
+}
+
+void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* dout,
+                   const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                   const AttentionDims& dims, cudaStream_t stream) {
+  const AttentionDims d = resolved(dims);
+  const int64_t rows = int64_t(d.B) * d.T * d.NH;
+  float* dq_acc = static_cast<float*>(workspace);
+  float* D = dq_acc + rows * d.hs;
+
+  const int64_t n_threads = rows * d.hs / 8;  // for the pre and the dq kernels
+  attention_bwd_pre_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
+      dq_acc, D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
+  CUDA_CHECK_LAUNCH();
+
+  if (d.hs == 32) launch_bwd<32, 64>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64) launch_bwd<64, 64>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 128) launch_bwd<128, 32>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+
+  attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
+      dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace pg::kernels

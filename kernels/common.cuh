@@ -1,0 +1,62 @@
+// Shared device helpers of the kernels: the bf16 type, loads/stores that convert to fp32 for the
+// math, warp and block reductions, and the grid-size rule for elementwise kernels.
+//
+// Precision (DESIGN.md decision 4): activations and their gradients are bf16 in memory; every
+// kernel does its arithmetic in fp32 and rounds once on the store. Statistics (norm mean/rstd),
+// softmax and loss values are fp32; parameter gradients and optimizer state are fp32.
+#pragma once
+#include <cstdint>
+
+#include "kernels/types.cuh"
+
+namespace pg::kernels {
+
+__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(float x) { return x; }
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+// `scratch` is 32 floats of shared memory; the call synchronises the block twice.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warp ? scratch[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warp ? scratch[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+// Grid for a grid-stride loop over n elements with `block` threads: enough blocks to fill the
+// GPU several times over, never more than the work needs.
+inline unsigned grid_for(int64_t n, int block) {
+  const int64_t want = (n + block - 1) / block;
+  return unsigned(want < 1 ? 1 : (want > 132 * 32 ? 132 * 32 : want));
+}
+
+}  // namespace pg::kernels

@@ -1,0 +1,43 @@
+// LayerNorm and RMSNorm over the last dim, fused with the residual add; QK-norm is the same
+// RMSNorm without a gain, on rows of one head (N·NH rows of hs).
+//
+// Forward, per row r of C channels:
+//   x = res_in[r] + branch[r]             (branch may be null: x = res_in[r], nothing stored)
+//   res_out[r] = x                         (the residual stream after the add, bf16)
+//   LayerNorm: mean = Σx/C, rstd = 1/sqrt(Σ(x-mean)²/C + eps), out = (x-mean)·rstd·gain + bias
+//   RMSNorm:   rstd = 1/sqrt(Σx²/C + eps),                     out = x·rstd·gain
+// mean[N], rstd[N] fp32 are saved for backward (mean only for LayerNorm; may be null for RMS).
+// Backward, with xhat = (x-mean)·rstd (RMS: x·rstd) and g = dout·gain:
+//   LayerNorm: d = rstd·(g - mean(g) - xhat·mean(g·xhat));  RMS: d = rstd·(g - xhat·mean(g·xhat))
+//   dinp[r] = d (accumulate = false) or dinp[r] += d (accumulate = true: dinp is the residual
+//   stream's gradient, which the norm's input gradient joins);  dgain += Σ_r dout·xhat,
+//   dbias += Σ_r dout (fp32, accumulated). The parameter sums are deterministic: a fixed grid of
+//   blocks writes per-block partial sums to `scratch`, which a second kernel adds in block order.
+//
+// Pointers: res_in, branch, res_out, out, dout, dinp, inp: [N, C] bf16 row-major; gain, bias: [C]
+// bf16 (the working copy of the parameters; gain may be null = 1, bias may be null = 0);
+// dgain, dbias: [C] fp32; scratch: norm_bwd_scratch_floats(C) fp32. x of the backward is the
+// saved res_out (or the norm's input when there was no add). dinp may alias dout when not
+// accumulating. C % 8 == 0 is not required.
+// Grid: one warp per row, 4 warps per block (forward); backward: a fixed grid of
+// kNormBwdBlocks blocks, each with up to 4 warps striding over the rows, then a reduction of the
+// partials with blocks of 32×8 threads per 32 columns.
+#pragma once
+#include "kernels/types.cuh"
+
+namespace pg::kernels {
+
+enum class NormKind { LayerNorm, RMSNorm };
+
+void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const bf16* res_in,
+                       const bf16* branch, const bf16* gain, const bf16* bias, int N, int C,
+                       float eps, NormKind kind, cudaStream_t stream);
+
+constexpr int kNormBwdBlocks = 1056;  // 8 per SM of an H100: enough warps to hide latency
+inline int64_t norm_bwd_scratch_floats(int C) { return int64_t(kNormBwdBlocks) * 2 * C; }
+
+void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* scratch,
+              const bf16* dout, const bf16* inp, const bf16* gain, const float* mean,
+              const float* rstd, int N, int C, NormKind kind, cudaStream_t stream);
+
+}  // namespace pg::kernels

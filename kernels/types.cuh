@@ -1,0 +1,11 @@
+// The element types of the kernels' launch headers. Host-safe: plain C++ (tests, the backend)
+// includes the launch headers, which declare host functions taking device pointers and a stream.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace pg::kernels {
+using bf16 = __nv_bfloat16;
+}  // namespace pg::kernels

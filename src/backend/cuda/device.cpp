@@ -1,0 +1,16 @@
+// Device discovery for the CUDA backend (see device.hpp).
+#include "backend/cuda/device.hpp"
+
+namespace pg::cuda {
+
+int device_count() {
+  int n = 0;
+  // No driver, no device or a driver older than the runtime all mean: no usable GPU here.
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky error so later checks start clean
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace pg::cuda

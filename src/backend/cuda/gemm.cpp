@@ -1,0 +1,122 @@
+// cuBLASLt GEMMs with per-shape cached descriptors and algorithms (see gemm.hpp).
+#include "backend/cuda/gemm.hpp"
+
+#include <string>
+
+#include "core/error.hpp"
+
+namespace pg::cuda {
+
+// The descriptors of one GEMM shape and the algorithm chosen for it, destroyed together.
+struct GemmRunner::Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLASLt's A, B, C (= D)
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (c) (void)cublasLtMatrixLayoutDestroy(c);
+    if (b) (void)cublasLtMatrixLayoutDestroy(b);
+    if (a) (void)cublasLtMatrixLayoutDestroy(a);
+    if (op) (void)cublasLtMatmulDescDestroy(op);
+  }
+};
+
+namespace {
+
+// A column-major layout of rows x cols (ld = rows), batched.
+cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int cols, int batch,
+                                   int64_t stride) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, uint64_t(rows), uint64_t(cols), int64_t(rows)));
+  if (batch > 1) {
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                  &batch, sizeof(batch)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+        layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  return layout;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+GemmRunner::GemmRunner(cudaStream_t stream, size_t workspace_bytes)
+    : stream_(stream), workspace_(workspace_bytes) {
+  CUBLAS_CHECK(cublasLtCreate(&handle_));
+}
+
+GemmRunner::~GemmRunner() {
+  plans_.clear();
+  if (handle_) (void)cublasLtDestroy(handle_);
+}
+
+GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
+  const Key key{g.M, g.N, g.K, g.trans_a, g.trans_b, int(g.out_type), int(g.epilogue), g.batch,
+                g.stride_a, g.stride_b, g.stride_c, g.beta != 0.f};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+
+  auto plan = std::make_unique<Plan>();
+  const cudaDataType_t out = g.out_type == OutType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // Column-major view: D^T[N,M] = opB'(B^T) · opA'(A^T). Row-major B stored [K,N] is column-major
+  // [N,K]: no transpose; stored [N,K] (trans_b) is column-major [K,N]: transpose. Likewise A.
+  const cublasOperation_t op_first = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
+                                              sizeof(op_first)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
+                                              sizeof(op_second)));
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  switch (g.epilogue) {
+    case Epilogue::None: break;
+    case Epilogue::Bias: epi = CUBLASLT_EPILOGUE_BIAS; break;
+    case Epilogue::Gelu: epi = CUBLASLT_EPILOGUE_GELU; break;
+    case Epilogue::BiasGelu: epi = CUBLASLT_EPILOGUE_GELU_BIAS; break;
+  }
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                &out, sizeof(out)));
+  }
+  // The stored shapes, column-major: first operand (our B) and second (our A).
+  plan->a = g.trans_b ? make_layout(CUDA_R_16BF, g.K, g.N, g.batch, g.stride_b)
+                      : make_layout(CUDA_R_16BF, g.N, g.K, g.batch, g.stride_b);
+  plan->b = g.trans_a ? make_layout(CUDA_R_16BF, g.M, g.K, g.batch, g.stride_a)
+                      : make_layout(CUDA_R_16BF, g.K, g.M, g.batch, g.stride_a);
+  plan->c = make_layout(out, g.N, g.M, g.batch, g.stride_c);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = workspace_.bytes();
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &ws, sizeof(ws)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int n_result = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b,
+                                                           plan->c, plan->c, pref, 1, &result, &n_result);
+  (void)cublasLtMatmulPreferenceDestroy(pref);
+  CUBLAS_CHECK(st);
+  if (n_result == 0)
+    throw std::runtime_error("cuBLASLt has no algorithm for GEMM M=" + std::to_string(g.M) +
+                             " N=" + std::to_string(g.N) + " K=" + std::to_string(g.K));
+  plan->algo = result.algo;
+  return *plans_.emplace(key, std::move(plan)).first->second;
+}
+
+void GemmRunner::gemm(const GemmArgs& g) {
+  PG_CHECK(g.M > 0 && g.N > 0 && g.K > 0 && g.batch > 0, "gemm: empty shape");
+  PG_CHECK(aligned16(g.A) && aligned16(g.B) && aligned16(g.C), "gemm: pointers must be 16-byte aligned");
+  const bool has_bias = g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu;
+  PG_CHECK(!has_bias || g.bias != nullptr, "gemm: bias epilogue without a bias");
+  Plan& plan = plan_for(g);
+  if (has_bias) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                                sizeof(g.bias)));
+  }
+  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &g.alpha, g.B, plan.a, g.A, plan.b, &g.beta, g.C,
+                              plan.c, g.C, plan.c, &plan.algo, workspace_.data(), workspace_.bytes(),
+                              stream_));
+}
+
+}  // namespace pg::cuda

@@ -1,0 +1,74 @@
+// The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands, fp32 accumulation, fp32 or
+// bf16 output, optional bias (+GELU) epilogue, strided batches.
+//
+// Convention: ROW-MAJOR, as everywhere in polargpt.
+//   C[M,N] = alpha · op(A) · op(B) (+ bias[N]) (-> gelu) + beta · C        for each batch b
+//   op(A) is [M,K]: A is stored [M,K], or [K,M] when trans_a;
+//   op(B) is [K,N]: B is stored [K,N], or [N,K] when trans_b.
+// The linear layer out[N,OC] = inp[N,IC] · w[OC,IC]^T is gemm(M=N, N=OC, K=IC, A=inp, B=w,
+// trans_b). cuBLASLt is column-major: a row-major X[r,c] is the column-major X^T, so we ask it
+// for C^T = op(B)^T · op(A)^T, i.e. swap the operands; the bias then runs along its rows (our
+// columns), which is what a linear layer's bias does.
+//
+// One GemmRunner per stream: it owns the cuBLASLt handle and workspace, and caches per shape the
+// descriptors and the algorithm the heuristic picked, so the step loop does no descriptor set-up
+// or heuristic query after the first step. Every pointer must be 16-byte aligned (the cached
+// algorithms assume it); leading dimensions are the packed ones.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "backend/cuda/device.hpp"
+#include "kernels/types.cuh"
+
+namespace pg::cuda {
+
+using kernels::bf16;
+
+enum class OutType { F32, BF16 };
+enum class Epilogue { None, Bias, Gelu, BiasGelu };  // GELU: the tanh approximation
+
+struct GemmArgs {
+  int M = 0, N = 0, K = 0;
+  const bf16* A = nullptr;
+  bool trans_a = false;
+  const bf16* B = nullptr;
+  bool trans_b = false;
+  void* C = nullptr;  // float* or bf16*, per out_type; read when beta != 0
+  OutType out_type = OutType::F32;
+  float alpha = 1.f, beta = 0.f;
+  Epilogue epilogue = Epilogue::None;
+  const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu
+  // Strided batches: matrix b of each operand starts at ptr + b·stride (elements).
+  int batch = 1;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+};
+
+class GemmRunner {
+ public:
+  explicit GemmRunner(cudaStream_t stream, size_t workspace_bytes = size_t(32) << 20);
+  ~GemmRunner();
+  GemmRunner(const GemmRunner&) = delete;
+  GemmRunner& operator=(const GemmRunner&) = delete;
+
+  void gemm(const GemmArgs& args);
+  cudaStream_t stream() const { return stream_; }
+  size_t cached_plans() const { return plans_.size(); }
+
+ private:
+  struct Plan;
+  using Key = std::tuple<int, int, int, bool, bool, int, int, int, int64_t, int64_t, int64_t, bool>;
+  Plan& plan_for(const GemmArgs& a);
+
+  cudaStream_t stream_;
+  cublasLtHandle_t handle_ = nullptr;
+  DeviceBuffer<std::byte> workspace_;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace pg::cuda

@@ -1,0 +1,239 @@
+// The GPT plan on one GPU (see cuda_gpt.hpp); the step-by-step mirror of model/cpu_gpt.cpp.
+#include "model/cuda_gpt.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "backend/cuda/check.hpp"
+#include "core/error.hpp"
+#include "kernels/activation.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/bias.cuh"
+#include "kernels/classifier.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
+
+namespace pg {
+
+namespace {
+
+// Bump allocation from one arena, every buffer 256-byte aligned; with base == nullptr it only
+// counts, so the same code sizes the arena and then carves it.
+struct Carver {
+  std::byte* base;
+  size_t used = 0;
+  template <typename T>
+  T* take(int64_t n) {
+    used = (used + 255) & ~size_t(255);
+    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
+    used += size_t(n) * sizeof(T);
+    return p;
+  }
+};
+
+constexpr float kLayerNormEps = 1e-5f, kRmsNormEps = 1e-6f;  // the CPU reference's defaults
+
+}  // namespace
+
+CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStream_t stream)
+    : cfg_(cfg), max_batch_(max_batch), stream_(stream), gemm_(stream) {
+  const auto& m = cfg.model;
+  L_ = m.n_layer, C_ = m.d_model, F_ = cfg.d_ff(), V_ = m.vocab_size, NH_ = m.n_head, HS_ = cfg.d_head();
+  S_ = m.seq_len;
+  if (m.norm == "none") throw UserError("model.norm: the cuda backend needs layernorm or rmsnorm (got none)");
+  if (HS_ != 32 && HS_ != 64 && HS_ != 128)
+    throw UserError("model.d_model / model.n_head: the cuda backend needs a head size of 32, 64 or 128 (got " +
+                    std::to_string(HS_) + ")");
+  ln_ = m.norm == "layernorm", rope_ = m.pos == "rope", qk_norm_ = m.qk_norm, gelu_ = m.activation == "gelu";
+  tied_ = m.tie_embeddings, softcap_ = float(m.logit_softcap);
+
+  const GptOffsets o = gpt_offsets(cfg, t);
+  wte_ = o.wte, wpe_ = o.wpe, lnf_w_ = o.lnf_w, lnf_b_ = o.lnf_b, head_ = o.head;
+  layers_ = o.layers;
+  PG_CHECK(lnf_w_ >= 0, "parameter table lacks the final norm");
+  for (const Layer& w : layers_) PG_CHECK(w.ln1_w >= 0 && w.ln2_w >= 0, "parameter table lacks a block's norms");
+
+  acts_.resize(size_t(L_));
+  const size_t need = layout(nullptr);
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (need > free_bytes)
+    throw UserError("train.batch_size=" + std::to_string(max_batch) + ", model.seq_len=" + std::to_string(S_) +
+                    ": the activation arena needs " + std::to_string(need) + " bytes, the GPU has " +
+                    std::to_string(free_bytes) + " free");
+  arena_ = cuda::DeviceBuffer<std::byte>(need);
+  layout(arena_.data());
+}
+
+size_t CudaGpt::layout(std::byte* base) {
+  Carver a{base};
+  const int64_t N = int64_t(max_batch_) * S_, NC = N * C_, NF = N * F_, NR = N * NH_;
+  for (auto& x : acts_) {
+    x.res_in = a.take<bf16>(NC), x.ln1 = a.take<bf16>(NC);
+    x.ln1_mean = a.take<float>(N), x.ln1_rstd = a.take<float>(N);
+    x.q = a.take<bf16>(NC), x.k = a.take<bf16>(NC), x.v = a.take<bf16>(NC);
+    if (qk_norm_) {
+      x.q_raw = a.take<bf16>(NC), x.k_raw = a.take<bf16>(NC);
+      x.q_rstd = a.take<float>(NR), x.k_rstd = a.take<float>(NR);
+    } else {
+      x.q_raw = x.q, x.k_raw = x.k, x.q_rstd = x.k_rstd = nullptr;
+    }
+    x.lse = a.take<float>(NR), x.att = a.take<bf16>(NC);
+    x.res_mid = a.take<bf16>(NC), x.ln2 = a.take<bf16>(NC);
+    x.ln2_mean = a.take<float>(N), x.ln2_rstd = a.take<float>(N);
+    x.fc = a.take<bf16>(NF), x.act = a.take<bf16>(NF);
+  }
+  branch_ = a.take<bf16>(NC), res_final_ = a.take<bf16>(NC), lnf_ = a.take<bf16>(NC);
+  lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
+  logits_ = a.take<bf16>(N * V_), losses_ = a.take<float>(N), correct_ = a.take<int32_t>(N);
+  dres_ = a.take<bf16>(NC), dln_ = a.take<bf16>(NC), datt_ = a.take<bf16>(NC);
+  dq_ = a.take<bf16>(NC), dk_ = a.take<bf16>(NC), dv_ = a.take<bf16>(NC), dact_ = a.take<bf16>(NF);
+  norm_scratch_ = a.take<float>(kernels::norm_bwd_scratch_floats(C_));
+  bias_scratch_ = a.take<float>(kernels::bias_bwd_scratch_floats(std::max({C_, F_, V_})));
+  kernels::AttentionDims dims;
+  dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_;
+  attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
+  return a.used;
+}
+
+// out[N,OC] = inp[N,IC] · W[OC,IC]^T (+ b), the bias in the GEMM's epilogue.
+void CudaGpt::linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, int64_t b, int N, int IC, int OC) {
+  cuda::GemmArgs g;
+  g.M = N, g.N = OC, g.K = IC, g.A = inp, g.B = P + w, g.trans_b = true, g.C = out;
+  g.out_type = cuda::OutType::BF16;
+  if (b >= 0) g.epilogue = cuda::Epilogue::Bias, g.bias = P + b;
+  gemm_.gemm(g);
+}
+
+// dinp[N,IC] (=, or += when accumulate) dout · W ; dW[OC,IC] += dout^T · inp ; db += Σ_rows dout.
+void CudaGpt::linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp,
+                         const bf16* P, int64_t w, int64_t b, int N, int IC, int OC) {
+  cuda::GemmArgs d;
+  d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
+  d.beta = accumulate ? 1.f : 0.f;
+  gemm_.gemm(d);
+  cuda::GemmArgs g;
+  g.M = OC, g.N = IC, g.K = N, g.A = dout, g.trans_a = true, g.B = inp, g.C = G + w, g.beta = 1.f;
+  gemm_.gemm(g);
+  if (b >= 0) kernels::bias_bwd(G + b, bias_scratch_, dout, N, OC, stream_);
+}
+
+double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* targets, int B, int Tn,
+                        int64_t* n_correct) {
+  PG_CHECK(B >= 1 && B <= max_batch_ && Tn >= 1 && Tn <= S_, "forward: batch or length beyond the arena");
+  B_ = B, Tn_ = Tn, inputs_ = inputs, targets_ = targets;
+  const int N = B * Tn;
+  const auto kind = ln_ ? kernels::NormKind::LayerNorm : kernels::NormKind::RMSNorm;
+  const float eps = ln_ ? kLayerNormEps : kRmsNormEps;
+  auto par = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };
+  kernels::AttentionDims dims;
+  dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_;
+
+  kernels::embedding_fwd(acts_[0].res_in, inputs, P + wte_, par(wpe_), B, Tn, C_, stream_);
+  for (int l = 0; l < L_; ++l) {
+    const Layer& w = layers_[size_t(l)];
+    LayerActs& a = acts_[size_t(l)];
+    // x = res_mid(l-1) + mlp(l-1) (the residual add of the previous block), ln1 = norm(x).
+    if (l == 0)
+      kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
+                                 par(w.ln1_b), N, C_, eps, kind, stream_);
+    else
+      kernels::residual_norm_fwd(a.res_in, a.ln1, a.ln1_mean, a.ln1_rstd, acts_[size_t(l) - 1].res_mid, branch_,
+                                 P + w.ln1_w, par(w.ln1_b), N, C_, eps, kind, stream_);
+    linear_fwd(a.q_raw, a.ln1, P, w.q, w.qb, N, C_, C_);
+    linear_fwd(a.k_raw, a.ln1, P, w.k, w.kb, N, C_, C_);
+    linear_fwd(a.v, a.ln1, P, w.v, w.vb, N, C_, C_);
+    if (qk_norm_) {  // parameter-free RMS norm of each head's q and k
+      kernels::residual_norm_fwd(nullptr, a.q, nullptr, a.q_rstd, a.q_raw, nullptr, nullptr, nullptr, N * NH_, HS_,
+                                 kRmsNormEps, kernels::NormKind::RMSNorm, stream_);
+      kernels::residual_norm_fwd(nullptr, a.k, nullptr, a.k_rstd, a.k_raw, nullptr, nullptr, nullptr, N * NH_, HS_,
+                                 kRmsNormEps, kernels::NormKind::RMSNorm, stream_);
+    }
+    if (rope_) {
+      kernels::rope_fwd(a.q, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
+      kernels::rope_fwd(a.k, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
+    }
+    kernels::attention_fwd(a.att, a.lse, a.q, a.k, a.v, dims, stream_);
+    linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
+    kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
+                               par(w.ln2_b), N, C_, eps, kind, stream_);
+    linear_fwd(a.fc, a.ln2, P, w.fc, w.fcb, N, C_, F_);
+    if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+    else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+    linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
+  }
+  kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
+                             P + lnf_w_, par(lnf_b_), N, C_, eps, kind, stream_);
+  cuda::GemmArgs g;
+  g.M = N, g.N = V_, g.K = C_, g.A = lnf_, g.B = P + head_, g.trans_b = true, g.C = logits_;
+  g.out_type = cuda::OutType::BF16;
+  gemm_.gemm(g);
+  if (!targets) return 0.0;
+  // Losses only; the logits stay for backward, which runs the classifier again for dlogits.
+  kernels::fused_classifier(logits_, losses_, n_correct ? correct_ : nullptr, targets, N, V_, V_, 0.f, softcap_,
+                            false, stream_);
+  host_losses_.resize(size_t(N));
+  CUDA_CHECK(cudaMemcpyAsync(host_losses_.data(), losses_, size_t(N) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  if (n_correct) {
+    host_correct_.resize(size_t(N));
+    CUDA_CHECK(cudaMemcpyAsync(host_correct_.data(), correct_, size_t(N) * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                               stream_));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  double sum = 0.0;
+  for (float x : host_losses_) sum += x;
+  if (n_correct) {
+    *n_correct = 0;
+    for (int32_t c : host_correct_) *n_correct += c;
+  }
+  return sum / N;
+}
+
+void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
+  PG_CHECK(targets_ != nullptr, "backward without a forward with targets");
+  const int B = B_, Tn = Tn_, N = B * Tn;
+  const auto kind = ln_ ? kernels::NormKind::LayerNorm : kernels::NormKind::RMSNorm;
+  auto gpar = [&](int64_t o) { return o >= 0 ? G + o : nullptr; };
+  kernels::AttentionDims dims;
+  dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_;
+
+  kernels::fused_classifier(logits_, losses_, nullptr, targets_, N, V_, V_, float(loss_scale / N), softcap_, true,
+                            stream_);
+  linear_bwd(dln_, false, G, logits_, lnf_, P, head_, -1, N, C_, V_);
+  kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_,
+                    lnf_rstd_, N, C_, kind, stream_);
+  for (int l = L_ - 1; l >= 0; --l) {
+    const Layer& w = layers_[size_t(l)];
+    const LayerActs& a = acts_[size_t(l)];
+    // MLP branch: dres holds d(block output); it also flows straight through to res_mid.
+    linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
+    if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+    else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+    linear_bwd(dln_, false, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
+    kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), norm_scratch_, dln_, a.res_mid, P + w.ln2_w,
+                      a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
+    // Attention branch.
+    linear_bwd(datt_, false, G, dres_, a.att, P, w.o, w.ob, N, C_, C_);
+    kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_);
+    if (rope_) {
+      kernels::rope_bwd(dq_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
+      kernels::rope_bwd(dk_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
+    }
+    if (qk_norm_) {  // in place through the parameter-free per-head RMS norm
+      kernels::norm_bwd(dq_, false, nullptr, nullptr, nullptr, dq_, a.q_raw, nullptr, nullptr, a.q_rstd, N * NH_,
+                        HS_, kernels::NormKind::RMSNorm, stream_);
+      kernels::norm_bwd(dk_, false, nullptr, nullptr, nullptr, dk_, a.k_raw, nullptr, nullptr, a.k_rstd, N * NH_,
+                        HS_, kernels::NormKind::RMSNorm, stream_);
+    }
+    linear_bwd(dln_, false, G, dq_, a.ln1, P, w.q, w.qb, N, C_, C_);
+    linear_bwd(dln_, true, G, dk_, a.ln1, P, w.k, w.kb, N, C_, C_);
+    linear_bwd(dln_, true, G, dv_, a.ln1, P, w.v, w.vb, N, C_, C_);
+    kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b), norm_scratch_, dln_, a.res_in, P + w.ln1_w,
+                      a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
+  }
+  kernels::embedding_bwd(G + wte_, gpar(wpe_), dres_, inputs_, B, Tn, C_, stream_);
+  targets_ = nullptr;
+}
+
+}  // namespace pg

@@ -1,0 +1,79 @@
+// The GPT plan (model/gpt.hpp) on one GPU: the same forward and backward as CpuGpt, over the
+// CUDA kernels (kernels/) and the cuBLASLt GEMM layer, in mixed precision: bf16 parameters (the
+// working copy of the fp32 master buffer) and activations, fp32 accumulation, norm statistics,
+// softmax and loss, fp32 parameter gradients.
+//
+// Memory: every activation and scratch buffer is carved at construction from one device arena
+// sized for (max_batch, seq_len); forward and backward allocate nothing. arena_bytes() says how
+// much that is before any step runs; a device with less free memory makes the constructor throw a
+// UserError naming the bytes needed and free.
+//
+// Contract (as CpuGpt): backward() follows a forward() with targets, once; gradients ACCUMULATE
+// into `grads` (fp32, laid out by the ParamTable). inputs and targets are device arrays [B, Tn].
+// The residual adds are fused into the next norm (kernels/norm.cuh), so model.norm = none is not
+// supported here yet.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/device.hpp"
+#include "backend/cuda/gemm.hpp"
+#include "config/config.hpp"
+#include "kernels/types.cuh"
+#include "model/gpt.hpp"
+#include "model/param_table.hpp"
+
+namespace pg {
+
+class CudaGpt {
+ public:
+  using bf16 = kernels::bf16;
+  CudaGpt(const Config& cfg, const ParamTable& table, int max_batch, cudaStream_t stream);
+
+  // Returns the mean cross-entropy with targets (synchronises the stream to read it), 0 without;
+  // *n_correct (if given) receives the number of rows whose argmax is the target.
+  double forward(const bf16* params, const int32_t* inputs, const int32_t* targets, int B, int Tn,
+                 int64_t* n_correct = nullptr);
+  // grads += d(loss_scale · mean loss)/d params.
+  void backward(const bf16* params, float* grads, double loss_scale);
+
+  const bf16* logits() const { return logits_; }  // [B·Tn, vocab_size] of the last forward
+  size_t arena_bytes() const { return arena_.bytes(); }
+
+ private:
+  using Layer = GptLayerOffsets;
+  struct LayerActs {
+    bf16 *res_in, *ln1, *q_raw, *k_raw, *q, *k, *v, *att, *res_mid, *ln2, *fc, *act;
+    float *ln1_mean, *ln1_rstd, *q_rstd, *k_rstd, *lse, *ln2_mean, *ln2_rstd;
+  };
+  // Carves the arena (base == nullptr: only counts); returns the bytes used.
+  size_t layout(std::byte* base);
+  void linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, int64_t b, int N, int IC, int OC);
+  void linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp, const bf16* P,
+                  int64_t w, int64_t b, int N, int IC, int OC);
+
+  Config cfg_;
+  int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
+  bool ln_, rope_, qk_norm_, gelu_, tied_;
+  float softcap_;
+  int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, head_ = -1;
+  std::vector<Layer> layers_;
+  cudaStream_t stream_;
+  cuda::GemmRunner gemm_;
+
+  cuda::DeviceBuffer<std::byte> arena_;
+  std::vector<LayerActs> acts_;
+  bf16 *branch_, *res_final_, *lnf_, *logits_;
+  float *lnf_mean_, *lnf_rstd_, *losses_;
+  int32_t* correct_;
+  bf16 *dres_, *dln_, *dq_, *dk_, *dv_, *datt_, *dact_;
+  float *norm_scratch_, *bias_scratch_;
+  void* attn_ws_;
+  std::vector<float> host_losses_;
+  std::vector<int32_t> host_correct_;
+  const int32_t *inputs_ = nullptr, *targets_ = nullptr;
+  int B_ = 0, Tn_ = 0;
+};
+
+}  // namespace pg

@@ -1,0 +1,185 @@
+// The flash-attention kernels (kernels/attention.cuh) against the CPU reference
+// (pg::cpu::attention_fwd/bwd in float64) on the same bf16-rounded random inputs.
+//
+// Tolerances, as ‖gpu − ref‖ / ‖ref‖ over a whole tensor: out kTolBf16 = 1e-2 (bf16 output, and P
+// rounded to bf16 before P·v); dq, dk, dv kTolGemm = 2e-2 (P and dS rounded to bf16 as operands,
+// out rounded to bf16 inside D); lse max |diff| 2e-3 (fp32 softmax of exact bf16 products).
+// Every output is poisoned with NaN before the launch, so an element left unwritten fails.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/ops.hpp"
+#include "gpu_testing.hpp"
+#include "kernels/attention.cuh"
+
+using namespace pg;
+using namespace pg::test;
+using kernels::AttentionDims;
+
+namespace {
+
+struct Case {
+  int B, T, NH, hs;
+  bool fused;  // q, k, v (and dq, dk, dv) as the thirds of one [B,T,3,NH,hs] buffer
+};
+
+struct Result {
+  Vec out, lse, dq, dk, dv;
+};
+
+template <typename T>
+void poison(cuda::DeviceBuffer<T>& b) {  // all-ones bytes: NaN in bf16 and fp32
+  CUDA_CHECK(cudaMemset(b.data(), 0xff, b.bytes()));
+}
+
+// Columns [off, off + C) of each row of a [rows][stride] array.
+Vec columns(const Vec& x, size_t rows, size_t stride, size_t off, size_t C) {
+  Vec y(rows * C);
+  for (size_t r = 0; r < rows; ++r)
+    std::copy_n(x.begin() + ptrdiff_t(r * stride + off), C, y.begin() + ptrdiff_t(r * C));
+  return y;
+}
+
+// Forward and backward on the GPU. Host tensors are contiguous [B,T,NH,hs].
+Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const Vec& dout) {
+  const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T;
+  const size_t stride = cs.fused ? 3 * C : C;
+  Vec qkv(rows * 3 * C);  // used when fused
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t part = 0; part < 3; ++part) {
+      const Vec& src = part == 0 ? q : part == 1 ? k : v;
+      std::copy_n(src.begin() + ptrdiff_t(r * C), C, qkv.begin() + ptrdiff_t(r * 3 * C + part * C));
+    }
+  cuda::DeviceBuffer<bf16> d_q = upload_bf16(cs.fused ? qkv : q), d_k, d_v;
+  cuda::DeviceBuffer<bf16> d_dq(rows * stride), d_dk, d_dv;
+  if (!cs.fused) {
+    d_k = upload_bf16(k);
+    d_v = upload_bf16(v);
+    d_dk = cuda::DeviceBuffer<bf16>(rows * C);
+    d_dv = cuda::DeviceBuffer<bf16>(rows * C);
+  }
+  const bf16 *pq = d_q.data(), *pk = cs.fused ? pq + C : d_k.data(),
+             *pv = cs.fused ? pq + 2 * C : d_v.data();
+  bf16 *pdq = d_dq.data(), *pdk = cs.fused ? pdq + C : d_dk.data(),
+       *pdv = cs.fused ? pdq + 2 * C : d_dv.data();
+  auto d_dout = upload_bf16(dout);
+  cuda::DeviceBuffer<bf16> d_out(rows * C);
+  cuda::DeviceBuffer<float> d_lse(size_t(cs.B) * cs.NH * cs.T);
+  const AttentionDims dims{cs.B, cs.T, cs.NH, cs.hs, int64_t(stride), int64_t(C), 0.f};
+  cuda::DeviceBuffer<unsigned char> ws(kernels::attention_bwd_workspace_bytes(dims));
+  poison(d_out);
+  poison(d_lse);
+  poison(d_dq);
+  if (!cs.fused) {
+    poison(d_dk);
+    poison(d_dv);
+  }
+  poison(ws);
+
+  kernels::attention_fwd(d_out.data(), d_lse.data(), pq, pk, pv, dims, nullptr);
+  kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq,
+                         pk, pv, dims, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+
+  Result res{download(d_out), download(d_lse), {}, {}, {}};
+  const Vec g = download(d_dq);
+  res.dq = columns(g, rows, stride, 0, C);
+  res.dk = cs.fused ? columns(g, rows, stride, C, C) : download(d_dk);
+  res.dv = cs.fused ? columns(g, rows, stride, 2 * C, C) : download(d_dv);
+  return res;
+}
+
+// lse[b,h,t] = log Σ_{s<=t} exp(scale·q_t·k_s).
+Vec reference_lse(const Case& cs, const Vec& q, const Vec& k, double scale) {
+  const size_t C = size_t(cs.NH) * cs.hs;
+  Vec lse(size_t(cs.B) * cs.NH * cs.T), a(size_t(cs.T));
+  for (int b = 0; b < cs.B; ++b)
+    for (int h = 0; h < cs.NH; ++h)
+      for (int t = 0; t < cs.T; ++t) {
+        double mx = -INFINITY, sum = 0.0;
+        for (int s = 0; s <= t; ++s) {
+          double d = 0.0;
+          for (int i = 0; i < cs.hs; ++i)
+            d += q[(size_t(b) * cs.T + t) * C + h * cs.hs + i] *
+                 k[(size_t(b) * cs.T + s) * C + h * cs.hs + i];
+          a[size_t(s)] = scale * d;
+          mx = std::max(mx, a[size_t(s)]);
+        }
+        for (int s = 0; s <= t; ++s) sum += std::exp(a[size_t(s)] - mx);
+        lse[(size_t(b) * cs.NH + h) * cs.T + t] = mx + std::log(sum);
+      }
+  return lse;
+}
+
+double norm(const Vec& a) { return std::sqrt(dot(a, a)); }
+double diff_norm(const Vec& a, const Vec& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::sqrt(s);
+}
+double max_abs(const Vec& a, const Vec& b) {
+  double m = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(a[i] - b[i]);
+    if (!(d <= m)) m = d;  // NaN propagates
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu][attention]") {
+  const Case cs = GENERATE(Case{1, 64, 1, 64, false}, Case{2, 100, 3, 32, false},
+                           Case{2, 77, 2, 64, false}, Case{1, 200, 2, 128, false},
+                           Case{3, 130, 2, 128, true}, Case{2, 257, 4, 64, true},
+                           Case{1, 1, 2, 32, false}, Case{1, 33, 1, 128, false});
+  const uint64_t seed = 9000 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
+  CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, seed);
+  Rng rng(seed);
+  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
+  // q scaled up so that some rows are peaked (checks the running max), others flat.
+  const Vec q = round_bf16(randn(rng, n, 1.5)), k = round_bf16(randn(rng, n)),
+            v = round_bf16(randn(rng, n)), dout = round_bf16(randn(rng, n));
+  const double scale = 1.0 / std::sqrt(double(cs.hs));
+
+  Vec out(size_t(n), 0.0), probs(size_t(cs.B) * cs.NH * cs.T * cs.T);
+  cpu::attention_fwd(out.data(), probs.data(), q.data(), k.data(), v.data(), cs.B, cs.T, cs.NH,
+                     cs.hs, scale);
+  Vec dq(size_t(n), 0.0), dk(size_t(n), 0.0), dv(size_t(n), 0.0);
+  cpu::attention_bwd(dq.data(), dk.data(), dv.data(), dout.data(), probs.data(), q.data(),
+                     k.data(), v.data(), cs.B, cs.T, cs.NH, cs.hs, scale);
+  const Vec lse = reference_lse(cs, q, k, scale);
+
+  const Result gpu = run_gpu(cs, q, k, v, dout);
+  CHECK(rel_diff(gpu.out, out) < kTolBf16);
+  CHECK(max_abs(gpu.lse, lse) < 2e-3);
+  // With a single key (T = 1) dq and dk vanish exactly while the GPU keeps the bf16 rounding
+  // noise of D, so their errors are taken against max(‖ref‖, 0.1·‖dv‖): the gradients' scale.
+  const double floor = 0.1 * norm(dv);
+  CHECK(diff_norm(gpu.dq, dq) / std::max(norm(dq), floor) < kTolGemm);
+  CHECK(diff_norm(gpu.dk, dk) / std::max(norm(dk), floor) < kTolGemm);
+  CHECK(rel_diff(gpu.dv, dv) < kTolGemm);
+}
+
+TEST_CASE("flash attention: out, lse, dk, dv bitwise reproducible; dq to atomics' order",
+          "[gpu][attention]") {
+  const Case cs = GENERATE(Case{1, 150, 2, 64, false}, Case{1, 100, 1, 128, true});
+  const uint64_t seed = 4242;
+  CAPTURE(cs.T, cs.hs, seed);
+  Rng rng(seed);
+  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
+  const Vec q = round_bf16(randn(rng, n)), k = round_bf16(randn(rng, n)),
+            v = round_bf16(randn(rng, n)), dout = round_bf16(randn(rng, n));
+  const Result a = run_gpu(cs, q, k, v, dout), b = run_gpu(cs, q, k, v, dout);
+  CHECK(a.out == b.out);
+  CHECK(a.lse == b.lse);
+  CHECK(a.dk == b.dk);
+  CHECK(a.dv == b.dv);
+  // dq sums the key tiles in whatever order the fp32 atomics land: equal up to fp32 rounding
+  // before the final bf16 rounding, so at most one bf16 step apart per element.
+  CHECK(rel_diff(a.dq, b.dq) < 4e-3);
+}

@@ -1,0 +1,162 @@
+// The cuBLASLt GEMM layer (backend/cuda/gemm.hpp) against float64 loops on the same bf16 inputs:
+// every transpose combination, alpha/beta, fp32 and bf16 outputs, bias and bias+GELU epilogues,
+// strided batches (as Newton-Schulz uses them), the linear layer against cpu::matmul_fwd/bwd,
+// and the per-shape plan cache.
+// Tolerances: fp32 output 5e-4 (fp32 accumulation on the tensor cores over K <= 256);
+// bf16 output kTolBf16.
+#include <catch2/catch.hpp>
+
+#include "backend/cpu/ops.hpp"
+#include "backend/cuda/gemm.hpp"
+#include "gpu_testing.hpp"
+#include "kernels/bias.cuh"
+
+using namespace pg;
+using namespace pg::test;
+
+namespace {
+
+constexpr double kTolGemmF32 = 5e-4;
+
+// Row-major C = alpha·op(A)·op(B) + beta·C0 for one batch in float64.
+Vec ref_gemm(const Vec& A, bool ta, const Vec& B, bool tb, const Vec& C0, int M, int N, int K,
+             double alpha, double beta) {
+  Vec C(size_t(M) * N);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = 0.0;
+      for (int k = 0; k < K; ++k) {
+        const double a = ta ? A[size_t(k) * M + m] : A[size_t(m) * K + k];
+        const double b = tb ? B[size_t(n) * K + k] : B[size_t(k) * N + n];
+        s += a * b;
+      }
+      C[size_t(m) * N + n] = alpha * s + beta * (C0.empty() ? 0.0 : C0[size_t(m) * N + n]);
+    }
+  return C;
+}
+
+}  // namespace
+
+TEST_CASE("gpu gemm: transposes, alpha and beta, fp32 output", "[gpu][gemm]") {
+  const uint64_t seed = 911;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int M = 37, N = 64, K = 96;
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = t & 1, tb = t & 2;
+    CAPTURE(ta, tb);
+    const Vec A = round_bf16(randn(rng, int64_t(M) * K)), B = round_bf16(randn(rng, int64_t(K) * N));
+    const Vec C0 = randn(rng, int64_t(M) * N);
+    auto dA = upload_bf16(A), dB = upload_bf16(B);
+    auto dC = upload_f32(C0);
+    cuda::GemmArgs g;
+    g.M = M, g.N = N, g.K = K, g.A = dA.data(), g.trans_a = ta, g.B = dB.data(), g.trans_b = tb;
+    g.C = dC.data(), g.out_type = cuda::OutType::F32, g.alpha = 0.5f, g.beta = 0.75f;
+    runner.gemm(g);
+    stream.synchronize();
+    CHECK(rel_diff(download(dC), ref_gemm(A, ta, B, tb, C0, M, N, K, 0.5, 0.75)) < kTolGemmF32);
+  }
+  CHECK(runner.cached_plans() == 4);
+}
+
+TEST_CASE("gpu gemm: bf16 output with bias and bias+GELU epilogues", "[gpu][gemm]") {
+  const uint64_t seed = 912;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int M = 48, N = 80, K = 64;  // linear layer: inp[M,K] · w[N,K]^T + bias[N]
+  const Vec A = round_bf16(randn(rng, int64_t(M) * K)), W = round_bf16(randn(rng, int64_t(N) * K, 0.2));
+  const Vec bias = round_bf16(randn(rng, N));
+  auto dA = upload_bf16(A), dW = upload_bf16(W), dbias = upload_bf16(bias);
+  cuda::DeviceBuffer<bf16> dC(size_t(M) * N);
+  Vec ref(size_t(M) * N);
+  cpu::matmul_fwd(ref.data(), A.data(), W.data(), bias.data(), M, K, N);
+  cuda::GemmArgs g;
+  g.M = M, g.N = N, g.K = K, g.A = dA.data(), g.B = dW.data(), g.trans_b = true, g.C = dC.data();
+  g.out_type = cuda::OutType::BF16, g.epilogue = cuda::Epilogue::Bias, g.bias = dbias.data();
+  runner.gemm(g);
+  stream.synchronize();
+  CHECK(rel_diff(download(dC), ref) < kTolBf16);
+
+  Vec ref_gelu(ref.size());
+  cpu::gelu_fwd(ref_gelu.data(), ref.data(), int64_t(ref.size()));
+  g.epilogue = cuda::Epilogue::BiasGelu;
+  runner.gemm(g);
+  stream.synchronize();
+  CHECK(rel_diff(download(dC), ref_gelu) < kTolBf16);
+}
+
+TEST_CASE("gpu gemm: strided batches, X·X^T as in Newton-Schulz", "[gpu][gemm]") {
+  const uint64_t seed = 913;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int batch = 3, R = 32, Ccols = 72;
+  const Vec X = round_bf16(randn(rng, int64_t(batch) * R * Ccols));
+  auto dX = upload_bf16(X);
+  cuda::DeviceBuffer<float> dG(size_t(batch) * R * R);
+  cuda::GemmArgs g;
+  g.M = R, g.N = R, g.K = Ccols, g.A = dX.data(), g.B = dX.data(), g.trans_b = true;
+  g.C = dG.data(), g.batch = batch, g.stride_a = g.stride_b = int64_t(R) * Ccols;
+  g.stride_c = int64_t(R) * R;
+  runner.gemm(g);
+  stream.synchronize();
+  const Vec G = download(dG);
+  for (int b = 0; b < batch; ++b) {
+    CAPTURE(b);
+    const Vec Xb(X.begin() + int64_t(b) * R * Ccols, X.begin() + int64_t(b + 1) * R * Ccols);
+    const Vec Gb(G.begin() + int64_t(b) * R * R, G.begin() + int64_t(b + 1) * R * R);
+    CHECK(rel_diff(Gb, ref_gemm(Xb, false, Xb, true, {}, R, R, Ccols, 1.0, 0.0)) < kTolGemmF32);
+  }
+}
+
+TEST_CASE("gpu gemm: linear layer backward matches cpu::matmul_bwd", "[gpu][gemm]") {
+  const uint64_t seed = 914;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int Nrows = 64, IC = 96, OC = 40;
+  const Vec inp = round_bf16(randn(rng, int64_t(Nrows) * IC));
+  const Vec w = round_bf16(randn(rng, int64_t(OC) * IC, 0.3));
+  const Vec dout = round_bf16(randn(rng, int64_t(Nrows) * OC));
+  AccumGrad dw_ref(rng, int64_t(OC) * IC);
+  Vec dinp_ref(size_t(Nrows) * IC, 0.0);
+  auto dw_gpu = upload_f32(dw_ref.start);
+  cpu::matmul_bwd(dinp_ref.data(), dw_ref.data(), nullptr, dout.data(), inp.data(), w.data(), Nrows, IC, OC);
+  auto d_inp = upload_bf16(inp), d_w = upload_bf16(w), d_dout = upload_bf16(dout);
+  cuda::DeviceBuffer<bf16> d_dinp(size_t(Nrows) * IC);
+  // dinp[N,IC] = dout[N,OC] · w[OC,IC]
+  cuda::GemmArgs g;
+  g.M = Nrows, g.N = IC, g.K = OC, g.A = d_dout.data(), g.B = d_w.data(), g.C = d_dinp.data();
+  g.out_type = cuda::OutType::BF16;
+  runner.gemm(g);
+  // dw[OC,IC] += dout^T · inp (fp32 gradient, accumulated: beta = 1)
+  cuda::GemmArgs h;
+  h.M = OC, h.N = IC, h.K = Nrows, h.A = d_dout.data(), h.trans_a = true, h.B = d_inp.data();
+  h.C = dw_gpu.data(), h.beta = 1.f;
+  runner.gemm(h);
+  stream.synchronize();
+  CHECK(rel_diff(download(d_dinp), dinp_ref) < kTolBf16);
+  CHECK(rel_diff(download(dw_gpu), dw_ref.buf) < kTolGemmF32);
+}
+
+TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {
+  const uint64_t seed = 915;
+  CAPTURE(seed);
+  Rng rng(seed);
+  const int Nrows = 1000, OC = 77;  // rows not a multiple of the chunks, columns of the slab
+  const Vec dout = round_bf16(randn(rng, int64_t(Nrows) * OC));
+  const Vec inp(size_t(Nrows), 0.0), w(size_t(OC), 0.0);  // IC = 1, only dbias is asked for
+  AccumGrad dbias(rng, OC);
+  cpu::matmul_bwd((double*)nullptr, (double*)nullptr, dbias.data(), dout.data(), inp.data(), w.data(), Nrows, 1, OC);
+  auto d_dout = upload_bf16(dout);
+  auto d_dbias = upload_f32(dbias.start);
+  cuda::DeviceBuffer<float> scratch(size_t(kernels::bias_bwd_scratch_floats(OC)));
+  kernels::bias_bwd(d_dbias.data(), scratch.data(), d_dout.data(), Nrows, OC, nullptr);
+  CHECK(rel_diff(download(d_dbias), dbias.buf) < kTolF32);
+}
