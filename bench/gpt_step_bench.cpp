@@ -1,8 +1,12 @@
 // One training step of CudaGpt at GPT-2 124M (llm.c's configuration: 12 layers, 12 heads,
 // d_model 768, learned positions, LayerNorm, GELU, tied embeddings, vocab padded to 50304,
 // seq 1024) on random tokens: forward + backward + AdamW over the flat buffer. Prints the median
-// over 10 steps after 3 warm-up steps, tokens/s and the arena size. Batch: first argument
-// (default 8). A first figure for the CUDA model, not the tuned trainer (bench_gpt2.sh's job).
+// step time over `steps` steps after `warmup` steps, tokens/s, model FLOP/s and MFU, the arena
+// and the device memory in use.
+//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3]
+// FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
+// bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
+// scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +27,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const int B = argc > 1 ? std::atoi(argv[1]) : 8, T = 1024;
+  const int n_steps = argc > 2 ? std::atoi(argv[2]) : 10, n_warmup = argc > 3 ? std::atoi(argv[3]) : 3;
+  constexpr double kPeakTflops = 989.0;
   const Config cfg = default_config({"model.n_layer=12", "model.n_head=12", "model.d_model=768",
                                      "model.vocab_size=50304", "model.seq_len=1024"});
   const ParamTable table = build_gpt_params(cfg);
@@ -46,7 +52,7 @@ int main(int argc, char** argv) {
   s.lr = 1e-4f, s.weight_decay = 0.f;
   std::vector<float> ms;
   double loss = 0.0;
-  for (int step = 0; step < 13; ++step) {
+  for (int step = 0; step < n_warmup + n_steps; ++step) {
     cuda::Event start, stop;
     start.record(stream.get());
     grads.zero(stream.get());
@@ -57,7 +63,7 @@ int main(int argc, char** argv) {
                           false, stream.get());
     stop.record(stream.get());
     stop.synchronize();
-    if (step >= 3) ms.push_back(stop.elapsed_ms_since(start));
+    if (step >= n_warmup) ms.push_back(stop.elapsed_ms_since(start));
   }
   std::sort(ms.begin(), ms.end());
   const float med = ms[ms.size() / 2];
@@ -65,5 +71,10 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   std::printf("gpt_step_bench: loss %.4f, median %.2f ms/step, %.0f tokens/s, device memory in use %.2f GiB\n", loss,
               med, double(B) * T / (med * 1e-3), double(total_b - free_b) / (1 << 30));
+  const double tok_s = double(B) * T / (med * 1e-3);
+  const double flops_tok = 6.0 * double(table.n_params()) + 12.0 * 12 * 768 * T;
+  const double tflops = flops_tok * tok_s * 1e-12;
+  std::printf("ours B=%d T=%d ms=%.2f tokens_s=%.0f tflops=%.1f mfu=%.3f device_used_gib=%.2f\n", B, T, med, tok_s,
+              tflops, tflops / kPeakTflops, double(total_b - free_b) / (1 << 30));
   return 0;
 }

@@ -37,11 +37,11 @@ __global__ void adamw_kernel(float* params, bf16* params_bf16, const float* grad
       reinterpret_cast<float4*>(params)[p] = w;
       reinterpret_cast<float4*>(m)[p] = mm;
       reinterpret_cast<float4*>(v)[p] = vv;
-      if (params_bf16) {
-        params_bf16[4 * p] = from_f32<bf16>(w.x);
-        params_bf16[4 * p + 1] = from_f32<bf16>(w.y);
-        params_bf16[4 * p + 2] = from_f32<bf16>(w.z);
-        params_bf16[4 * p + 3] = from_f32<bf16>(w.w);
+      if (params_bf16) {  // one 8-byte store (vec implies an 8-byte aligned params_bf16)
+        uint2 packed;
+        reinterpret_cast<__nv_bfloat162*>(&packed)[0] = __floats2bfloat162_rn(w.x, w.y);
+        reinterpret_cast<__nv_bfloat162*>(&packed)[1] = __floats2bfloat162_rn(w.z, w.w);
+        reinterpret_cast<uint2*>(params_bf16)[p] = packed;
       }
     }
     done = n4 * 4;
@@ -84,7 +84,8 @@ void adamw_update(float* params, bf16* params_bf16, const float* grads, float* m
   const double c2 = 1.0 - std::pow(double(s.beta2), double(s.t));
   const AdamWConst k{s.beta1, s.beta2, float(double(s.lr) / c1), float(1.0 / std::sqrt(c2)), s.eps,
                      decay ? float(1.0 - double(s.lr) * double(s.weight_decay)) : 1.f, s.grad_scale};
-  const bool vec = aligned16(params) && aligned16(grads) && aligned16(m) && aligned16(v);
+  const bool vec = aligned16(params) && aligned16(grads) && aligned16(m) && aligned16(v) &&
+                   reinterpret_cast<uintptr_t>(params_bf16) % 8 == 0;
   constexpr int kBlock = 256;
   adamw_kernel<<<grid_for(vec ? (n + 3) / 4 : n, kBlock), kBlock, 0, stream>>>(params, params_bf16, grads, m, v,
                                                                                 n, vec, k);

@@ -21,7 +21,7 @@
 // accumulating. C % 8 == 0 is not required.
 // Grid: one warp per row, 4 warps per block (forward); backward: a fixed grid of
 // kNormBwdBlocks blocks, each with up to 4 warps striding over the rows, then a reduction of the
-// partials with blocks of 32×8 threads per 32 columns.
+// partials with blocks of 8×32 threads per 8 columns.
 #pragma once
 #include "kernels/types.cuh"
 

@@ -30,6 +30,8 @@
 #include "sweep/runner.hpp"
 #include "sweep/sweep_spec.hpp"
 #include "train/checkpoint.hpp"
+#include "train/inspect.hpp"
+#include "train/interchange.hpp"
 #include "train/sample.hpp"
 #include "train/trainer.hpp"
 
@@ -43,9 +45,12 @@ const char* kUsage =
     "  train     --config FILE [--set key.path=value]... [--out RUN_DIR] [--resume RUN_DIR] [--device cpu|cuda]\n"
     "  eval      --ckpt CKPT_DIR [--batches N]\n"
     "  sample    --ckpt CKPT_DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+    "  import    --llmc FILE.bin --out CKPT_DIR [--config FILE] [--set ...]   (an llm.c GPT-2 model file)\n"
+    "  export    --ckpt CKPT_DIR --format hf|llmc --out DIR|FILE.bin [--dtype fp32|bf16]\n"
     "  prepare   --input FILES... --out DIR [--val-fraction F] [--name NAME] [--tokenizer DIR]\n"
     "  tokenize  [--tokenizer DIR]   (text on stdin -> GPT-2 token ids on stdout)\n"
     "  config    [--config FILE] [--set ...] [--describe]   (print the resolved config, or the reference table)\n"
+    "  inspect   --ckpt CKPT_DIR [--json]   (per-matrix sigma_max, w_max, and the Lipschitz certificate)\n"
     "  sweep     SWEEP.json [--out DIR] [--gpus LIST] [--dry-run] [--retry-failed]\n"
     "run `polargpt <command> --help` for a command's flags\n";
 
@@ -162,6 +167,45 @@ int cmd_sample(int argc, char** argv) {
   return 0;
 }
 
+int cmd_import(int argc, char** argv) {
+  cxxopts::Options o("polargpt import", "make a checkpoint directory from an llm.c GPT-2 model file");
+  o.add_options()("llmc", "llm.c model file (magic 20240326, version 3 fp32 or 5 bf16)", cxxopts::value<std::string>())(
+      "out", "checkpoint directory to create", cxxopts::value<std::string>())(
+      "config", "config file for everything but the model section (data, train...)", cxxopts::value<std::string>())(
+      "set", "override a non-model config field: key.path=value (repeatable)",
+      cxxopts::value<std::vector<std::string>>());
+  auto r = parse(o, argc, argv);
+  const std::string file = need(r, "llmc"), out = need(r, "out");
+  const auto sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  for (const auto& s : sets)
+    if (s.rfind("model.", 0) == 0)
+      throw UserError("--set " + s + ": the model section comes from the llm.c header and cannot be overridden");
+  const Config base = r.count("config") ? load_config(r["config"].as<std::string>(), sets) : default_config(sets);
+  import_llmc(file, out, base);
+  return 0;
+}
+
+int cmd_export(int argc, char** argv) {
+  cxxopts::Options o("polargpt export", "write a checkpoint's model in another layout");
+  o.add_options()("ckpt", "checkpoint (or run) directory", cxxopts::value<std::string>())(
+      "format", "hf (a transformers GPT2LMHeadModel directory) | llmc (an llm.c model file)",
+      cxxopts::value<std::string>())("out", "output directory (hf) or file (llmc)", cxxopts::value<std::string>())(
+      "dtype", "llmc only: fp32 (version 3) | bf16 (version 5)", cxxopts::value<std::string>()->default_value("fp32"));
+  auto r = parse(o, argc, argv);
+  const std::string ckpt = resolve_ckpt(need(r, "ckpt")), format = need(r, "format"), out = need(r, "out");
+  const std::string dtype = r["dtype"].as<std::string>();
+  if (dtype != "fp32" && dtype != "bf16") throw UserError("--dtype: expected fp32 or bf16, got '" + dtype + "'");
+  if (format == "hf") {
+    if (r.count("dtype")) throw UserError("--dtype: only for --format llmc (the hf export is fp32)");
+    export_hf(ckpt, out);
+  } else if (format == "llmc") {
+    export_llmc(ckpt, out, dtype == "bf16");
+  } else {
+    throw UserError("--format: expected hf or llmc, got '" + format + "'");
+  }
+  return 0;
+}
+
 int cmd_prepare(int argc, char** argv) {
   cxxopts::Options o("polargpt prepare", "tokenize text files into llm.c-format token shards");
   o.add_options()("input", "text files", cxxopts::value<std::vector<std::string>>())(
@@ -208,6 +252,16 @@ int cmd_config(int argc, char** argv) {
   const auto sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
   const Config cfg = r.count("config") ? load_config(r["config"].as<std::string>(), sets) : default_config(sets);
   std::cout << to_json(cfg).dump(2) << "\n";
+  return 0;
+}
+
+int cmd_inspect(int argc, char** argv) {
+  cxxopts::Options o("polargpt inspect", "spectral norms of a checkpoint's matrices and its Lipschitz certificate");
+  o.add_options()("ckpt", "checkpoint (or run) directory", cxxopts::value<std::string>())(
+      "json", "print one JSON object {\"matrices\": [...], \"certificate\": {...}}");
+  auto r = parse(o, argc, argv);
+  const nlohmann::json report = inspect_checkpoint(resolve_ckpt(need(r, "ckpt")));
+  std::cout << (r.count("json") ? report.dump(2) + "\n" : inspect_text(report));
   return 0;
 }
 
@@ -280,11 +334,15 @@ int main(int argc, char** argv) {
     if (cmd == "train") return cmd_train(argc - 1, argv + 1);
     if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
     if (cmd == "sample") return cmd_sample(argc - 1, argv + 1);
+    if (cmd == "import") return cmd_import(argc - 1, argv + 1);
+    if (cmd == "export") return cmd_export(argc - 1, argv + 1);
     if (cmd == "prepare") return cmd_prepare(argc - 1, argv + 1);
     if (cmd == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
     if (cmd == "config") return cmd_config(argc - 1, argv + 1);
+    if (cmd == "inspect") return cmd_inspect(argc - 1, argv + 1);
     if (cmd == "sweep") return cmd_sweep(argc - 1, argv + 1);
-    std::cerr << "polargpt: unknown command '" << cmd << "' (expected train, eval, sample, prepare, tokenize, config, sweep)\n";
+    std::cerr << "polargpt: unknown command '" << cmd
+              << "' (expected train, eval, sample, import, export, prepare, tokenize, config, inspect, sweep)\n";
     return 2;
   } catch (const UserError& e) {
     std::cerr << "polargpt " << cmd << ": error: " << e.what() << "\n";

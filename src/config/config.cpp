@@ -329,6 +329,27 @@ json to_json(const Config& cfg) {
   return j;
 }
 
+namespace {
+// The spectral section and the lipschitz variant against the rest of the config.
+void validate_spectral(const Config& cfg, const std::string& origin) {
+  const SpectralConfig& s = cfg.spectral;
+  std::stringstream roles(s.roles);
+  for (std::string r; std::getline(roles, r, ',');)
+    if (r != "attn" && r != "mlp" && r != "expert" && r != "head")
+      fail(origin, "spectral.roles: unknown role '" + r + "', expected a comma-separated list of attn|mlp|expert|head");
+  if (s.method == "softcap" && cfg.optim.kind != "muon")
+    fail(origin, "spectral.method = softcap needs optim.kind = muon (its coupling bounds the update's spectral norm, "
+                 "which AdamW does not); use hardcap or normalize with adamw");
+  const ModelConfig& m = cfg.model;
+  if (m.variant == "lipschitz") {
+    if (m.norm != "none" || m.qk_norm || m.logit_softcap != 0.0 || m.bias || m.tie_embeddings)
+      fail(origin, "model.variant = lipschitz needs model.norm = none, model.qk_norm = false, model.logit_softcap = 0, "
+                   "model.bias = false and model.tie_embeddings = false");
+    if (m.activation != "gelu") fail(origin, "model.variant = lipschitz needs model.activation = gelu");
+  }
+}
+}  // namespace
+
 void validate(const Config& cfg, const std::string& origin) {
   // Per field: the same checks as loading, run on a scratch copy.
   Config scratch = cfg;
@@ -345,11 +366,23 @@ void validate(const Config& cfg, const std::string& origin) {
   if (m.d_ff == 0 && m.d_model > INT_MAX / 4)
     fail(origin, "model.d_model (" + std::to_string(m.d_model) +
                      ") is too large for the default model.d_ff = 4 * model.d_model; set model.d_ff");
+  const MoeConfig& e = cfg.moe;
+  if (m.variant == "moe" && e.n_expert == 0)
+    fail(origin, "model.variant = moe needs moe.n_expert >= 1");
+  if (e.n_expert > 0 && m.variant != "moe")
+    fail(origin, "moe.n_expert = " + std::to_string(e.n_expert) + " needs model.variant = moe, got " + m.variant);
+  if (e.n_expert > 0 && e.top_k > e.n_expert)
+    fail(origin, "moe.top_k (" + std::to_string(e.top_k) + ") must be <= moe.n_expert (" +
+                     std::to_string(e.n_expert) + ")");
+  if (e.n_expert > 0 && e.every > m.n_layer)
+    fail(origin, "moe.every (" + std::to_string(e.every) + ") must be <= model.n_layer (" +
+                     std::to_string(m.n_layer) + ") so that at least one block is MoE");
   // Kernels index a micro-batch's tokens with 32-bit integers.
   if (int64_t(cfg.train.batch_size) * m.seq_len > INT_MAX)
     fail(origin, "train.batch_size * model.seq_len = " +
                      std::to_string(int64_t(cfg.train.batch_size) * m.seq_len) +
                      " tokens per micro-batch, expected at most " + std::to_string(INT_MAX));
+  validate_spectral(cfg, origin);
 }
 
 Config default_config(const std::vector<std::string>& overrides) {

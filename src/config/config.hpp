@@ -28,6 +28,7 @@ struct ModelConfig {
   double logit_softcap = 0.0;         // 0 = off; else logits <- cap * tanh(logits / cap)
   double rope_theta = 10000.0;
   double init_std = 0.02;
+  double attn_scale = 1.0;            // lipschitz variant: attention logits scaled by attn_scale / d_head
 
   bool operator==(const ModelConfig&) const = default;
 };
@@ -53,6 +54,16 @@ struct OptimConfig {
   std::string schedule = "cosine";    // constant | cosine | linear (warm-down after warm-up)
   double min_lr_ratio = 0.1;          // floor of the decay as a fraction of lr
   int warmdown_steps = 0;             // linear/cosine: steps of decay at the end; 0 = all after warm-up
+  // Muon (optim.kind = muon): the hidden matrices; the rest stays on AdamW (src/optim/muon.hpp).
+  double muon_lr = 0.02;              // peak lr of the Muon matrices (optim.lr is AdamW's); same schedule
+  double muon_momentum = 0.95;
+  bool muon_nesterov = true;
+  std::string muon_scale = "keller";  // keller: sqrt(max(1, rows/cols)) | moonlight: 0.2 sqrt(max(rows, cols))
+  std::string muon_include;           // comma-separated globs of parameter names forced onto Muon
+  std::string muon_exclude;           // comma-separated globs forced onto AdamW (wins over include)
+  std::string ns_schedule = "polar-express";  // keller5 | polar-express
+  int ns_steps = 5;
+  std::string ns_precision = "bf16";  // bf16 | fp16 | fp32 (emulated rounding on the CPU)
 
   bool operator==(const OptimConfig&) const = default;
 };
@@ -88,14 +99,57 @@ struct DistConfig {
   bool operator==(const DistConfig&) const = default;
 };
 
+// Spectral weight projection, sigma_max monitoring and the Lipschitz certificate
+// (src/spectral/constrain.hpp, ALGORITHMS.md sections 3-5).
+struct SpectralConfig {
+  std::string method = "none";        // none | normalize | hammer | softcap | hardcap
+  std::string norm = "spectral";      // spectral: sigma_1 <= w_max | rms: sqrt(n_in/n_out) sigma_1 <= w_max
+  double w_max = 1.0;                 // default bound; the per-role ones below override it when > 0
+  double w_max_attn = 0.0;
+  double w_max_mlp = 0.0;
+  double w_max_expert = 0.0;
+  double w_max_head = 0.0;
+  std::string roles = "attn,mlp,expert,head";  // comma-separated roles that are constrained
+  int power_iters = 4;                // power iterations per step (normalize, hammer)
+  bool warm_start = true;             // keep power-iteration vectors between steps and in checkpoints
+  int monitor_every = 0;              // 0 = off; else sigma_max of matching matrices every N steps
+  std::string monitor_filter = "*";   // comma-separated glob patterns on parameter names
+  std::string monitor_method = "ns3-accurate";  // ns5-fast | ns3-accurate | power
+  int monitor_iters = 30;             // power iterations of the monitor
+
+  bool operator==(const SpectralConfig&) const = default;
+};
+
+// Mixture of experts (model.variant = moe): the MLP of every `every`-th block becomes a router
+// over n_expert expert MLPs of width d_ff_expert, of which each token uses top_k (plus n_shared
+// experts every token passes through). See model/cpu_moe.hpp for the math.
+struct MoeConfig {
+  int n_expert = 0;                   // 0 = dense (no MoE layers)
+  int top_k = 2;                      // experts per token; gates renormalised over them
+  int d_ff_expert = 0;                // hidden width of each expert; 0 = model.d_ff
+  double capacity_factor = 0.0;       // 0 = dropless; else capacity = ceil(cf * tokens * top_k / n_expert)
+  int every = 1;                      // block l is MoE when (l + 1) % every == 0
+  double aux_loss_coef = 0.01;        // Switch load-balancing loss weight (balance = aux)
+  double z_loss_coef = 0.001;         // router z-loss weight
+  std::string balance = "aux";        // aux | bias (auxiliary-loss-free, per-expert selection bias)
+  double bias_update_rate = 0.001;    // balance = bias: step of the per-expert bias per update
+  int n_shared = 0;                   // shared experts every token passes through
+
+  bool operator==(const MoeConfig&) const = default;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
   OptimConfig optim;
   TrainConfig train;
   DistConfig dist;
+  SpectralConfig spectral;
+  MoeConfig moe;
 
   int d_ff() const { return model.d_ff > 0 ? model.d_ff : 4 * model.d_model; }
+  int d_ff_expert() const { return moe.d_ff_expert > 0 ? moe.d_ff_expert : d_ff(); }
+  bool is_moe_layer(int l) const { return moe.n_expert > 0 && (l + 1) % moe.every == 0; }
   int d_head() const { return model.d_model / model.n_head; }
 
   bool operator==(const Config&) const = default;

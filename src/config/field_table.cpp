@@ -28,6 +28,8 @@ const std::vector<Field>& fields() {
        "0 = off; else logits <- cap * tanh(logits / cap)."},
       {PG_FIELD(model, rope_theta), greater_than(0), "RoPE base frequency (with model.pos = rope)."},
       {PG_FIELD(model, init_std), greater_than(0), "Standard deviation of the initial weights."},
+      {PG_FIELD(model, attn_scale), greater_than(0),
+       "`lipschitz` variant: attention logits are scaled by attn_scale / d_head (not 1 / sqrt(d_head))."},
 
       // ---- data -------------------------------------------------------------------------------
       {PG_FIELD(data, train), non_empty(), "Glob of training token shards (llm.c format)."},
@@ -39,7 +41,8 @@ const std::vector<Field>& fields() {
 
       // ---- optim ------------------------------------------------------------------------------
       {PG_FIELD(optim, kind), one_of({"adamw", "muon"}),
-       "Optimizer of the hidden matrices; embeddings, head, norms and biases always use AdamW."},
+       "adamw: every parameter on AdamW; muon: 2-D hidden matrices and expert tensors on Muon, the rest "
+       "(embeddings, head, norms, biases, router) on AdamW."},
       {PG_FIELD(optim, lr), greater_than(0), "Peak learning rate."},
       {PG_FIELD(optim, weight_decay), at_least(0),
        "Decoupled weight decay; never applied to norms, gains or biases."},
@@ -54,6 +57,23 @@ const std::vector<Field>& fields() {
       {PG_FIELD(optim, warmdown_steps), at_least(0),
        "cosine/linear: steps of decay at the end of the run; 0 = decay over all steps after "
        "warm-up."},
+      {PG_FIELD(optim, muon_lr), greater_than(0),
+       "Peak learning rate of the Muon matrices (optim.lr is AdamW's); both follow optim.schedule."},
+      {PG_FIELD(optim, muon_momentum), half_open(0, 1), "Muon momentum: B <- m B + (1 - m) G."},
+      {PG_FIELD(optim, muon_nesterov), any(), "Muon orthogonalises (1 - m) G + m B instead of B."},
+      {PG_FIELD(optim, muon_scale), one_of({"keller", "moonlight"}),
+       "Muon update scale per rows x cols matrix: keller = sqrt(max(1, rows/cols)); moonlight = "
+       "0.2 sqrt(max(rows, cols)) (AdamW's update RMS, so one lr can serve both)."},
+      {PG_FIELD(optim, muon_include), any(),
+       "Comma-separated glob patterns of parameter names (e.g. `wte,h.*.attn.*`) moved onto Muon; "
+       "each must match a parameter with at least 2 dimensions."},
+      {PG_FIELD(optim, muon_exclude), any(),
+       "Comma-separated glob patterns of parameter names kept on AdamW; wins over optim.muon_include."},
+      {PG_FIELD(optim, ns_schedule), one_of({"keller5", "polar-express"}),
+       "Newton-Schulz coefficient schedule of Muon's orthogonalisation."},
+      {PG_FIELD(optim, ns_steps), closed(1, 20), "Newton-Schulz iterations per Muon step."},
+      {PG_FIELD(optim, ns_precision), one_of({"bf16", "fp16", "fp32"}),
+       "Newton-Schulz precision (products rounded to it; emulated on the CPU)."},
 
       // ---- train ------------------------------------------------------------------------------
       {PG_FIELD(train, max_steps), at_least(1), "Optimizer steps in the run."},
@@ -89,6 +109,52 @@ const std::vector<Field>& fields() {
       {PG_FIELD(dist, cpu_ranks), closed(1, 64),
        "Data-parallel ranks run as threads of one process on the CPU (multi-process runs use "
        "scripts/launch.sh and take their ranks from the environment)."},
+      // ---- spectral (src/spectral/constrain.hpp) ----------------------------------------------
+      {PG_FIELD(spectral, method), one_of({"none", "normalize", "hammer", "softcap", "hardcap"}),
+       "Projection applied to every constrained matrix after each optimizer step (softcap needs "
+       "optim.kind = muon)."},
+      {PG_FIELD(spectral, norm), one_of({"spectral", "rms"}),
+       "What w_max bounds: sigma_max, or the RMS->RMS norm sqrt(n_in/n_out) * sigma_max."},
+      {PG_FIELD(spectral, w_max), greater_than(0), "Bound of every constrained matrix without a per-role one."},
+      {PG_FIELD(spectral, w_max_attn), at_least(0), "Bound of attention matrices; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, w_max_mlp), at_least(0), "Bound of MLP matrices; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, w_max_expert), at_least(0), "Bound of expert matrices; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, w_max_head), at_least(0), "Bound of the untied LM head; 0 = spectral.w_max."},
+      {PG_FIELD(spectral, roles), non_empty(),
+       "Comma-separated roles that are constrained: any of attn, mlp, expert, head."},
+      {PG_FIELD(spectral, power_iters), at_least(1), "Power iterations per step (normalize, hammer)."},
+      {PG_FIELD(spectral, warm_start), any(),
+       "Power iteration starts from the previous step's vectors (kept in checkpoints)."},
+      {PG_FIELD(spectral, monitor_every), at_least(0),
+       "Write sigma_max of the matching matrices to RUN_DIR/spectral.jsonl every N steps; 0 = off."},
+      {PG_FIELD(spectral, monitor_filter), non_empty(),
+       "Comma-separated glob patterns (`*`, `?`) on parameter names that the monitor measures."},
+      {PG_FIELD(spectral, monitor_method), one_of({"ns5-fast", "ns3-accurate", "power"}),
+       "sigma_max estimate of the monitor: polar route (keller5 or cubic NS), or power iteration."},
+      {PG_FIELD(spectral, monitor_iters), at_least(1), "Power iterations of the monitor."},
+      // ---- moe --------------------------------------------------------------------------------
+      {PG_FIELD(moe, n_expert), at_least(0),
+       "Routed experts per MoE block; 0 = dense. Needs model.variant = moe (and vice versa)."},
+      {PG_FIELD(moe, top_k), at_least(1),
+       "Experts each token is sent to (<= moe.n_expert); their gates are the router "
+       "probabilities renormalised over the chosen ones."},
+      {PG_FIELD(moe, d_ff_expert), at_least(0), "Hidden width of each expert MLP; 0 = model.d_ff."},
+      {PG_FIELD(moe, capacity_factor), at_least(0),
+       "0 = dropless; else each expert takes at most ceil(factor * tokens * top_k / n_expert) "
+       "tokens per micro-batch (first choices first, then by token order) and drops the rest."},
+      {PG_FIELD(moe, every), at_least(1),
+       "Block l (from 0) is MoE when (l + 1) % every == 0: 1 = all blocks, 2 = every other."},
+      {PG_FIELD(moe, aux_loss_coef), at_least(0),
+       "balance = aux: weight of the load-balancing loss n_expert * sum_e f_e * P_e (always "
+       "logged)."},
+      {PG_FIELD(moe, z_loss_coef), at_least(0), "Weight of the router z-loss mean(logsumexp(logits)^2)."},
+      {PG_FIELD(moe, balance), one_of({"aux", "bias"}),
+       "Load balancing: the auxiliary loss, or a per-expert bias added to the router scores for "
+       "selection only, nudged after each update against the expert's load error."},
+      {PG_FIELD(moe, bias_update_rate), at_least(0),
+       "balance = bias: bias_e += rate * sign(1/n_expert - load_e) after each update."},
+      {PG_FIELD(moe, n_shared), at_least(0),
+       "Shared experts (width moe.d_ff_expert) that every token of an MoE block passes through."},
   };
   return table;
 }

@@ -9,6 +9,13 @@
 
 namespace pg {
 
+namespace {
+template <typename T>
+void scale_in_place(T* x, T s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+}  // namespace
+
 template <typename T>
 CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(cfg), max_batch_(max_batch) {
   const auto& m = cfg.model;
@@ -17,23 +24,34 @@ CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(
   ln_ = m.norm == "layernorm", has_norm_ = m.norm != "none", rope_ = m.pos == "rope";
   qk_norm_ = m.qk_norm, gelu_ = m.activation == "gelu", tied_ = m.tie_embeddings;
   softcap_ = m.logit_softcap;
+  lip_ = m.variant == "lipschitz";
+  res_alpha_ = lip_ ? 1.0 / (2.0 * L_) : 1.0;
+  att_scale_ = lip_ ? m.attn_scale / HS_ : 1.0 / std::sqrt(double(HS_));
 
   const GptOffsets o = gpt_offsets(cfg, t);
   wte_ = o.wte, wpe_ = o.wpe, lnf_w_ = o.lnf_w, lnf_b_ = o.lnf_b, head_ = o.head;
   layers_ = o.layers;
+  for (int l = 0; l < L_; ++l)  // an MoE block replaces the dense MLP (model.variant = moe only)
+    moe_.push_back(cfg.is_moe_layer(l) ? std::make_unique<CpuMoe<T>>(cfg, t, l, max_batch * S_) : nullptr);
 
   // Arena layout: sizes first, then pointers.
   const int64_t N = int64_t(max_batch) * S_, NC = N * C_, NF = N * F_, NV = N * V_;
   const int64_t P = int64_t(max_batch) * NH_ * S_ * S_, NR = N * NH_;
-  int64_t per_layer = 2 * NC + (has_norm_ ? NC + 2 * N : 0) + (qk_norm_ ? 2 * NC + 2 * NR : 0) + 3 * NC + P + NC +
-                      (has_norm_ ? NC + 2 * N : 0) + 2 * NF;
+  const int64_t per_layer = 2 * NC + (has_norm_ ? NC + 2 * N : 0) + (qk_norm_ ? 2 * NC + 2 * NR : 0) + 3 * NC + P +
+                            NC + (has_norm_ ? NC + 2 * N : 0);
   int64_t total = L_ * per_layer + NC + (has_norm_ ? NC + 2 * N : 0) + NV + (softcap_ > 0 ? NV : 0) + N;
   total += 7 * NC + 2 * NF;  // backward scratch
+  int n_moe = 0;
+  for (const auto& b : moe_) n_moe += b != nullptr;
+  total += (L_ - n_moe) * 2 * NF;  // dense MLP activations
+  if (n_moe > 0)
+    total += n_moe * CpuMoe<T>::activation_elems(cfg, int(N)) + CpuMoe<T>::scratch_elems(cfg, int(N));
   arena_.assign(size_t(total), T(0));
   T* cur = arena_.data();
   auto take = [&](int64_t n) { T* p = cur; cur += n; return p; };
   acts_.resize(size_t(L_));
-  for (auto& a : acts_) {
+  for (int l = 0; l < L_; ++l) {
+    LayerActs& a = acts_[size_t(l)];
     a.res_in = take(NC);
     a.res_mid = take(NC);
     if (has_norm_) a.ln1 = take(NC), a.ln1_mean = take(N), a.ln1_rstd = take(N);
@@ -43,7 +61,13 @@ CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(
     a.q = take(NC), a.k = take(NC), a.v = take(NC), a.probs = take(P), a.att = take(NC);
     if (has_norm_) a.ln2 = take(NC), a.ln2_mean = take(N), a.ln2_rstd = take(N);
     else a.ln2 = a.res_mid, a.ln2_mean = a.ln2_rstd = nullptr;
-    a.fc = take(NF), a.act = take(NF);
+    if (moe_[size_t(l)]) a.fc = a.act = nullptr;
+    else a.fc = take(NF), a.act = take(NF);
+  }
+  if (n_moe > 0) {
+    T* moe_scratch = take(CpuMoe<T>::scratch_elems(cfg, int(N)));
+    for (auto& b : moe_)
+      if (b) b->bind(take(CpuMoe<T>::activation_elems(cfg, int(N))), moe_scratch);
   }
   res_final_ = take(NC);
   if (has_norm_) lnf_ = take(NC), lnf_mean_ = take(N), lnf_rstd_ = take(N);
@@ -84,10 +108,26 @@ double CpuGpt<T>::forward(const T* P, const int32_t* inputs, const int32_t* targ
   const int N = B * Tn;
   std::copy(inputs, inputs + N, inputs_.begin());
   if (targets) std::copy(targets, targets + N, targets_.begin());
-  auto bias = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };
-  const double scale = 1.0 / std::sqrt(double(HS_));
-
   cpu::embedding_fwd(acts_[0].res_in, inputs, P + wte_, wpe_ >= 0 ? P + wpe_ : nullptr, B, Tn, C_);
+  blocks_fwd(P, B, Tn);
+  if (!targets) return 0.0;
+  return cpu::cross_entropy_fwd(losses_, n_correct, logits_, targets, N, V_);
+}
+
+template <typename T>
+void CpuGpt<T>::forward_from_embeddings(const T* P, const T* x, int B, int Tn) {
+  PG_CHECK(B >= 1 && B <= max_batch_ && Tn >= 1 && Tn <= S_, "forward: batch or length beyond the arena");
+  B_ = B, Tn_ = Tn;
+  std::copy(x, x + int64_t(B) * Tn * C_, acts_[0].res_in);
+  blocks_fwd(P, B, Tn);
+}
+
+template <typename T>
+void CpuGpt<T>::blocks_fwd(const T* P, int B, int Tn) {
+  const int N = B * Tn;
+  const int64_t NC = int64_t(N) * C_;
+  auto bias = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };
+  const T keep = T(1.0 - res_alpha_);  // lipschitz: weight of the residual stream
   for (int l = 0; l < L_; ++l) {
     const Layer& w = layers_[size_t(l)];
     LayerActs& a = acts_[size_t(l)];
@@ -105,22 +145,27 @@ double CpuGpt<T>::forward(const T* P, const int32_t* inputs, const int32_t* targ
       cpu::rope_fwd(a.q, B, Tn, NH_, HS_, cfg_.model.rope_theta);
       cpu::rope_fwd(a.k, B, Tn, NH_, HS_, cfg_.model.rope_theta);
     }
-    cpu::attention_fwd(a.att, a.probs, a.q, a.k, a.v, B, Tn, NH_, HS_, scale);
+    cpu::attention_fwd(a.att, a.probs, a.q, a.k, a.v, B, Tn, NH_, HS_, att_scale_);
     cpu::matmul_fwd(a.res_mid, a.att, P + w.o, bias(w.ob), N, C_, C_);
-    cpu::axpy(a.res_mid, a.res_in, T(1), int64_t(N) * C_);
+    if (lip_) scale_in_place(a.res_mid, T(res_alpha_ / 3.0), NC);  // a * (att / 3) W_o^T
+    cpu::axpy(a.res_mid, a.res_in, lip_ ? keep : T(1), NC);
     norm_fwd(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, w.ln2_w, w.ln2_b, P, N);
-    cpu::matmul_fwd(a.fc, a.ln2, P + w.fc, bias(w.fcb), N, C_, F_);
-    if (gelu_) cpu::gelu_fwd(a.act, a.fc, int64_t(N) * F_);
-    else cpu::relu2_fwd(a.act, a.fc, int64_t(N) * F_);
     T* out = l + 1 < L_ ? acts_[size_t(l) + 1].res_in : res_final_;
-    cpu::matmul_fwd(out, a.act, P + w.proj, bias(w.projb), N, F_, C_);
-    cpu::axpy(out, a.res_mid, T(1), int64_t(N) * C_);
+    if (CpuMoe<T>* moe = moe_[size_t(l)].get()) {
+      moe->forward(P, a.ln2, out, N);
+    } else {
+      cpu::matmul_fwd(a.fc, a.ln2, P + w.fc, bias(w.fcb), N, C_, F_);
+      if (gelu_) cpu::gelu_fwd(a.act, a.fc, int64_t(N) * F_);
+      else cpu::relu2_fwd(a.act, a.fc, int64_t(N) * F_);
+      if (lip_) scale_in_place(a.act, T(1.0 / kLipschitzGeluDivisor), int64_t(N) * F_);
+      cpu::matmul_fwd(out, a.act, P + w.proj, bias(w.projb), N, F_, C_);
+    }
+    if (lip_) scale_in_place(out, T(res_alpha_), NC);
+    cpu::axpy(out, a.res_mid, lip_ ? keep : T(1), NC);
   }
   norm_fwd(lnf_, lnf_mean_, lnf_rstd_, res_final_, lnf_w_, lnf_b_, P, N);
   cpu::matmul_fwd(logits_, lnf_, P + head_, (const T*)nullptr, N, C_, V_);
   if (softcap_ > 0) cpu::softcap_fwd(logits_, logits_, int64_t(N) * V_, softcap_);
-  if (!targets) return 0.0;
-  return cpu::cross_entropy_fwd(losses_, n_correct, logits_, targets, N, V_);
 }
 
 template <typename T>
@@ -129,7 +174,7 @@ void CpuGpt<T>::backward(const T* P, T* G, double loss_scale) {
   const int64_t NC = int64_t(N) * C_, NF = int64_t(N) * F_;
   auto bias = [&](int64_t o) { return o >= 0 ? G + o : nullptr; };
   auto zero = [](T* p, int64_t n) { std::fill(p, p + n, T(0)); };
-  const double scale = 1.0 / std::sqrt(double(HS_));
+  const T keep = T(1.0 - res_alpha_);
 
   cpu::cross_entropy_bwd(dlogits_, logits_, targets_.data(), N, V_, loss_scale / N);
   if (softcap_ > 0) cpu::softcap_bwd(dlogits_, dlogits_, logits_, int64_t(N) * V_, softcap_);
@@ -141,20 +186,40 @@ void CpuGpt<T>::backward(const T* P, T* G, double loss_scale) {
   for (int l = L_ - 1; l >= 0; --l) {
     const Layer& w = layers_[size_t(l)];
     const LayerActs& a = acts_[size_t(l)];
-    // MLP branch: dres holds d(block output); it also flows straight through to res_mid.
-    zero(dact_, NF);
-    cpu::matmul_bwd(dact_, G + w.proj, bias(w.projb), dres_, a.act, P + w.proj, N, F_, C_);
-    zero(dfc_, NF);
-    if (gelu_) cpu::gelu_bwd(dfc_, dact_, a.fc, NF);
-    else cpu::relu2_bwd(dfc_, dact_, a.fc, NF);
+    // MLP branch: dres holds d(block output); it also flows straight through to res_mid
+    // (lipschitz: the branch gets a * dres, the stream (1 - a) * dres).
+    const T* dbranch = dres_;
+    if (lip_) {
+      std::copy(dres_, dres_ + NC, dtmp_);
+      scale_in_place(dtmp_, T(res_alpha_), NC);
+      scale_in_place(dres_, keep, NC);
+      dbranch = dtmp_;
+    }
     zero(dln_, NC);
-    cpu::matmul_bwd(dln_, G + w.fc, bias(w.fcb), dfc_, a.ln2, P + w.fc, N, C_, F_);
+    if (CpuMoe<T>* moe = moe_[size_t(l)].get()) {
+      moe->backward(P, G, dbranch, dln_, loss_scale);
+    } else {
+      zero(dact_, NF);
+      cpu::matmul_bwd(dact_, G + w.proj, bias(w.projb), dbranch, a.act, P + w.proj, N, F_, C_);
+      if (lip_) scale_in_place(dact_, T(1.0 / kLipschitzGeluDivisor), NF);
+      zero(dfc_, NF);
+      if (gelu_) cpu::gelu_bwd(dfc_, dact_, a.fc, NF);
+      else cpu::relu2_bwd(dfc_, dact_, a.fc, NF);
+      cpu::matmul_bwd(dln_, G + w.fc, bias(w.fcb), dfc_, a.ln2, P + w.fc, N, C_, F_);
+    }
     norm_bwd(dres_, G, dln_, a.res_mid, w.ln2_w, w.ln2_b, P, a.ln2_mean, a.ln2_rstd, N);
     // Attention branch.
     zero(datt_, NC);
-    cpu::matmul_bwd(datt_, G + w.o, bias(w.ob), dres_, a.att, P + w.o, N, C_, C_);
+    dbranch = dres_;
+    if (lip_) {
+      std::copy(dres_, dres_ + NC, dtmp_);
+      scale_in_place(dtmp_, T(res_alpha_ / 3.0), NC);
+      scale_in_place(dres_, keep, NC);
+      dbranch = dtmp_;
+    }
+    cpu::matmul_bwd(datt_, G + w.o, bias(w.ob), dbranch, a.att, P + w.o, N, C_, C_);
     zero(dq_, NC), zero(dk_, NC), zero(dv_, NC);
-    cpu::attention_bwd(dq_, dk_, dv_, datt_, a.probs, a.q, a.k, a.v, B, Tn, NH_, HS_, scale);
+    cpu::attention_bwd(dq_, dk_, dv_, datt_, a.probs, a.q, a.k, a.v, B, Tn, NH_, HS_, att_scale_);
     if (rope_) {
       cpu::rope_bwd(dq_, B, Tn, NH_, HS_, cfg_.model.rope_theta);
       cpu::rope_bwd(dk_, B, Tn, NH_, HS_, cfg_.model.rope_theta);
@@ -174,6 +239,22 @@ void CpuGpt<T>::backward(const T* P, T* G, double loss_scale) {
     norm_bwd(dres_, G, dln_, a.res_in, w.ln1_w, w.ln1_b, P, a.ln1_mean, a.ln1_rstd, N);
   }
   cpu::embedding_bwd(G + wte_, wpe_ >= 0 ? G + wpe_ : nullptr, dres_, inputs_.data(), B, Tn, C_);
+}
+
+template <typename T>
+double CpuGpt<T>::moe_objective() const {
+  double sum = 0.0;
+  for (const auto& b : moe_)
+    if (b) sum += b->objective();
+  return sum;
+}
+
+template <typename T>
+std::vector<MoeLayerStats> CpuGpt<T>::moe_stats() const {
+  std::vector<MoeLayerStats> out;
+  for (const auto& b : moe_)
+    if (b) out.push_back(b->stats());
+  return out;
 }
 
 template class CpuGpt<float>;

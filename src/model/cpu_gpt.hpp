@@ -3,18 +3,30 @@
 // double). All activations live in one arena sized at construction for (max_batch, seq_len);
 // forward and backward allocate nothing.
 //
+// model.variant = lipschitz (docs/lipschitz.md) takes the same path with three changes: each
+// sub-block is a convex residual x <- (1 - a) x + a block(x), a = 1 / (2 n_layer); the attention
+// block is (attn(q, k, v) / 3) W_o^T with logits scaled by attn_scale / d_head; the MLP block is
+// (gelu(x W_fc^T) / kLipschitzGeluDivisor) W_proj^T. Norms, biases, QK-norm and the soft cap are
+// absent (the config requires it).
+//
 // Contract: backward() follows a forward() with targets, once (the logits buffer is reused for
 // their gradient); parameters are read from `params`, gradients ACCUMULATE into `grads` (both
 // laid out by the ParamTable), so gradient accumulation is repeated forward/backward pairs.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "config/config.hpp"
+#include "model/cpu_moe.hpp"
 #include "model/gpt.hpp"
 #include "model/param_table.hpp"
 
 namespace pg {
+
+// Rounded-up maximum slope of the tanh-approximated GELU (1.1289931 at x = 1.4185): dividing by it
+// makes the activation 1-Lipschitz.
+inline constexpr double kLipschitzGeluDivisor = 1.129;
 
 template <typename T>
 class CpuGpt {
@@ -26,8 +38,16 @@ class CpuGpt {
   // without targets (nullptr): computes only the logits and returns 0.
   double forward(const T* params, const int32_t* inputs, const int32_t* targets, int B, int Tn,
                  int64_t* n_correct = nullptr);
-  // grads += d(loss_scale * mean loss)/d params.
+  // The logits for given residual-stream inputs x[B, Tn, d_model] (what the embedding would
+  // produce): the map whose Lipschitz constant the certificate bounds. No backward after it.
+  void forward_from_embeddings(const T* params, const T* x, int B, int Tn);
+  // grads += d(loss_scale * (mean loss + moe_objective()))/d params.
   void backward(const T* params, T* grads, double loss_scale);
+
+  // MoE: the weighted router losses of the last forward (0 for a dense model), which the
+  // training objective adds to forward()'s cross-entropy, and each MoE block's routing stats.
+  double moe_objective() const;
+  std::vector<MoeLayerStats> moe_stats() const;
 
   const T* logits() const { return logits_; }  // [B*Tn, vocab_size] of the last forward
   size_t arena_bytes() const { return arena_.size() * sizeof(T); }
@@ -43,6 +63,7 @@ class CpuGpt {
     T *fc, *act;
   };
 
+  void blocks_fwd(const T* params, int B, int Tn);  // acts_[0].res_in -> logits_
   void norm_fwd(T* out, T* mean, T* rstd, const T* inp, int64_t w, int64_t b, const T* P, int N);
   void norm_bwd(T* dinp, T* G, const T* dout, const T* inp, int64_t w, int64_t b, const T* P,
                 const T* mean, const T* rstd, int N);
@@ -51,8 +72,12 @@ class CpuGpt {
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;  // S_ = seq_len
   bool ln_, has_norm_, rope_, qk_norm_, gelu_, tied_;
   double softcap_;
+  bool lip_;             // model.variant = lipschitz
+  double res_alpha_;     // lipschitz: convex-residual weight 1 / (2 n_layer)
+  double att_scale_;     // attention logit scale
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, head_ = -1;
   std::vector<Layer> layers_;
+  std::vector<std::unique_ptr<CpuMoe<T>>> moe_;  // per layer; null for a dense MLP
 
   std::vector<T> arena_;
   std::vector<LayerActs> acts_;

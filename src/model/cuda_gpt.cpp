@@ -53,6 +53,15 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
   layers_ = o.layers;
   PG_CHECK(lnf_w_ >= 0, "parameter table lacks the final norm");
   for (const Layer& w : layers_) PG_CHECK(w.ln1_w >= 0 && w.ln2_w >= 0, "parameter table lacks a block's norms");
+  // One [3C, C] q/k/v GEMM when the three weights (and biases, if any) lie back to back, which
+  // build_gpt_params arranges; per-head q/k norms and RoPE work on separate q and k.
+  fused_qkv_ = !rope_ && !qk_norm_;
+  gelu_epilogue_ = gelu_ && F_ % 8 == 0;  // cuBLASLt's aux leading dimension: a multiple of 8
+  for (const Layer& w : layers_) {
+    const int64_t CC = int64_t(C_) * C_;
+    fused_qkv_ = fused_qkv_ && w.k == w.q + CC && w.v == w.k + CC;
+    fused_qkv_ = fused_qkv_ && ((w.qb < 0 && w.kb < 0 && w.vb < 0) || (w.kb == w.qb + C_ && w.vb == w.kb + C_));
+  }
 
   acts_.resize(size_t(L_));
   const size_t need = layout(nullptr);
@@ -72,7 +81,11 @@ size_t CudaGpt::layout(std::byte* base) {
   for (auto& x : acts_) {
     x.res_in = a.take<bf16>(NC), x.ln1 = a.take<bf16>(NC);
     x.ln1_mean = a.take<float>(N), x.ln1_rstd = a.take<float>(N);
-    x.q = a.take<bf16>(NC), x.k = a.take<bf16>(NC), x.v = a.take<bf16>(NC);
+    // q, k, v: thirds of one [N, 3C] block, interleaved per token when fused (token stride 3C),
+    // else three [N, C] tensors one after the other.
+    bf16* qkv = a.take<bf16>(3 * NC);
+    if (fused_qkv_) x.q = qkv, x.k = qkv + C_, x.v = qkv + 2 * C_;
+    else x.q = qkv, x.k = qkv + NC, x.v = qkv + 2 * NC;
     if (qk_norm_) {
       x.q_raw = a.take<bf16>(NC), x.k_raw = a.take<bf16>(NC);
       x.q_rstd = a.take<float>(NR), x.k_rstd = a.take<float>(NR);
@@ -88,11 +101,14 @@ size_t CudaGpt::layout(std::byte* base) {
   lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
   logits_ = a.take<bf16>(N * V_), losses_ = a.take<float>(N), correct_ = a.take<int32_t>(N);
   dres_ = a.take<bf16>(NC), dln_ = a.take<bf16>(NC), datt_ = a.take<bf16>(NC);
-  dq_ = a.take<bf16>(NC), dk_ = a.take<bf16>(NC), dv_ = a.take<bf16>(NC), dact_ = a.take<bf16>(NF);
+  bf16* dqkv = a.take<bf16>(3 * NC);  // laid out as q, k, v above
+  if (fused_qkv_) dq_ = dqkv, dk_ = dqkv + C_, dv_ = dqkv + 2 * C_;
+  else dq_ = dqkv, dk_ = dqkv + NC, dv_ = dqkv + 2 * NC;
+  dact_ = a.take<bf16>(NF);
   norm_scratch_ = a.take<float>(kernels::norm_bwd_scratch_floats(C_));
-  bias_scratch_ = a.take<float>(kernels::bias_bwd_scratch_floats(std::max({C_, F_, V_})));
+  bias_scratch_ = a.take<float>(std::max({3 * C_, F_, V_}));  // a bias gradient from a GEMM epilogue
   kernels::AttentionDims dims;
-  dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_;
+  dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
   attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
   return a.used;
 }
@@ -106,17 +122,26 @@ void CudaGpt::linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, i
   gemm_.gemm(g);
 }
 
-// dinp[N,IC] (=, or += when accumulate) dout · W ; dW[OC,IC] += dout^T · inp ; db += Σ_rows dout.
+// dinp[N,IC] (=, or += when accumulate) α·dout · W ; dW[OC,IC] += α·dout^T · inp ; db += Σ_rows dout
+// (α = scale; only used without a bias). With gelu_pre, dinp = (dout · W) ∘ gelu'(gelu_pre): the
+// gradient through a GELU whose input gelu_pre the forward stored (not with accumulate).
 void CudaGpt::linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp,
-                         const bf16* P, int64_t w, int64_t b, int N, int IC, int OC) {
+                         const bf16* P, int64_t w, int64_t b, int N, int IC, int OC, float scale,
+                         const bf16* gelu_pre) {
+  PG_CHECK(b < 0 || scale == 1.f, "linear_bwd: a scaled gradient with a bias");
+  PG_CHECK(!gelu_pre || !accumulate, "linear_bwd: a GELU gradient cannot accumulate");
   cuda::GemmArgs d;
   d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
-  d.beta = accumulate ? 1.f : 0.f;
+  d.alpha = scale, d.beta = accumulate ? 1.f : 0.f;
+  if (gelu_pre) d.epilogue = cuda::Epilogue::DGelu, d.aux = const_cast<bf16*>(gelu_pre);
   gemm_.gemm(d);
   cuda::GemmArgs g;
-  g.M = OC, g.N = IC, g.K = N, g.A = dout, g.trans_a = true, g.B = inp, g.C = G + w, g.beta = 1.f;
+  g.M = OC, g.N = IC, g.K = N, g.A = dout, g.trans_a = true, g.B = inp, g.C = G + w, g.alpha = scale, g.beta = 1.f;
+  // The bias gradient from the dW GEMM's epilogue (it reads dout anyway), written to scratch and
+  // then added, since gradients accumulate.
+  if (b >= 0) g.epilogue = cuda::Epilogue::BiasGradA, g.bias_grad = bias_scratch_;
   gemm_.gemm(g);
-  if (b >= 0) kernels::bias_bwd(G + b, bias_scratch_, dout, N, OC, stream_);
+  if (b >= 0) kernels::bias_accumulate(G + b, bias_scratch_, OC, stream_);
 }
 
 double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* targets, int B, int Tn,
@@ -128,7 +153,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   const float eps = ln_ ? kLayerNormEps : kRmsNormEps;
   auto par = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };
   kernels::AttentionDims dims;
-  dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_;
+  dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
 
   kernels::embedding_fwd(acts_[0].res_in, inputs, P + wte_, par(wpe_), B, Tn, C_, stream_);
   for (int l = 0; l < L_; ++l) {
@@ -141,9 +166,13 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     else
       kernels::residual_norm_fwd(a.res_in, a.ln1, a.ln1_mean, a.ln1_rstd, acts_[size_t(l) - 1].res_mid, branch_,
                                  P + w.ln1_w, par(w.ln1_b), N, C_, eps, kind, stream_);
-    linear_fwd(a.q_raw, a.ln1, P, w.q, w.qb, N, C_, C_);
-    linear_fwd(a.k_raw, a.ln1, P, w.k, w.kb, N, C_, C_);
-    linear_fwd(a.v, a.ln1, P, w.v, w.vb, N, C_, C_);
+    if (fused_qkv_) {
+      linear_fwd(a.q, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
+    } else {
+      linear_fwd(a.q_raw, a.ln1, P, w.q, w.qb, N, C_, C_);
+      linear_fwd(a.k_raw, a.ln1, P, w.k, w.kb, N, C_, C_);
+      linear_fwd(a.v, a.ln1, P, w.v, w.vb, N, C_, C_);
+    }
     if (qk_norm_) {  // parameter-free RMS norm of each head's q and k
       kernels::residual_norm_fwd(nullptr, a.q, nullptr, a.q_rstd, a.q_raw, nullptr, nullptr, nullptr, N * NH_, HS_,
                                  kRmsNormEps, kernels::NormKind::RMSNorm, stream_);
@@ -158,9 +187,18 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
     kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
                                par(w.ln2_b), N, C_, eps, kind, stream_);
-    linear_fwd(a.fc, a.ln2, P, w.fc, w.fcb, N, C_, F_);
-    if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
-    else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+    if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
+      cuda::GemmArgs g;
+      g.M = N, g.N = F_, g.K = C_, g.A = a.ln2, g.B = P + w.fc, g.trans_b = true, g.C = a.act, g.aux = a.fc;
+      g.out_type = cuda::OutType::BF16;
+      g.epilogue = w.fcb >= 0 ? cuda::Epilogue::BiasGeluAux : cuda::Epilogue::GeluAux;
+      g.bias = par(w.fcb);
+      gemm_.gemm(g);
+    } else {
+      linear_fwd(a.fc, a.ln2, P, w.fc, w.fcb, N, C_, F_);
+      if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+      else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+    }
     linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
   }
   kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
@@ -170,9 +208,10 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   g.out_type = cuda::OutType::BF16;
   gemm_.gemm(g);
   if (!targets) return 0.0;
-  // Losses only; the logits stay for backward, which runs the classifier again for dlogits.
-  kernels::fused_classifier(logits_, losses_, n_correct ? correct_ : nullptr, targets, N, V_, V_, 0.f, softcap_,
-                            false, stream_);
+  // Losses and, in the same pass, dlogits over the logits for loss_scale = 1 (backward scales the
+  // head's GEMMs by its loss_scale): one pass over the [N, V] logits instead of two.
+  kernels::fused_classifier(logits_, losses_, n_correct ? correct_ : nullptr, targets, N, V_, V_, 1.f / float(N),
+                            softcap_, true, stream_);
   host_losses_.resize(size_t(N));
   CUDA_CHECK(cudaMemcpyAsync(host_losses_.data(), losses_, size_t(N) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   if (n_correct) {
@@ -196,20 +235,23 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
   const auto kind = ln_ ? kernels::NormKind::LayerNorm : kernels::NormKind::RMSNorm;
   auto gpar = [&](int64_t o) { return o >= 0 ? G + o : nullptr; };
   kernels::AttentionDims dims;
-  dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_;
+  dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
 
-  kernels::fused_classifier(logits_, losses_, nullptr, targets_, N, V_, V_, float(loss_scale / N), softcap_, true,
-                            stream_);
-  linear_bwd(dln_, false, G, logits_, lnf_, P, head_, -1, N, C_, V_);
+  // logits_ holds d(mean loss)/d logits since the forward.
+  linear_bwd(dln_, false, G, logits_, lnf_, P, head_, -1, N, C_, V_, float(loss_scale));
   kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_,
                     lnf_rstd_, N, C_, kind, stream_);
   for (int l = L_ - 1; l >= 0; --l) {
     const Layer& w = layers_[size_t(l)];
     const LayerActs& a = acts_[size_t(l)];
     // MLP branch: dres holds d(block output); it also flows straight through to res_mid.
-    linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
-    if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
-    else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+    if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
+      linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, 1.f, a.fc);
+    } else {
+      linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
+      if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+      else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+    }
     linear_bwd(dln_, false, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
     kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), norm_scratch_, dln_, a.res_mid, P + w.ln2_w,
                       a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
@@ -226,9 +268,13 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
       kernels::norm_bwd(dk_, false, nullptr, nullptr, nullptr, dk_, a.k_raw, nullptr, nullptr, a.k_rstd, N * NH_,
                         HS_, kernels::NormKind::RMSNorm, stream_);
     }
-    linear_bwd(dln_, false, G, dq_, a.ln1, P, w.q, w.qb, N, C_, C_);
-    linear_bwd(dln_, true, G, dk_, a.ln1, P, w.k, w.kb, N, C_, C_);
-    linear_bwd(dln_, true, G, dv_, a.ln1, P, w.v, w.vb, N, C_, C_);
+    if (fused_qkv_) {
+      linear_bwd(dln_, false, G, dq_, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
+    } else {
+      linear_bwd(dln_, false, G, dq_, a.ln1, P, w.q, w.qb, N, C_, C_);
+      linear_bwd(dln_, true, G, dk_, a.ln1, P, w.k, w.kb, N, C_, C_);
+      linear_bwd(dln_, true, G, dv_, a.ln1, P, w.v, w.vb, N, C_, C_);
+    }
     kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b), norm_scratch_, dln_, a.res_in, P + w.ln1_w,
                       a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
   }

@@ -38,7 +38,9 @@ class CudaGpt {
   // grads += d(loss_scale · mean loss)/d params.
   void backward(const bf16* params, float* grads, double loss_scale);
 
-  const bf16* logits() const { return logits_; }  // [B·Tn, vocab_size] of the last forward
+  // [B·Tn, vocab_size] of the last forward without targets; a forward with targets leaves
+  // d(mean loss)/d logits there instead (computed in the same pass as the losses).
+  const bf16* logits() const { return logits_; }
   size_t arena_bytes() const { return arena_.bytes(); }
 
  private:
@@ -51,11 +53,13 @@ class CudaGpt {
   size_t layout(std::byte* base);
   void linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, int64_t b, int N, int IC, int OC);
   void linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp, const bf16* P,
-                  int64_t w, int64_t b, int N, int IC, int OC);
+                  int64_t w, int64_t b, int N, int IC, int OC, float scale = 1.f,
+                  const bf16* gelu_pre = nullptr);
+  int64_t qkv_stride() const { return fused_qkv_ ? 3 * int64_t(C_) : int64_t(C_); }
 
   Config cfg_;
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
-  bool ln_, rope_, qk_norm_, gelu_, tied_;
+  bool ln_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
   float softcap_;
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, head_ = -1;
   std::vector<Layer> layers_;

@@ -5,8 +5,30 @@
 
 #include "core/error.hpp"
 #include "core/rng.hpp"
+#include "optim/param_split.hpp"
 
 namespace pg {
+
+namespace {
+
+// One MoE block's tensors: the router (AdamW), the selection bias (balance = bias: state nudged
+// by the trainer, never by gradients, which are zero), and the experts as 3-D tensors with each
+// expert its own [rows, cols] matrix (Muon orthogonalises them one by one).
+void add_moe_block(ParamTable& t, const Config& cfg, const std::string& p) {
+  const int64_t C = cfg.model.d_model, E = cfg.moe.n_expert, Fe = cfg.d_ff_expert(), S = cfg.moe.n_shared;
+  t.add(p + "router.weight", {E, C}, Role::router, true);
+  if (cfg.moe.balance == "bias") t.add(p + "router.score_bias", {E}, Role::bias, false);
+  auto experts = [&](const std::string& q, int64_t n) {
+    t.add(q + "fc.weight", {n, Fe, C}, Role::expert, true);
+    if (cfg.model.bias) t.add(q + "fc.bias", {n, Fe}, Role::bias, false);
+    t.add(q + "proj.weight", {n, C, Fe}, Role::expert, true);
+    if (cfg.model.bias) t.add(q + "proj.bias", {n, C}, Role::bias, false);
+  };
+  experts(p + "experts.", E);
+  if (S > 0) experts(p + "shared.", S);
+}
+
+}  // namespace
 
 ParamTable build_gpt_params(const Config& cfg) {
   const auto& m = cfg.model;
@@ -38,15 +60,17 @@ ParamTable build_gpt_params(const Config& cfg) {
     }
     linear(h + ".attn.o", C, C, Role::attn);
     norm(h + ".ln_2");
-    linear(h + ".mlp.fc", F, C, Role::mlp);
-    linear(h + ".mlp.proj", C, F, Role::mlp);
+    if (cfg.is_moe_layer(l)) {
+      add_moe_block(t, cfg, h + ".moe.");
+    } else {
+      linear(h + ".mlp.fc", F, C, Role::mlp);
+      linear(h + ".mlp.proj", C, F, Role::mlp);
+    }
   }
   norm("ln_f");
   if (!m.tie_embeddings) t.add("lm_head.weight", {V, C}, Role::head, true);
 
-  const bool muon = cfg.optim.kind == "muon";
-  for (auto& p : t.entries())
-    p.muon = muon && p.is_matrix() && (p.role == Role::attn || p.role == Role::mlp || p.role == Role::expert);
+  assign_optimizers(t, cfg.optim);
   return t;
 }
 
@@ -62,8 +86,10 @@ void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float
     } else if (p.role == Role::bias) {
       // zeros
     } else {
-      const bool resid = p.name.ends_with(".attn.o.weight") || p.name.ends_with(".mlp.proj.weight");
-      const double s = resid ? std_resid : std0;
+      const bool resid = p.name.ends_with(".attn.o.weight") || p.name.ends_with(".proj.weight");
+      // lipschitz: embedding rows start at RMS ~1, the edge of their max-norm ball (docs/lipschitz.md).
+      const bool lip_embed = cfg.model.variant == "lipschitz" && (p.role == Role::embed || p.role == Role::pos_embed);
+      const double s = lip_embed ? 1.0 : resid ? std_resid : std0;
       for (int64_t i = 0; i < p.numel; ++i) w[i] = float(s * rng.normal());
     }
   }
@@ -72,7 +98,11 @@ void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float
 double gpt_flops_per_token(const Config& cfg) {
   const auto& m = cfg.model;
   const double C = m.d_model, F = cfg.d_ff(), L = m.n_layer, V = m.vocab_size, T = m.seq_len;
-  const double matmul_params = L * (4 * C * C + 2 * C * F) + V * C;
+  double matmul_params = L * 4 * C * C + V * C;
+  for (int l = 0; l < m.n_layer; ++l)  // an MoE block counts its router and the experts a token uses
+    matmul_params += cfg.is_moe_layer(l)
+                         ? C * cfg.moe.n_expert + 2.0 * C * cfg.d_ff_expert() * (cfg.moe.top_k + cfg.moe.n_shared)
+                         : 2 * C * F;
   return 6.0 * matmul_params + 12.0 * L * T * C;  // attention as PaLM/nanoGPT count it (no causal halving)
 }
 
@@ -94,7 +124,8 @@ GptOffsets gpt_offsets(const Config& cfg, const ParamTable& t) {
     w.ln2_w = off(h + ".ln_2.weight"), w.ln2_b = off(h + ".ln_2.bias");
     w.fc = off(h + ".mlp.fc.weight"), w.fcb = off(h + ".mlp.fc.bias");
     w.proj = off(h + ".mlp.proj.weight"), w.projb = off(h + ".mlp.proj.bias");
-    PG_CHECK(w.q >= 0 && w.o >= 0 && w.fc >= 0 && w.proj >= 0, "parameter table lacks layer " + h);
+    PG_CHECK(w.q >= 0 && w.o >= 0 && (cfg.is_moe_layer(l) || (w.fc >= 0 && w.proj >= 0)),
+             "parameter table lacks layer " + h);
     o.layers.push_back(w);
   }
   PG_CHECK(o.wte >= 0 && o.head >= 0, "parameter table lacks the embedding or head");

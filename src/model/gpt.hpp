@@ -4,6 +4,8 @@
 //
 // Block l (pre-norm):  h = norm1(x);  q,k,v = h W_q^T, h W_k^T, h W_v^T (+b);  [qk_norm]; [rope];
 //                      x += attn(q,k,v) W_o^T (+b);  h = norm2(x);  x += act(h W_fc^T + b) W_proj^T (+b)
+//   (MoE blocks, config moe: the MLP is replaced by a router over experts, model/cpu_moe.hpp;
+//    h.<l>.moe.router.weight, h.<l>.moe.experts.{fc,proj}.weight [n_expert, ., .], ...)
 // Head:                logits = norm_f(x) W_head^T   (W_head = wte when tie_embeddings)
 //                      [soft cap: logits <- cap tanh(logits / cap)];  loss = mean cross-entropy
 // Names follow one scheme: wte, wpe, h.<l>.ln_1.weight, h.<l>.attn.q.weight, ..., ln_f.weight,
@@ -23,8 +25,10 @@ namespace pg {
 // 2-D hidden matrices) and which are weight-decayed.
 ParamTable build_gpt_params(const Config& cfg);
 
-// GPT-2-style init: N(0, init_std) for matrices and embeddings, the two residual output
-// projections scaled by 1/sqrt(2 n_layer), biases 0, gains 1. Deterministic from seed.
+// GPT-2-style init: N(0, init_std) for matrices and embeddings, the residual output projections
+// (attn.o and every *.proj, experts included) scaled by 1/sqrt(2 n_layer), biases 0, gains 1;
+// model.variant = lipschitz draws the embeddings from N(0, 1) (rows of RMS ~1, then max-norm
+// projected). Deterministic from seed.
 void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float> params, uint64_t seed);
 
 // Where each tensor of the plan sits in the flat buffer (element offsets; -1 = absent), looked

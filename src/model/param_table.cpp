@@ -46,6 +46,11 @@ const ParamInfo& ParamTable::get(std::string_view name) const {
   return *p;
 }
 
+int64_t ParamTable::offset_of(std::string_view name) const {
+  const ParamInfo* p = find(name);
+  return p ? p->offset : -1;
+}
+
 int64_t ParamTable::n_params() const {
   int64_t n = 0;
   for (const auto& p : entries_) n += p.numel;

@@ -38,6 +38,7 @@ class ParamTable {
   const ParamInfo& at(int i) const { return entries_.at(size_t(i)); }
   const ParamInfo* find(std::string_view name) const;
   const ParamInfo& get(std::string_view name) const;  // logic_error if absent
+  int64_t offset_of(std::string_view name) const;     // -1 if absent (optional tensors)
   int64_t total() const { return total_; }             // flat buffer length incl. alignment padding
   int64_t n_params() const;                            // sum of numel (what "parameters" means to users)
 

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.hpp"
+
+#include <spdlog/fmt/fmt.h>
+
 namespace pg {
 
 AdamW::AdamW(const OptimConfig& cfg, const ParamTable& table, std::vector<ElementRange> owned)
@@ -14,7 +18,8 @@ AdamW::AdamW(const OptimConfig& cfg, const ParamTable& table, std::vector<Elemen
   v_.assign(size_t(n), 0.0f);
 }
 
-void AdamW::step(std::span<float> params, std::span<const float> grads, double lr, int64_t t) {
+void AdamW::step(std::span<float> params, std::span<const float> grads, double lr_factor, int64_t t) {
+  const double lr = cfg_.lr * lr_factor;
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
   const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
   const float fb1 = float(b1), fb2 = float(b2);
@@ -37,6 +42,30 @@ void AdamW::step(std::span<float> params, std::span<const float> grads, double l
     }
     base += r.size();
   }
+}
+
+std::vector<StateTensor> AdamW::state() {
+  PG_CHECK(owned_.size() == 1 && owned_[0].begin == 0 && owned_[0].end >= table_->total(),
+           "AdamW::state: moments in the compact (ZeRO-1) layout have no per-parameter views");
+  return adamw_state(*table_, m_.data(), v_.data());
+}
+
+std::vector<StateTensor> adamw_state(const ParamTable& table, float* m, float* v) {
+  std::vector<StateTensor> out;
+  for (const auto& p : table.entries())
+    if (!p.muon) out.push_back({p.name + ".exp_avg", p.shape, m + p.offset, p.numel});
+  for (const auto& p : table.entries())
+    if (!p.muon) out.push_back({p.name + ".exp_avg_sq", p.shape, v + p.offset, p.numel});
+  return out;
+}
+
+std::vector<std::string> AdamW::describe() const {
+  int tensors = 0;
+  int64_t n = 0;
+  for (const auto& p : table_->entries())
+    if (!p.muon) ++tensors, n += p.numel;
+  return {fmt::format("adamw: {} tensors, {} parameters (lr {:g}, betas {:g}/{:g}, weight decay {:g})", tensors, n,
+                     cfg_.lr, cfg_.beta1, cfg_.beta2, cfg_.weight_decay)};
 }
 
 double global_grad_norm(std::span<const float> grads) {

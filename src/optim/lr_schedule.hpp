@@ -9,5 +9,8 @@
 namespace pg {
 
 double learning_rate(const OptimConfig& o, int step, int max_steps);
+// The same schedule as a multiplier of the peak lr (learning_rate / optim.lr): each optimizer
+// applies it to its own peak (optim.lr for AdamW, optim.muon_lr for Muon).
+double lr_factor(const OptimConfig& o, int step, int max_steps);
 
 }  // namespace pg

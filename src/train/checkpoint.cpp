@@ -11,25 +11,24 @@
 namespace pg {
 
 namespace {
-std::vector<io::TensorRef> refs_for(const ParamTable& table, std::span<const float> buf, const char* suffix,
-                                    bool only_adamw) {
+std::vector<io::TensorRef> refs_for(const ParamTable& table, std::span<const float> buf) {
   std::vector<io::TensorRef> refs;
-  for (const auto& p : table.entries()) {
-    if (only_adamw && p.muon) continue;
-    refs.push_back({p.name + suffix, "F32", p.shape, buf.data() + p.offset, size_t(p.numel) * sizeof(float)});
-  }
+  for (const auto& p : table.entries())
+    refs.push_back({p.name, "F32", p.shape, buf.data() + p.offset, size_t(p.numel) * sizeof(float)});
   return refs;
 }
 }  // namespace
 
 void save_checkpoint(const std::string& run_dir, int64_t step, const ParamTable& table, std::span<const float> params,
-                     const OptimizerStateView& opt, const nlohmann::json& state) {
+                     std::span<const StateTensor> opt_state, const nlohmann::json& state,
+                     std::span<const io::TensorRef> extra_optimizer) {
   io::CheckpointTransaction tx(run_dir, step);
-  io::write_safetensors(tx.dir() + "/model.safetensors", refs_for(table, params, "", false),
+  io::write_safetensors(tx.dir() + "/model.safetensors", refs_for(table, params),
                         {{"format", "pt"}, {"producer", "polargpt"}});
-  auto opt_refs = refs_for(table, opt.exp_avg, ".exp_avg", false);
-  auto sq = refs_for(table, opt.exp_avg_sq, ".exp_avg_sq", false);
-  opt_refs.insert(opt_refs.end(), sq.begin(), sq.end());
+  std::vector<io::TensorRef> opt_refs;
+  for (const auto& s : opt_state)
+    opt_refs.push_back({s.name, "F32", s.shape, s.data, size_t(s.numel) * sizeof(float)});
+  opt_refs.insert(opt_refs.end(), extra_optimizer.begin(), extra_optimizer.end());
   io::write_safetensors(tx.dir() + "/optimizer.safetensors", opt_refs, {{"producer", "polargpt"}});
   {
     std::ofstream f(tx.dir() + "/state.json");
@@ -45,12 +44,9 @@ void load_model_weights(const std::string& ckpt_dir, const ParamTable& table, st
     r.read_into(p.name, params.data() + p.offset, "F32", p.shape);
 }
 
-void load_optimizer_state(const std::string& ckpt_dir, const ParamTable& table, const OptimizerStateView& opt) {
+void load_optimizer_state(const std::string& ckpt_dir, std::span<const StateTensor> opt_state) {
   io::SafetensorsReader r(ckpt_dir + "/optimizer.safetensors");
-  for (const auto& p : table.entries()) {
-    r.read_into(p.name + ".exp_avg", opt.exp_avg.data() + p.offset, "F32", p.shape);
-    r.read_into(p.name + ".exp_avg_sq", opt.exp_avg_sq.data() + p.offset, "F32", p.shape);
-  }
+  for (const auto& s : opt_state) r.read_into(s.name, s.data, "F32", s.shape);
 }
 
 nlohmann::json load_state_json(const std::string& ckpt_dir) {

@@ -29,8 +29,13 @@
 #include "io/metrics_log.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
+#include "model/moe_balance.hpp"
 #include "optim/adamw.hpp"
 #include "optim/lr_schedule.hpp"
+#include "optim/optimizer.hpp"
+#include "spectral/certificate.hpp"
+#include "spectral/constrain.hpp"
+#include "spectral/spectral_log.hpp"
 #include "train/checkpoint.hpp"
 #include "train/sample.hpp"
 
@@ -141,20 +146,39 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
   if (ec) throw UserError("--out " + opt.run_dir + ": cannot create directory (" + ec.message() + ")");
 
   // Model, parameters, optimizer. Buffers are padded to the bucket layout (dist/data_parallel.hpp).
-  const ParamTable table = build_gpt_params(cfg);
+  const ParamTable table = with_constraints(cfg, build_gpt_params(cfg));
   dist::DataParallel dp(comm, table, cfg.dist);
   std::vector<float> params(size_t(dp.padded_total()), 0.0f), grads(size_t(dp.padded_total()), 0.0f);
   init_gpt_params(cfg, table, params, cfg.train.seed);
-  AdamW adamw(cfg.optim, table, dp.owned());
+  // ZeRO-1 shards AdamW's moments by rank; Muon runs whole matrices and is not sharded yet, so
+  // every rank runs the same Muon step on the all-reduced gradients (dist.zero = 0).
+  if (cfg.dist.zero == 1 && cfg.optim.kind != "adamw")
+    throw UserError("dist.zero = 1: needs optim.kind = adamw (got '" + cfg.optim.kind + "'); use dist.zero = 0");
+  // The bias update reads the step's routing stats, which are per rank: replicas would drift apart.
+  if (W > 1 && cfg.moe.n_expert > 0 && cfg.moe.balance == "bias")
+    throw UserError("moe.balance = bias: not supported with more than one data-parallel rank yet; use moe.balance = aux");
+  AdamW* zero_adamw = nullptr;  // the sharded AdamW under ZeRO-1
+  std::unique_ptr<Optimizer> optimizer;
+  if (cfg.dist.zero == 1) {
+    auto a = std::make_unique<AdamW>(cfg.optim, table, dp.owned());
+    zero_adamw = a.get();
+    optimizer = std::move(a);
+  } else {
+    optimizer = make_optimizer(cfg.optim, table);
+  }
+  SpectralState spectral;
+  project_constrained(table, params, spectral, cfg, 0.0, 0);  // start inside the constraint set
   CpuGpt<float> model(cfg, table, B);
-  // Whole-buffer optimizer state, for checkpoints (ZeRO-1 ranks hold only their parts).
+  // Whole-buffer optimizer state, for checkpoints (ZeRO-1 ranks hold only their parts and gather
+  // them; a collective, every rank takes part).
   std::vector<float> full_m, full_v;
-  auto full_state = [&]() -> OptimizerStateView {
-    full_m.resize(params.size());
-    full_v.resize(params.size());
-    dp.gather_state(adamw.m(), full_m);
-    dp.gather_state(adamw.v(), full_v);
-    return {full_m, full_v};
+  auto full_state = [&]() -> std::vector<StateTensor> {
+    if (!zero_adamw) return optimizer->state();
+    full_m.assign(params.size(), 0.0f);
+    full_v.assign(params.size(), 0.0f);
+    dp.gather_state(zero_adamw->m(), full_m);
+    dp.gather_state(zero_adamw->v(), full_v);
+    return adamw_state(table, full_m.data(), full_v.data());
   };
 
   // Data: rank r reads its slice of every global batch of W*B windows.
@@ -175,11 +199,16 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     if (!latest) throw UserError("--resume " + opt.run_dir + ": no checkpoint found in " + opt.run_dir + "/checkpoints");
     const nlohmann::json st = load_state_json(*latest);
     load_model_weights(*latest, table, params);
-    full_m.assign(params.size(), 0.0f);
-    full_v.assign(params.size(), 0.0f);
-    load_optimizer_state(*latest, table, {full_m, full_v});
-    dp.scatter_state(full_m, adamw.m());
-    dp.scatter_state(full_v, adamw.v());
+    if (zero_adamw) {
+      full_m.assign(params.size(), 0.0f);
+      full_v.assign(params.size(), 0.0f);
+      load_optimizer_state(*latest, adamw_state(table, full_m.data(), full_v.data()));
+      dp.scatter_state(full_m, zero_adamw->m());
+      dp.scatter_state(full_v, zero_adamw->v());
+    } else {
+      load_optimizer_state(*latest, optimizer->state());
+    }
+    if (cfg.spectral.warm_start) spectral.load(io::SafetensorsReader(*latest + "/optimizer.safetensors"), table);
     try {
       start_step = st.at("step").get<int>();
       updates = st.at("updates").get<int64_t>();
@@ -194,6 +223,8 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
       throw UserError(*latest + "/state.json: missing or malformed field (" + std::string(e.what()) + ")");
     }
     if (lead && fs::exists(metrics_path)) io::truncate_jsonl_after_step(metrics_path, start_step);
+    if (lead && fs::exists(opt.run_dir + "/spectral.jsonl"))
+      io::truncate_jsonl_after_step(opt.run_dir + "/spectral.jsonl", start_step);
     if (lead) spdlog::info("resuming {} from step {} on {} rank(s)", *latest, start_step, W);
   } else if (io::find_latest_checkpoint(opt.run_dir)) {
     throw UserError("--out " + opt.run_dir + ": already holds a run with checkpoints; pass --resume " + opt.run_dir +
@@ -207,12 +238,15 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     metrics.emplace(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
     spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
                  table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
+    for (const auto& line : optimizer->describe()) spdlog::info("optimizer {}", line);
     spdlog::info("data: train {} tokens, val {} tokens; {} tokens per step ({} rank(s) x {} x {} x {})",
                  train_data.n_tokens(), val_data.n_tokens(), int64_t(B) * T * A * W, W, A, B, T);
     if (W > 1)
       spdlog::info("dist: {} ranks, {} gradient buckets in {}, zero {}", W, dp.buckets().size(), cfg.dist.grad_dtype,
                    cfg.dist.zero);
   }
+  std::optional<io::JsonlWriter> spectral_log;
+  if (lead && cfg.spectral.monitor_every > 0) spectral_log.emplace(opt.run_dir + "/spectral.jsonl", /*append=*/opt.resume);
 
   auto save = [&](int step) {
     nlohmann::json st = {{"step", step},
@@ -226,8 +260,10 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     for (uint64_t w : rng.state()) r.push_back(std::to_string(w));
     st["rng"] = r;
     st["world_size"] = W;
-    const OptimizerStateView state = full_state();  // a collective: every rank takes part
-    if (lead) save_checkpoint(opt.run_dir, step, table, std::span<const float>(params).first(size_t(table.total())), state, st);
+    const std::vector<StateTensor> state = full_state();  // a collective: every rank takes part
+    if (lead)
+      save_checkpoint(opt.run_dir, step, table, std::span<const float>(params).first(size_t(table.total())), state, st,
+                      spectral.tensor_refs(table));
   };
 
   RunSummary summary;
@@ -237,14 +273,17 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
   auto t_log = t_start;
   int steps_since_log = 0;
   const int max_steps = cfg.train.max_steps;
+  MoeStepStats moe_step;  // routing stats of the step (empty for a dense model)
 
   for (int step = start_step; step < max_steps; ++step) {
     std::fill(grads.begin(), grads.end(), 0.0f);
     double loss = 0.0;
+    moe_step.clear();
     for (int a = 0; a < A; ++a) {
       train_data.next_batch(x, y);
       loss += model.forward(params.data(), x.data(), y.data(), B, T) / A;
       model.backward(params.data(), grads.data(), 1.0 / A);
+      moe_step.add(model.moe_stats());
     }
     if (opt.after_backward) opt.after_backward(step, grads);
     dp.reduce_grads(grads);
@@ -260,8 +299,10 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
       skipped_in_row = 0;
       if (cfg.optim.grad_clip > 0 && gnorm > cfg.optim.grad_clip) dp.scale_grads(grads, float(cfg.optim.grad_clip / gnorm));
       ++updates;
-      adamw.step(params, grads, lr, updates);
+      optimizer->step(params, grads, lr_factor(cfg.optim, step, max_steps), updates);
       dp.gather_params(params);
+      project_constrained(table, params, spectral, cfg, lr, step + 1);
+      update_score_bias(cfg, table, params, moe_step);
     } else {
       ++skipped_total;
       ++skipped_in_row;
@@ -276,6 +317,8 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     ++steps_since_log;
     summary.steps_done = done;
     summary.final_train_loss = loss;
+    if (spectral_log && done % cfg.spectral.monitor_every == 0)  // inside the timed step
+      for (const auto& line : spectral_monitor_lines(cfg, table, params, done)) spectral_log->write(line);
 
     const bool last = done == max_steps;
     const bool stop = shared[1] > 0;
@@ -292,6 +335,7 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
         nlohmann::json rec = {{"step", done},      {"train_loss", loss},         {"lr", lr},
                               {"grad_norm", gnorm}, {"tokens_per_s", tps},        {"elapsed_s", elapsed},
                               {"skipped_steps", skipped_total}};
+        moe_step.write(rec);  // rank 0's routing stats
         std::string evalmsg;
         if (do_eval) {
           rec["val_loss"] = ev.loss;
@@ -299,6 +343,11 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
           summary.final_val_loss = ev.loss;
           summary.final_val_acc = ev.acc;
           evalmsg = fmt::format(" | val {:.4f} acc {:.3f}", ev.loss, ev.acc);
+          if (m.variant == "lipschitz") {
+            const nlohmann::json cert = lipschitz_certificate(cfg, table, params).to_json();
+            rec.update(cert);
+            evalmsg += fmt::format(" | log10 L {:.3f}", cert.at("log10_lipschitz_bound").get<double>());
+          }
         }
         if (!finite) rec["train_loss"] = nullptr;
         metrics->write(rec);

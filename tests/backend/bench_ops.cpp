@@ -9,24 +9,11 @@
 #include "backend/cpu/ops.hpp"
 #include "backend/cpu/parallel.hpp"
 #include "backend/ops_testing.hpp"
+#include "common/timing.hpp"
 
 using namespace pg::cpu;
 
-namespace {
-
-template <typename F>
-double best_of(int reps, const F& f) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    const auto t1 = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
-  }
-  return best;
-}
-
-}  // namespace
+using pg::test::best_of;
 
 TEST_CASE("bench: LM-head matmul and cross-entropy at N=2048, C=128, V=50257 (fp32)", "[.bench]") {
   const int N = 2048, C = 128, V = 50257;

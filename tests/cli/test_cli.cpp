@@ -13,6 +13,8 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/synthetic_data.hpp"
 #include "common/temp_dir.hpp"
 #include "io/jsonl.hpp"
@@ -135,12 +137,14 @@ TEST_CASE("cli: a corrupt checkpoint is refused with one line", "[cli]") {
 }
 
 TEST_CASE("cli: a run killed with SIGKILL resumes to the uninterrupted run's losses", "[cli]") {
+  const std::string kind = GENERATE(as<std::string>{}, "adamw", "muon");
+  CAPTURE(kind);
   test::TempDir d("cli");
   test::write_markov_shards(d.str(), 32, 50000, 2000, 3);
   write(d / "c.json", "{}");
   const std::string common = "train --config " + d / "c.json " + small_sets(d) +
                              " --set train.max_steps=200 --set train.checkpoint_every=20 --set train.eval_every=0 "
-                             "--set model.seq_len=64 --set train.batch_size=8";
+                             "--set model.seq_len=64 --set train.batch_size=8 --set optim.kind=" + kind;
   REQUIRE(run(common + " --out " + d / "full").code == 0);
 
   const std::string cmd = std::string(POLARGPT_BINARY) + " " + common + " --out " + d / "killed";
@@ -175,4 +179,37 @@ TEST_CASE("cli: a run killed with SIGKILL resumes to the uninterrupted run's los
     REQUIRE(b[i].at("step") == a[i].at("step"));
     REQUIRE(b[i].at("train_loss").get<double>() == a[i].at("train_loss").get<double>());
   }
+}
+
+TEST_CASE("cli: export to llm.c, import back, eval gives the same loss; export errors are one line", "[cli]") {
+  test::TempDir d("cli");
+  test::write_markov_shards(d.str(), 32, 5000, 2000, 4);
+  write(d / "c.json", "{}");
+  REQUIRE(run("train --config " + d / "c.json " + small_sets(d) + " --set train.max_steps=2 --out " + d / "run").code == 0);
+  REQUIRE(run("export --ckpt " + d / "run --format llmc --out " + d / "m.bin").code == 0);
+  const std::string data = " --set data.val=" + d / "syn_val_*.bin" + " --set train.batch_size=4 --set train.threads=1";
+  REQUIRE(run("import --llmc " + d / "m.bin --out " + d / "imp" + data).code == 0);
+  const auto a = run("eval --ckpt " + d / "run", true), b = run("eval --ckpt " + d / "imp", true);
+  REQUIRE(a.code == 0);
+  REQUIRE(b.code == 0);
+  auto loss = [](const std::string& out) { return nlohmann::json::parse(out.substr(out.find('{'))).at("val_loss"); };
+  REQUIRE(loss(a.output) == loss(b.output));
+  REQUIRE(run("export --ckpt " + d / "imp --format hf --out " + d / "hf").code == 0);
+  REQUIRE(fs::exists(d / "hf/config.json"));
+  REQUIRE(fs::exists(d / "hf/model.safetensors"));
+
+  auto one_line = [&](const std::string& args, const std::string& needle) {
+    INFO(args);
+    const auto r = run(args);
+    REQUIRE(r.code == 2);
+    REQUIRE(lines(r.output) == 1);
+    REQUIRE_THAT(r.output, Catch::Contains(needle));
+  };
+  write(d / "bad.bin", std::string(2048, '\x01'));
+  one_line("import --llmc " + d / "bad.bin --out " + d / "x", "bad.bin: bad magic");
+  one_line("import --llmc " + d / "m.bin --out " + d / "y --set model.n_layer=2", "model.n_layer");
+  one_line("export --ckpt " + d / "run --format onnx --out " + d / "z", "--format");
+  REQUIRE(run("train --config " + d / "c.json " + small_sets(d) +
+              " --set model.norm=rmsnorm --set train.max_steps=1 --out " + d / "rms").code == 0);
+  one_line("export --ckpt " + d / "rms --format hf --out " + d / "rms_hf", "model.norm: 'rmsnorm'");
 }

@@ -122,7 +122,8 @@ TEST_CASE("config: unknown keys and sections name the path and suggest the close
         "configs/x.json: unknown section 'modle' (did you mean 'model'?)");
   CHECK(load_error({{"train", {{"lr", 0.1}}}}) ==
         "configs/x.json: unknown key 'train.lr' (did you mean 'optim.lr'?)");
-  CHECK(load_error({{"spectral", {{"x", 1}}}}) == "configs/x.json: unknown section 'spectral'");
+  CHECK(load_error({{"quux", {{"x", 1}}}}) == "configs/x.json: unknown section 'quux'");
+  CHECK(load_error({{"spectral", {{"x", 1}}}}) == "configs/x.json: unknown key 'spectral.x'");
   CHECK(load_error({{"model", {{"qqqqqqqq", 1}}}}) == "configs/x.json: unknown key 'model.qqqqqqqq'");
   CHECK(load_error({{"model", 4}}) ==
         "configs/x.json: model: expected an object (a config section), got 4");

@@ -1,5 +1,6 @@
 // The cuBLASLt GEMM layer (backend/cuda/gemm.hpp) against float64 loops on the same bf16 inputs:
-// every transpose combination, alpha/beta, fp32 and bf16 outputs, bias and bias+GELU epilogues,
+// every transpose combination, alpha/beta, fp32 and bf16 outputs, bias and bias+GELU epilogues
+// (also storing the pre-activation, and the GELU-gradient epilogue),
 // strided batches (as Newton-Schulz uses them), the linear layer against cpu::matmul_fwd/bwd,
 // and the per-shape plan cache.
 // Tolerances: fp32 output 5e-4 (fp32 accumulation on the tensor cores over K <= 256);
@@ -89,6 +90,45 @@ TEST_CASE("gpu gemm: bf16 output with bias and bias+GELU epilogues", "[gpu][gemm
   CHECK(rel_diff(download(dC), ref_gelu) < kTolBf16);
 }
 
+TEST_CASE("gpu gemm: GELU with the pre-activation in aux, and the GELU-gradient epilogue", "[gpu][gemm]") {
+  const uint64_t seed = 916;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int M = 48, N = 80, K = 64;  // fc: act = gelu(inp[M,K]·w[N,K]^T + bias), pre kept in aux
+  const Vec A = round_bf16(randn(rng, int64_t(M) * K)), W = round_bf16(randn(rng, int64_t(N) * K, 0.2));
+  const Vec bias = round_bf16(randn(rng, N));
+  auto dA = upload_bf16(A), dW = upload_bf16(W), dbias = upload_bf16(bias);
+  cuda::DeviceBuffer<bf16> dC(size_t(M) * N), dpre(size_t(M) * N);
+  Vec pre(size_t(M) * N), act(size_t(M) * N);
+  cpu::matmul_fwd(pre.data(), A.data(), W.data(), bias.data(), M, K, N);
+  cpu::gelu_fwd(act.data(), pre.data(), int64_t(pre.size()));
+  cuda::GemmArgs g;
+  g.M = M, g.N = N, g.K = K, g.A = dA.data(), g.B = dW.data(), g.trans_b = true, g.C = dC.data();
+  g.out_type = cuda::OutType::BF16, g.epilogue = cuda::Epilogue::BiasGeluAux, g.bias = dbias.data();
+  g.aux = dpre.data();
+  runner.gemm(g);
+  stream.synchronize();
+  CHECK(rel_diff(download(dC), act) < kTolBf16);
+  const Vec pre_gpu = download(dpre);
+  CHECK(rel_diff(pre_gpu, pre) < kTolBf16);
+
+  // Backward: dpre[M,N] = (dout[M,P]·w2[P,N]) ∘ gelu'(pre), with pre the bf16 aux stored above.
+  const int Pn = 32;
+  const Vec D = round_bf16(randn(rng, int64_t(M) * Pn)), W2 = round_bf16(randn(rng, int64_t(Pn) * N, 0.2));
+  auto dD = upload_bf16(D), dW2 = upload_bf16(W2);
+  const Vec prod = ref_gemm(D, false, W2, false, {}, M, N, Pn, 1.0, 0.0);
+  Vec dref(prod.size(), 0.0);
+  cpu::gelu_bwd(dref.data(), prod.data(), pre_gpu.data(), int64_t(prod.size()));
+  cuda::GemmArgs d;
+  d.M = M, d.N = N, d.K = Pn, d.A = dD.data(), d.B = dW2.data(), d.C = dC.data(), d.out_type = cuda::OutType::BF16;
+  d.epilogue = cuda::Epilogue::DGelu, d.aux = dpre.data();
+  runner.gemm(d);
+  stream.synchronize();
+  CHECK(rel_diff(download(dC), dref) < kTolBf16);
+}
+
 TEST_CASE("gpu gemm: strided batches, X·X^T as in Newton-Schulz", "[gpu][gemm]") {
   const uint64_t seed = 913;
   CAPTURE(seed);
@@ -143,13 +183,27 @@ TEST_CASE("gpu gemm: linear layer backward matches cpu::matmul_bwd", "[gpu][gemm
   stream.synchronize();
   CHECK(rel_diff(download(d_dinp), dinp_ref) < kTolBf16);
   CHECK(rel_diff(download(dw_gpu), dw_ref.buf) < kTolGemmF32);
+
+  // The same dW (written: beta = 0) with the bias gradient Σ_rows dout from the epilogue.
+  Vec dbias_ref(size_t(OC), 0.0);
+  cpu::matmul_bwd((double*)nullptr, (double*)nullptr, dbias_ref.data(), dout.data(), inp.data(), w.data(), Nrows, IC,
+                  OC);
+  cuda::DeviceBuffer<float> dw2{size_t(OC) * IC}, d_dbias{size_t(OC)};
+  h.C = dw2.data(), h.beta = 0.f, h.epilogue = cuda::Epilogue::BiasGradA, h.bias_grad = d_dbias.data();
+  runner.gemm(h);
+  stream.synchronize();
+  CHECK(rel_diff(download(dw2), dw_ref.added()) < kTolGemmF32);
+  CHECK(rel_diff(download(d_dbias), dbias_ref) < kTolGemmF32);
 }
 
 TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {
   const uint64_t seed = 915;
   CAPTURE(seed);
   Rng rng(seed);
-  const int Nrows = 1000, OC = 77;  // rows not a multiple of the chunks, columns of the slab
+  // Rows not a multiple of the chunks; 77 columns take the scalar kernel (not a multiple of its
+  // 32-column slab), 264 the 16-byte one (a multiple of 8, not of its 256-column block).
+  const int Nrows = 1000, OC = GENERATE(77, 264);
+  CAPTURE(OC);
   const Vec dout = round_bf16(randn(rng, int64_t(Nrows) * OC));
   const Vec inp(size_t(Nrows), 0.0), w(size_t(OC), 0.0);  // IC = 1, only dbias is asked for
   AccumGrad dbias(rng, OC);

@@ -16,7 +16,10 @@ TEST_CASE("gpu residual + LayerNorm / RMSNorm forward and backward", "[gpu][norm
   const uint64_t seed = 921;
   CAPTURE(seed);
   Rng rng(seed);
-  const int N = 70, C = 200;  // C not a multiple of 32 or 8
+  // C = 200: not a multiple of 32 or 8 (one element per access); 520: 16-byte accesses, not a
+  // multiple of a warp's 256 columns.
+  const int N = 70, C = GENERATE(200, 520);
+  CAPTURE(C);
   const int64_t NC = int64_t(N) * C;
   for (NormKind kind : {NormKind::LayerNorm, NormKind::RMSNorm}) {
     const bool ln = kind == NormKind::LayerNorm;

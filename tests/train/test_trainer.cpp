@@ -57,9 +57,11 @@ TEST_CASE("trainer: loss falls on a learnable corpus and metrics have the docume
 }
 
 TEST_CASE("trainer: resuming from a checkpoint reproduces the uninterrupted losses exactly", "[train]") {
+  const std::string kind = GENERATE(as<std::string>{}, "adamw", "muon");
+  CAPTURE(kind);
   test::TempDir data("trdata"), run("trrun");
   test::write_markov_shards(data.str(), 32, 20000, 4000, 2);
-  const Config cfg = small_run(data);
+  const Config cfg = small_run(data, {"optim.kind=" + kind});
   train(cfg, {run / "full", false, {}});
   const auto full = losses(run / "full");
   REQUIRE(full.size() == 12);

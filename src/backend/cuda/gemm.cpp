@@ -38,6 +38,8 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int cols, int 
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+bool has_aux(Epilogue e) { return e == Epilogue::GeluAux || e == Epilogue::BiasGeluAux || e == Epilogue::DGelu; }
+
 }  // namespace
 
 GemmRunner::GemmRunner(cudaStream_t stream, size_t workspace_bytes)
@@ -73,11 +75,23 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
     case Epilogue::Bias: epi = CUBLASLT_EPILOGUE_BIAS; break;
     case Epilogue::Gelu: epi = CUBLASLT_EPILOGUE_GELU; break;
     case Epilogue::BiasGelu: epi = CUBLASLT_EPILOGUE_GELU_BIAS; break;
+    case Epilogue::GeluAux: epi = CUBLASLT_EPILOGUE_GELU_AUX; break;
+    case Epilogue::BiasGeluAux: epi = CUBLASLT_EPILOGUE_GELU_AUX_BIAS; break;
+    case Epilogue::DGelu: epi = CUBLASLT_EPILOGUE_DGELU; break;
+    // cuBLASLt sees our A as its second operand (B), reduced over the shared dimension K.
+    case Epilogue::BiasGradA: epi = CUBLASLT_EPILOGUE_BGRADB; break;
   }
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu) {
+  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux ||
+      g.epilogue == Epilogue::BiasGradA) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                 &out, sizeof(out)));
+  }
+  if (has_aux(g.epilogue)) {  // aux is laid out as the output: column-major [N, M], leading dim N
+    const int64_t ld = g.N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &out,
+                                                sizeof(out)));
   }
   // The stored shapes, column-major: first operand (our B) and second (our A).
   plan->a = g.trans_b ? make_layout(CUDA_R_16BF, g.K, g.N, g.batch, g.stride_b)
@@ -107,9 +121,23 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
 void GemmRunner::gemm(const GemmArgs& g) {
   PG_CHECK(g.M > 0 && g.N > 0 && g.K > 0 && g.batch > 0, "gemm: empty shape");
   PG_CHECK(aligned16(g.A) && aligned16(g.B) && aligned16(g.C), "gemm: pointers must be 16-byte aligned");
-  const bool has_bias = g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu;
+  const bool has_bias =
+      g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux;
   PG_CHECK(!has_bias || g.bias != nullptr, "gemm: bias epilogue without a bias");
+  PG_CHECK(!has_aux(g.epilogue) || (g.aux != nullptr && aligned16(g.aux) && g.batch == 1 && g.N % 8 == 0),
+           "gemm: GELU aux epilogue needs a 16-byte aligned aux, one batch and N % 8 == 0");
+  PG_CHECK(g.epilogue != Epilogue::BiasGradA ||
+               (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.batch == 1 && g.out_type == OutType::F32),
+           "gemm: BiasGradA needs a 16-byte aligned bias_grad, one batch and fp32 output");
   Plan& plan = plan_for(g);
+  if (g.epilogue == Epilogue::BiasGradA) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias_grad,
+                                                sizeof(g.bias_grad)));
+  }
+  if (has_aux(g.epilogue)) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g.aux,
+                                                sizeof(g.aux)));
+  }
   if (has_bias) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
                                                 sizeof(g.bias)));

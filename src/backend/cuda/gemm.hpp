@@ -1,5 +1,6 @@
 // The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands, fp32 accumulation, fp32 or
-// bf16 output, optional bias (+GELU) epilogue, strided batches.
+// bf16 output, optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
+// bias-gradient epilogues, strided batches.
 //
 // Convention: ROW-MAJOR, as everywhere in polargpt.
 //   C[M,N] = alpha · op(A) · op(B) (+ bias[N]) (-> gelu) + beta · C        for each batch b
@@ -31,7 +32,12 @@ namespace pg::cuda {
 using kernels::bf16;
 
 enum class OutType { F32, BF16 };
-enum class Epilogue { None, Bias, Gelu, BiasGelu };  // GELU: the tanh approximation
+// GELU: the tanh approximation. *GeluAux also store the pre-activation (the GEMM + bias) in aux;
+// DGelu multiplies the product by gelu'(aux) elementwise (the backward of a GELU whose input was
+// stored by *GeluAux): C = (op(A)·op(B)) ∘ gelu'(aux).
+// BiasGradA also WRITES bias_grad[m] = Σ_k op(A)[m,k] (fp32 output only): with A = dout stored
+// [rows, OC] and trans_a, the dW GEMM of a linear layer yields its bias gradient on the way.
+enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu, BiasGradA };
 
 struct GemmArgs {
   int M = 0, N = 0, K = 0;
@@ -43,7 +49,9 @@ struct GemmArgs {
   OutType out_type = OutType::F32;
   float alpha = 1.f, beta = 0.f;
   Epilogue epilogue = Epilogue::None;
-  const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu
+  const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
+  void* aux = nullptr;         // [M,N] row-major, of the output's type, with *GeluAux / DGelu; one batch
+  float* bias_grad = nullptr;  // [M], with BiasGradA; one batch
   // Strided batches: matrix b of each operand starts at ptr + b·stride (elements).
   int batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
