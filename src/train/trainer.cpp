@@ -23,6 +23,7 @@
 #include "data/tokenizer.hpp"
 #include "dist/data_parallel.hpp"
 #include "dist/in_process_comm.hpp"
+#include "dist/muon_split.hpp"
 #include "dist/rendezvous.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
@@ -150,8 +151,8 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
   dist::DataParallel dp(comm, table, cfg.dist);
   std::vector<float> params(size_t(dp.padded_total()), 0.0f), grads(size_t(dp.padded_total()), 0.0f);
   init_gpt_params(cfg, table, params, cfg.train.seed);
-  // ZeRO-1 shards AdamW's moments by rank; Muon runs whole matrices and is not sharded yet, so
-  // every rank runs the same Muon step on the all-reduced gradients (dist.zero = 0).
+  // ZeRO-1 shards AdamW's moments by rank; Muon's state is not sharded yet, so Muon runs on the
+  // all-reduced gradients (dist.zero = 0) with its Newton-Schulz work split over the ranks.
   if (cfg.dist.zero == 1 && cfg.optim.kind != "adamw")
     throw UserError("dist.zero = 1: needs optim.kind = adamw (got '" + cfg.optim.kind + "'); use dist.zero = 0");
   // The bias update reads the step's routing stats, which are per rank: replicas would drift apart.
@@ -164,7 +165,20 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     zero_adamw = a.get();
     optimizer = std::move(a);
   } else {
-    optimizer = make_optimizer(cfg.optim, table);
+    // Muon's Newton-Schulz matrices are split over the ranks (dist/muon_split.hpp).
+    NsSplitFn ns_split;
+    if (W > 1)
+      ns_split = [&comm](std::span<float* const> mats, std::span<const MatrixShape> shapes, const NsLocalFn& local) {
+        std::vector<dist::NsMatrix> dshapes;
+        for (const MatrixShape& s : shapes) dshapes.push_back({s.rows, s.cols});
+        dist::orthogonalize_distributed(comm, mats, dshapes,
+                                        [&](std::span<float* const> sub, std::span<const dist::NsMatrix> sub_shapes) {
+                                          std::vector<MatrixShape> ms;
+                                          for (const dist::NsMatrix& s : sub_shapes) ms.push_back({s.rows, s.cols});
+                                          local(sub, ms);
+                                        });
+      };
+    optimizer = make_optimizer(cfg.optim, table, std::move(ns_split));
   }
   SpectralState spectral;
   project_constrained(table, params, spectral, cfg, 0.0, 0);  // start inside the constraint set
