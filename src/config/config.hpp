@@ -87,6 +87,18 @@ struct TrainConfig {
   bool operator==(const TrainConfig&) const = default;
 };
 
+// Data parallelism (src/dist/). Multi-process runs (scripts/launch.sh) take their ranks from the
+// environment; dist.cpu_ranks runs ranks as threads of one process on the CPU.
+struct DistConfig {
+  std::string grad_dtype = "fp32";    // fp32 | bf16: the dtype gradients are reduced in
+  int zero = 0;                       // 0: all-reduce; 1: ZeRO-1 (reduce-scatter, sharded AdamW state)
+  double timeout_s = 300.0;           // rendezvous: how long to wait for every rank
+  double bucket_mb = 25.0;            // gradient bucket size, MiB of fp32 gradients
+  int cpu_ranks = 1;                  // ranks as threads of this process (CPU backend)
+
+  bool operator==(const DistConfig&) const = default;
+};
+
 // Spectral weight projection, sigma_max monitoring and the Lipschitz certificate
 // (src/spectral/constrain.hpp, ALGORITHMS.md sections 3-5).
 struct SpectralConfig {
@@ -131,6 +143,7 @@ struct Config {
   DataConfig data;
   OptimConfig optim;
   TrainConfig train;
+  DistConfig dist;
   SpectralConfig spectral;
   MoeConfig moe;
 

@@ -96,6 +96,19 @@ const std::vector<Field>& fields() {
        "Also write every metrics record as TensorBoard scalars (an events.out.tfevents.* file in "
        "the run directory)."},
 
+      // ---- dist -------------------------------------------------------------------------------
+      {PG_FIELD(dist, grad_dtype), one_of({"fp32", "bf16"}),
+       "Dtype gradients are reduced in across ranks (bf16 halves the traffic; summed in fp32)."},
+      {PG_FIELD(dist, zero), closed(0, 1),
+       "0: gradients all-reduced, every rank holds the whole AdamW state; 1: ZeRO-1 (reduce-scatter, "
+       "AdamW state sharded by rank, parameters all-gathered)."},
+      {PG_FIELD(dist, timeout_s), greater_than(0),
+       "Seconds the rendezvous waits for every rank to reach MASTER_ADDR:MASTER_PORT."},
+      {PG_FIELD(dist, bucket_mb), greater_than(0),
+       "Gradient bucket size in MiB of fp32 gradients (one collective per bucket)."},
+      {PG_FIELD(dist, cpu_ranks), closed(1, 64),
+       "Data-parallel ranks run as threads of one process on the CPU (multi-process runs use "
+       "scripts/launch.sh and take their ranks from the environment)."},
       // ---- spectral (src/spectral/constrain.hpp) ----------------------------------------------
       {PG_FIELD(spectral, method), one_of({"none", "normalize", "hammer", "softcap", "hardcap"}),
        "Projection applied to every constrained matrix after each optimizer step (softcap needs "

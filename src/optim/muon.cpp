@@ -40,14 +40,16 @@ MatrixList muon_matrices(const ParamTable& table) {
 
 }  // namespace
 
-Muon::Muon(const OptimConfig& cfg, const ParamTable& table)
+Muon::Muon(const OptimConfig& cfg, const ParamTable& table, NsSplitFn ns_split)
     : cfg_(cfg),
       table_(&table),
       momentum_(size_t(table.total()), 0.0f),
       direction_(size_t(table.total()), 0.0f),
       precision_(parse_ns_precision(cfg.ns_precision, "optim.ns_precision")),
       safety_(precision_ == NsPrecision::fp16 ? 1.02 : 1.01),
-      ns_(muon_matrices(table).shapes) {
+      ns_(muon_matrices(table).shapes),
+      shapes_(muon_matrices(table).shapes),
+      ns_split_(std::move(ns_split)) {
   if (!(cfg.muon_momentum >= 0.0 && cfg.muon_momentum < 1.0))
     throw UserError("optim.muon_momentum: expected a value in [0, 1), got " + fmt::format("{}", cfg.muon_momentum));
   if (!(cfg.muon_lr > 0.0)) throw UserError("optim.muon_lr: expected a value > 0, got " + fmt::format("{}", cfg.muon_lr));
@@ -73,7 +75,13 @@ void Muon::step(std::span<float> params, std::span<const float> grads, double lr
       d[i] = nesterov ? one_minus_mu * g[i] + mu * b[i] : b[i];
     }
   }
-  ns_.run(direction_ptrs_, schedule_, precision_, safety_);
+  if (ns_split_) {
+    ns_split_(direction_ptrs_, shapes_, [this](std::span<float* const> mats, std::span<const MatrixShape> shapes) {
+      NsGroups(shapes).run(mats, schedule_, precision_, safety_);
+    });
+  } else {
+    ns_.run(direction_ptrs_, schedule_, precision_, safety_);
+  }
   const double lr = cfg_.muon_lr * lr_factor;
   for (const Matrix& x : matrices_) {
     const size_t n = size_t(x.rows) * size_t(x.cols);

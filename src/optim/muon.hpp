@@ -33,7 +33,8 @@ double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols);
 class Muon final : public Optimizer {
  public:
   // Throws UserError for a bad NS configuration (schedule name, steps, precision).
-  Muon(const OptimConfig& cfg, const ParamTable& table);
+  // ns_split: see make_optimizer (optimizer.hpp); empty = all NS work on this process.
+  Muon(const OptimConfig& cfg, const ParamTable& table, NsSplitFn ns_split = {});
   void step(std::span<float> params, std::span<const float> grads, double lr_factor, int64_t t) override;
   std::vector<StateTensor> state() override;
   std::vector<std::string> describe() const override;
@@ -55,6 +56,8 @@ class Muon final : public Optimizer {
   NsPrecision precision_;
   double safety_;
   NsGroups ns_;
+  std::vector<MatrixShape> shapes_;  // of matrices_, for ns_split_
+  NsSplitFn ns_split_;
 };
 
 }  // namespace pg

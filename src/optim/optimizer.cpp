@@ -10,7 +10,8 @@ namespace {
 // optim.kind = muon: Muon on the tensors flagged muon, AdamW on the others, one schedule.
 class MuonAdamW final : public Optimizer {
  public:
-  MuonAdamW(const OptimConfig& cfg, const ParamTable& table) : muon_(cfg, table), adamw_(cfg, table) {}
+  MuonAdamW(const OptimConfig& cfg, const ParamTable& table, NsSplitFn ns_split)
+      : muon_(cfg, table, std::move(ns_split)), adamw_(cfg, table) {}
   void step(std::span<float> params, std::span<const float> grads, double lr_factor, int64_t t) override {
     muon_.step(params, grads, lr_factor, t);
     adamw_.step(params, grads, lr_factor, t);
@@ -34,8 +35,8 @@ class MuonAdamW final : public Optimizer {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, const ParamTable& table) {
-  if (cfg.kind == "muon") return std::make_unique<MuonAdamW>(cfg, table);
+std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, const ParamTable& table, NsSplitFn ns_split) {
+  if (cfg.kind == "muon") return std::make_unique<MuonAdamW>(cfg, table, std::move(ns_split));
   return std::make_unique<AdamW>(cfg, table);
 }
 

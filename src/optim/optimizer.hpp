@@ -8,6 +8,7 @@
 // a checkpoint does not depend on the order of the parameters in the flat buffer.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "config/config.hpp"
 #include "model/param_table.hpp"
+#include "optim/ns_groups.hpp"
 
 namespace pg {
 
@@ -40,8 +42,16 @@ class Optimizer {
   virtual std::vector<std::string> describe() const = 0;
 };
 
+// How Muon runs a step's Newton-Schulz work. Empty: every matrix on this process. The
+// data-parallel trainer passes a splitter (dist/muon_split.hpp) that orthogonalises each matrix
+// on one rank, by calling `local` (the same NS settings) on that rank's share, and gives every
+// rank every result.
+using NsLocalFn = std::function<void(std::span<float* const> mats, std::span<const MatrixShape> shapes)>;
+using NsSplitFn =
+    std::function<void(std::span<float* const> mats, std::span<const MatrixShape> shapes, const NsLocalFn& local)>;
+
 // AdamW alone or Muon + AdamW, by the table's muon flags (set by assign_optimizers from
 // optim.kind and the include/exclude patterns). The table must outlive the optimizer.
-std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, const ParamTable& table);
+std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, const ParamTable& table, NsSplitFn ns_split = {});
 
 }  // namespace pg

@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -20,6 +21,10 @@
 #include "data/dataloader.hpp"
 #include "data/shard.hpp"
 #include "data/tokenizer.hpp"
+#include "dist/data_parallel.hpp"
+#include "dist/in_process_comm.hpp"
+#include "dist/muon_split.hpp"
+#include "dist/rendezvous.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
 #include "io/metrics_log.hpp"
@@ -80,11 +85,13 @@ std::string human_time(double s) {
   return buf;
 }
 
+// Evaluates max_batches batches (or the whole split) of the val stream, of which this rank reads
+// its slice of world_size * B windows per batch (the val loader is sliced like the train one).
 EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, DataLoader& val, int B, int T,
-                    int max_batches) {
+                    int max_batches, int world_size = 1) {
   val.reset();
   const int64_t per_batch = int64_t(B) * T;
-  int n = int(val.n_windows() / B);
+  int n = int(val.n_windows() / (int64_t(B) * world_size));
   if (max_batches > 0) n = std::min(n, max_batches);
   if (n == 0) throw UserError("data.val: the val split holds fewer than batch_size windows of seq_len+1 tokens");
   std::vector<int32_t> x(static_cast<size_t>(per_batch)), y(static_cast<size_t>(per_batch));
@@ -99,31 +106,99 @@ EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, Data
   return {loss / n, double(correct) / double(per_batch * n), per_batch * n};
 }
 
+// run_eval on every rank, the totals summed over ranks: with equal batches per rank, the same
+// loss and accuracy as one rank evaluating the global batches.
+EvalResult run_eval_global(CpuGpt<float>& model, const std::vector<float>& params, DataLoader& val, int B, int T,
+                           int max_batches, dist::DataParallel& dp) {
+  const EvalResult ev = run_eval(model, params, val, B, T, max_batches, dp.world_size());
+  std::array<double, 3> sums = {ev.loss * double(ev.tokens), ev.acc * double(ev.tokens), double(ev.tokens)};
+  if (dp.world_size() == 1) return ev;
+  dp.sum(sums);
+  return {sums[0] / sums[2], sums[1] / sums[2], int64_t(sums[2])};
+}
+
 }  // namespace
 
 RunSummary train(const Config& cfg, const RunOptions& opt) {
   if (cfg.train.device == "cuda") throw UserError("train.device: 'cuda' is not available to the trainer yet (the CUDA model and kernels are tested on their own); use cpu");
+  const dist::DistEnv env = dist::dist_env_from_environment();
+  if (env.world_size > 1)
+    throw UserError("WORLD_SIZE=" + std::to_string(env.world_size) +
+                    ": multi-process training runs over NCCL and needs the CUDA backend; on the CPU run "
+                    "ranks as threads with --set dist.cpu_ranks=N");
   set_threads(cfg.train);
+  SignalGuard signals;
+  RunSummary out;
+  dist::run_ranks(cfg.dist.cpu_ranks, cfg.dist.timeout_s, [&](dist::Comm& comm) {
+    const RunSummary s = train_rank(cfg, opt, comm);
+    if (comm.rank() == 0) out = s;
+  });
+  return out;
+}
+
+RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm) {
   const auto& m = cfg.model;
   const int B = cfg.train.batch_size, T = m.seq_len, A = cfg.train.grad_accum;
+  const int W = comm.world_size(), rank = comm.rank();
+  const bool lead = rank == 0;  // logs, evaluates the totals, samples and writes files
 
   std::error_code ec;
   fs::create_directories(opt.run_dir, ec);
   if (ec) throw UserError("--out " + opt.run_dir + ": cannot create directory (" + ec.message() + ")");
 
-  // Model, parameters, optimizer.
+  // Model, parameters, optimizer. Buffers are padded to the bucket layout (dist/data_parallel.hpp).
   const ParamTable table = with_constraints(cfg, build_gpt_params(cfg));
-  std::vector<float> params(size_t(table.total()), 0.0f), grads(size_t(table.total()), 0.0f);
+  dist::DataParallel dp(comm, table, cfg.dist);
+  std::vector<float> params(size_t(dp.padded_total()), 0.0f), grads(size_t(dp.padded_total()), 0.0f);
   init_gpt_params(cfg, table, params, cfg.train.seed);
-  const std::unique_ptr<Optimizer> optimizer = make_optimizer(cfg.optim, table);
+  // ZeRO-1 shards AdamW's moments by rank; Muon's state is not sharded yet, so Muon runs on the
+  // all-reduced gradients (dist.zero = 0) with its Newton-Schulz work split over the ranks.
+  if (cfg.dist.zero == 1 && cfg.optim.kind != "adamw")
+    throw UserError("dist.zero = 1: needs optim.kind = adamw (got '" + cfg.optim.kind + "'); use dist.zero = 0");
+  // The bias update reads the step's routing stats, which are per rank: replicas would drift apart.
+  if (W > 1 && cfg.moe.n_expert > 0 && cfg.moe.balance == "bias")
+    throw UserError("moe.balance = bias: not supported with more than one data-parallel rank yet; use moe.balance = aux");
+  AdamW* zero_adamw = nullptr;  // the sharded AdamW under ZeRO-1
+  std::unique_ptr<Optimizer> optimizer;
+  if (cfg.dist.zero == 1) {
+    auto a = std::make_unique<AdamW>(cfg.optim, table, dp.owned());
+    zero_adamw = a.get();
+    optimizer = std::move(a);
+  } else {
+    // Muon's Newton-Schulz matrices are split over the ranks (dist/muon_split.hpp).
+    NsSplitFn ns_split;
+    if (W > 1)
+      ns_split = [&comm](std::span<float* const> mats, std::span<const MatrixShape> shapes, const NsLocalFn& local) {
+        std::vector<dist::NsMatrix> dshapes;
+        for (const MatrixShape& s : shapes) dshapes.push_back({s.rows, s.cols});
+        dist::orthogonalize_distributed(comm, mats, dshapes,
+                                        [&](std::span<float* const> sub, std::span<const dist::NsMatrix> sub_shapes) {
+                                          std::vector<MatrixShape> ms;
+                                          for (const dist::NsMatrix& s : sub_shapes) ms.push_back({s.rows, s.cols});
+                                          local(sub, ms);
+                                        });
+      };
+    optimizer = make_optimizer(cfg.optim, table, std::move(ns_split));
+  }
   SpectralState spectral;
   project_constrained(table, params, spectral, cfg, 0.0, 0);  // start inside the constraint set
   CpuGpt<float> model(cfg, table, B);
+  // Whole-buffer optimizer state, for checkpoints (ZeRO-1 ranks hold only their parts and gather
+  // them; a collective, every rank takes part).
+  std::vector<float> full_m, full_v;
+  auto full_state = [&]() -> std::vector<StateTensor> {
+    if (!zero_adamw) return optimizer->state();
+    full_m.assign(params.size(), 0.0f);
+    full_v.assign(params.size(), 0.0f);
+    dp.gather_state(zero_adamw->m(), full_m);
+    dp.gather_state(zero_adamw->v(), full_v);
+    return adamw_state(table, full_m.data(), full_v.data());
+  };
 
-  // Data.
+  // Data: rank r reads its slice of every global batch of W*B windows.
   DataLoader train_data({expand_shards(cfg.data.train, "data.train"), B, T, cfg.data.sampling == "random",
-                         cfg.train.seed, 0, 1});
-  DataLoader val_data({expand_shards(cfg.data.val, "data.val"), B, T, false, cfg.train.seed, 0, 1});
+                         cfg.train.seed, rank, W});
+  DataLoader val_data({expand_shards(cfg.data.val, "data.val"), B, T, false, cfg.train.seed, rank, W});
 
   // State that a checkpoint carries.
   int start_step = 0;
@@ -138,7 +213,15 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     if (!latest) throw UserError("--resume " + opt.run_dir + ": no checkpoint found in " + opt.run_dir + "/checkpoints");
     const nlohmann::json st = load_state_json(*latest);
     load_model_weights(*latest, table, params);
-    load_optimizer_state(*latest, optimizer->state());
+    if (zero_adamw) {
+      full_m.assign(params.size(), 0.0f);
+      full_v.assign(params.size(), 0.0f);
+      load_optimizer_state(*latest, adamw_state(table, full_m.data(), full_v.data()));
+      dp.scatter_state(full_m, zero_adamw->m());
+      dp.scatter_state(full_v, zero_adamw->v());
+    } else {
+      load_optimizer_state(*latest, optimizer->state());
+    }
     if (cfg.spectral.warm_start) spectral.load(io::SafetensorsReader(*latest + "/optimizer.safetensors"), table);
     try {
       start_step = st.at("step").get<int>();
@@ -153,26 +236,31 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     } catch (const nlohmann::json::exception& e) {
       throw UserError(*latest + "/state.json: missing or malformed field (" + std::string(e.what()) + ")");
     }
-    if (fs::exists(metrics_path)) io::truncate_jsonl_after_step(metrics_path, start_step);
-    if (fs::exists(opt.run_dir + "/spectral.jsonl")) io::truncate_jsonl_after_step(opt.run_dir + "/spectral.jsonl", start_step);
-    spdlog::info("resuming {} from step {}", *latest, start_step);
+    if (lead && fs::exists(metrics_path)) io::truncate_jsonl_after_step(metrics_path, start_step);
+    if (lead && fs::exists(opt.run_dir + "/spectral.jsonl"))
+      io::truncate_jsonl_after_step(opt.run_dir + "/spectral.jsonl", start_step);
+    if (lead) spdlog::info("resuming {} from step {} on {} rank(s)", *latest, start_step, W);
   } else if (io::find_latest_checkpoint(opt.run_dir)) {
     throw UserError("--out " + opt.run_dir + ": already holds a run with checkpoints; pass --resume " + opt.run_dir +
                     " to continue it, or choose another --out");
   }
-  {
+  dp.broadcast_params(params);  // identical replicas, however they were initialised or loaded
+  std::optional<io::MetricsLog> metrics;
+  if (lead) {
     std::ofstream f(opt.run_dir + "/config.json");
     f << to_json(cfg).dump(2) << "\n";
+    metrics.emplace(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
+    spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
+                 table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
+    for (const auto& line : optimizer->describe()) spdlog::info("optimizer {}", line);
+    spdlog::info("data: train {} tokens, val {} tokens; {} tokens per step ({} rank(s) x {} x {} x {})",
+                 train_data.n_tokens(), val_data.n_tokens(), int64_t(B) * T * A * W, W, A, B, T);
+    if (W > 1)
+      spdlog::info("dist: {} ranks, {} gradient buckets in {}, zero {}", W, dp.buckets().size(), cfg.dist.grad_dtype,
+                   cfg.dist.zero);
   }
-  io::MetricsLog metrics(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
   std::optional<io::JsonlWriter> spectral_log;
-  if (cfg.spectral.monitor_every > 0) spectral_log.emplace(opt.run_dir + "/spectral.jsonl", /*append=*/opt.resume);
-
-  spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
-               table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
-  for (const auto& line : optimizer->describe()) spdlog::info("optimizer {}", line);
-  spdlog::info("data: train {} tokens, val {} tokens; {} tokens per step", train_data.n_tokens(), val_data.n_tokens(),
-               int64_t(B) * T * A);
+  if (lead && cfg.spectral.monitor_every > 0) spectral_log.emplace(opt.run_dir + "/spectral.jsonl", /*append=*/opt.resume);
 
   auto save = [&](int step) {
     nlohmann::json st = {{"step", step},
@@ -185,13 +273,16 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
     nlohmann::json r = nlohmann::json::array();
     for (uint64_t w : rng.state()) r.push_back(std::to_string(w));
     st["rng"] = r;
-    save_checkpoint(opt.run_dir, step, table, params, optimizer->state(), st, spectral.tensor_refs(table));
+    st["world_size"] = W;
+    const std::vector<StateTensor> state = full_state();  // a collective: every rank takes part
+    if (lead)
+      save_checkpoint(opt.run_dir, step, table, std::span<const float>(params).first(size_t(table.total())), state, st,
+                      spectral.tensor_refs(table));
   };
 
-  SignalGuard signals;
   RunSummary summary;
   std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
-  const double tokens_per_step = double(B) * T * A;
+  const double tokens_per_step = double(B) * T * A * W;
   auto t_start = std::chrono::steady_clock::now();
   auto t_log = t_start;
   int steps_since_log = 0;
@@ -209,23 +300,27 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
       moe_step.add(model.moe_stats());
     }
     if (opt.after_backward) opt.after_backward(step, grads);
-    const double gnorm = global_grad_norm(grads);
+    dp.reduce_grads(grads);
+    const double gnorm = dp.grad_norm(grads);
+    // The global loss (mean of the ranks' means over equal token counts) and whether any rank
+    // was signalled: every rank takes the same decisions below.
+    std::array<double, 2> shared = {loss / W, g_signal.load() != 0 ? 1.0 : 0.0};
+    if (W > 1) dp.sum(shared);
+    loss = shared[0];
     const double lr = learning_rate(cfg.optim, step, max_steps);
     const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
     if (finite) {
       skipped_in_row = 0;
-      if (cfg.optim.grad_clip > 0 && gnorm > cfg.optim.grad_clip) {
-        const float s = float(cfg.optim.grad_clip / gnorm);
-        for (float& g : grads) g *= s;
-      }
+      if (cfg.optim.grad_clip > 0 && gnorm > cfg.optim.grad_clip) dp.scale_grads(grads, float(cfg.optim.grad_clip / gnorm));
       ++updates;
       optimizer->step(params, grads, lr_factor(cfg.optim, step, max_steps), updates);
+      dp.gather_params(params);
       project_constrained(table, params, spectral, cfg, lr, step + 1);
       update_score_bias(cfg, table, params, moe_step);
     } else {
       ++skipped_total;
       ++skipped_in_row;
-      spdlog::warn("step {}: non-finite loss {} or grad norm {}; update skipped ({} in a row)", step + 1, loss, gnorm,
+      if (lead) spdlog::warn("step {}: non-finite loss {} or grad norm {}; update skipped ({} in a row)", step + 1, loss, gnorm,
                    skipped_in_row);
       if (skipped_in_row >= cfg.train.max_skipped)
         throw UserError("train.max_skipped: " + std::to_string(skipped_in_row) +
@@ -240,42 +335,45 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
       for (const auto& line : spectral_monitor_lines(cfg, table, params, done)) spectral_log->write(line);
 
     const bool last = done == max_steps;
-    const bool stop = g_signal.load() != 0;
+    const bool stop = shared[1] > 0;
     const bool do_eval = last || (cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0);
     const bool do_log = last || stop || do_eval || done % cfg.train.log_every == 0;
     if (do_log) {
       const auto now = std::chrono::steady_clock::now();
-      const double dt = std::chrono::duration<double>(now - t_log).count();
-      const double elapsed = elapsed_before + std::chrono::duration<double>(now - t_start).count();
-      const double tps = dt > 0 ? steps_since_log * tokens_per_step / dt : 0.0;
-      nlohmann::json rec = {{"step", done},      {"train_loss", loss},         {"lr", lr},
-                            {"grad_norm", gnorm}, {"tokens_per_s", tps},        {"elapsed_s", elapsed},
-                            {"skipped_steps", skipped_total}};
-      moe_step.write(rec);
-      std::string evalmsg;
-      if (do_eval) {
-        const EvalResult ev = run_eval(model, params, val_data, B, T, cfg.train.eval_batches);
-        rec["val_loss"] = ev.loss;
-        rec["val_acc"] = ev.acc;
-        summary.final_val_loss = ev.loss;
-        summary.final_val_acc = ev.acc;
-        evalmsg = fmt::format(" | val {:.4f} acc {:.3f}", ev.loss, ev.acc);
-        if (m.variant == "lipschitz") {
-          const nlohmann::json cert = lipschitz_certificate(cfg, table, params).to_json();
-          rec.update(cert);
-          evalmsg += fmt::format(" | log10 L {:.3f}", cert.at("log10_lipschitz_bound").get<double>());
+      EvalResult ev;
+      if (do_eval) ev = run_eval_global(model, params, val_data, B, T, cfg.train.eval_batches, dp);
+      if (lead) {
+        const double dt = std::chrono::duration<double>(now - t_log).count();
+        const double elapsed = elapsed_before + std::chrono::duration<double>(now - t_start).count();
+        const double tps = dt > 0 ? steps_since_log * tokens_per_step / dt : 0.0;
+        nlohmann::json rec = {{"step", done},      {"train_loss", loss},         {"lr", lr},
+                              {"grad_norm", gnorm}, {"tokens_per_s", tps},        {"elapsed_s", elapsed},
+                              {"skipped_steps", skipped_total}};
+        moe_step.write(rec);  // rank 0's routing stats
+        std::string evalmsg;
+        if (do_eval) {
+          rec["val_loss"] = ev.loss;
+          rec["val_acc"] = ev.acc;
+          summary.final_val_loss = ev.loss;
+          summary.final_val_acc = ev.acc;
+          evalmsg = fmt::format(" | val {:.4f} acc {:.3f}", ev.loss, ev.acc);
+          if (m.variant == "lipschitz") {
+            const nlohmann::json cert = lipschitz_certificate(cfg, table, params).to_json();
+            rec.update(cert);
+            evalmsg += fmt::format(" | log10 L {:.3f}", cert.at("log10_lipschitz_bound").get<double>());
+          }
         }
+        if (!finite) rec["train_loss"] = nullptr;
+        metrics->write(rec);
+        const double eta = tps > 0 ? (max_steps - done) * tokens_per_step / tps : 0.0;
+        spdlog::info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | ETA {}{}", done,
+                     int(std::to_string(max_steps).size()), max_steps, loss, lr, gnorm, human_count(tps),
+                     human_time(eta), evalmsg);
       }
-      if (!finite) rec["train_loss"] = nullptr;
-      metrics.write(rec);
-      const double eta = tps > 0 ? (max_steps - done) * tokens_per_step / tps : 0.0;
-      spdlog::info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | ETA {}{}", done,
-                   int(std::to_string(max_steps).size()), max_steps, loss, lr, gnorm, human_count(tps),
-                   human_time(eta), evalmsg);
       t_log = std::chrono::steady_clock::now();  // eval time is not training throughput
       steps_since_log = 0;
     }
-    if (cfg.train.sample_every > 0 && done % cfg.train.sample_every == 0) {
+    if (lead && cfg.train.sample_every > 0 && done % cfg.train.sample_every == 0) {
       const Gpt2Tokenizer tok = Gpt2Tokenizer::load(cfg.data.tokenizer);
       SampleOptions so;
       so.max_tokens = cfg.train.sample_tokens;
@@ -289,7 +387,7 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
       save(done);
     }
     if (stop && !last) {
-      spdlog::warn("signal {} received: checkpoint saved at step {}; resume with --resume {}", g_signal.load(), done,
+      if (lead) spdlog::warn("signal {} received: checkpoint saved at step {}; resume with --resume {}", g_signal.load(), done,
                    opt.run_dir);
       summary.interrupted = true;
       break;

@@ -8,20 +8,24 @@
 // metrics.jsonl record; every eval_every steps val loss and accuracy; every checkpoint_every
 // steps (and at the end, and on SIGINT/SIGTERM) an atomic checkpoint. A resumed run restores
 // weights, optimizer moments, counters and the data position, so on the CPU it reproduces the
-// uninterrupted run's losses exactly.
+// uninterrupted run's losses exactly. Data-parallel runs (dist/) do the same on every rank with
+// the gradients averaged over ranks; a signal seen by any rank stops all of them after the same
+// step.
 #pragma once
 #include <functional>
 #include <span>
 #include <string>
 
 #include "config/config.hpp"
+#include "dist/comm.hpp"
 
 namespace pg {
 
 struct RunOptions {
   std::string run_dir;       // where config.json, metrics.jsonl and checkpoints/ go
   bool resume = false;       // continue from run_dir's latest checkpoint
-  // Test hook: called with (step index, gradients) after backward, before the finiteness check.
+  // Test hook: called on every rank with (step index, that rank's gradients) after backward,
+  // before they are reduced over the ranks and checked for finiteness.
   std::function<void(int, std::span<float>)> after_backward;
 };
 
@@ -31,8 +35,16 @@ struct RunSummary {
   bool interrupted = false;
 };
 
-// Runs training; throws UserError for bad input, returns the summary otherwise.
+// Runs training; throws UserError for bad input, returns the summary otherwise. With
+// dist.cpu_ranks = N > 1 the run is data-parallel over N ranks as threads of this process.
 RunSummary train(const Config& cfg, const RunOptions& opt);
+
+// One rank of a data-parallel run (world size 1 = the plain single-process run): rank r reads its
+// slice of every global batch (batch_size * grad_accum * world_size sequences), gradients are
+// averaged over ranks (dist/data_parallel.hpp); rank 0 logs, writes metrics and checkpoints and
+// samples, every rank evaluates its slice of the val batches. The caller owns signal handling
+// and threads (train() does both).
+RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm);
 
 struct EvalResult {
   double loss = 0, acc = 0;
