@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/temp_dir.hpp"
 #include "core/error.hpp"
 #include "data/prepare.hpp"
 #include "data/shard.hpp"
@@ -19,15 +20,7 @@ const pg::Gpt2Tokenizer& gpt2() {
   return tok;
 }
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& file) const { return (path / file).string(); }
-};
+using pg::test::TempDir;
 
 std::vector<int> as_ints(const std::vector<uint16_t>& v) { return {v.begin(), v.end()}; }
 
