@@ -1,7 +1,10 @@
-// A unique temporary directory for one test, removed when the object goes out of scope.
+// A unique temporary directory for one test, removed when the object goes out of scope, and
+// whole-file read/write helpers for the files tests put there.
 #pragma once
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 
@@ -9,7 +12,7 @@ namespace pg::test {
 
 class TempDir {
  public:
-  explicit TempDir(const std::string& tag) {
+  explicit TempDir(const std::string& tag = "test") {
     static std::atomic<int> counter{0};
     path_ = std::filesystem::temp_directory_path() /
             ("polargpt-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
@@ -28,5 +31,17 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline void spit(const std::string& path, const std::string& content) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << content;
+}
 
 }  // namespace pg::test

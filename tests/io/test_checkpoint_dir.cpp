@@ -4,7 +4,7 @@
 
 #include "core/error.hpp"
 #include "io/checkpoint_dir.hpp"
-#include "io/temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using pg::io::CheckpointTransaction;

@@ -16,7 +16,7 @@
 #include "core/rng.hpp"
 #include "io/llmc_model.hpp"
 #include "io/safetensors.hpp"
-#include "io/temp_dir.hpp"
+#include "common/temp_dir.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
 #include "model/gpt2_layout.hpp"

@@ -4,7 +4,7 @@
 
 #include "core/error.hpp"
 #include "io/jsonl.hpp"
-#include "io/temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 using nlohmann::json;
 using pg::io::JsonlWriter;

@@ -8,7 +8,7 @@
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "io/safetensors.hpp"
-#include "io/temp_dir.hpp"
+#include "common/temp_dir.hpp"
 
 using pg::io::SafetensorsReader;
 using pg::io::TensorRef;

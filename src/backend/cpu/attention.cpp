@@ -29,7 +29,7 @@ void attention_fwd(T* out, T* probs, const T* q, const T* k, const T* v, int B, 
           const int64_t h = bh % NH, b = bh / NH;
           const int64_t off = b * Tn * C + h * hs;  // this head's first row in q, k, v, out
           T* P = probs + bh * Tn * Tn;
-          gemm1(false, true, Tn, Tn, hs, T(scale), q + off, C, k + off, C, T(0), P, Tn);
+          dense::gemm(false, true, Tn, Tn, hs, T(scale), q + off, C, k + off, C, T(0), P, Tn);
           for (int64_t t = 0; t < Tn; ++t) {
             T* p = P + t * Tn;
             double mx = -INFINITY;
@@ -44,7 +44,7 @@ void attention_fwd(T* out, T* probs, const T* q, const T* k, const T* v, int B, 
             for (int64_t s = 0; s <= t; ++s) p[s] = T(double(p[s]) * inv);
             std::fill(p + t + 1, p + Tn, T(0));
           }
-          gemm1(false, false, Tn, hs, Tn, T(1), P, Tn, v + off, C, T(0), out + off, C);
+          dense::gemm(false, false, Tn, hs, Tn, T(1), P, Tn, v + off, C, T(0), out + off, C);
         }
       },
       1);
@@ -64,9 +64,9 @@ void attention_bwd(Nullable<T> dq, Nullable<T> dk, Nullable<T> dv, const T* dout
           const int64_t h = bh % NH, b = bh / NH;
           const int64_t off = b * Tn * C + h * hs;
           const T* P = probs + bh * Tn * Tn;
-          if (dv) gemm1(true, false, Tn, hs, Tn, T(1), P, Tn, dout + off, C, T(1), dv + off, C);
+          if (dv) dense::gemm(true, false, Tn, hs, Tn, T(1), P, Tn, dout + off, C, T(1), dv + off, C);
           if (!dq && !dk) continue;
-          gemm1(false, true, Tn, Tn, hs, T(1), dout + off, C, v + off, C, T(0), dS.data(), Tn);
+          dense::gemm(false, true, Tn, Tn, hs, T(1), dout + off, C, v + off, C, T(0), dS.data(), Tn);
           for (int64_t t = 0; t < Tn; ++t) {
             const T* p = P + t * Tn;
             T* d = dS.data() + t * Tn;
@@ -75,8 +75,8 @@ void attention_bwd(Nullable<T> dq, Nullable<T> dk, Nullable<T> dv, const T* dout
             for (int64_t s = 0; s <= t; ++s) d[s] = T(double(p[s]) * (double(d[s]) - pdp));
             std::fill(d + t + 1, d + Tn, T(0));
           }
-          if (dq) gemm1(false, false, Tn, hs, Tn, T(scale), dS.data(), Tn, k + off, C, T(1), dq + off, C);
-          if (dk) gemm1(true, false, Tn, hs, Tn, T(scale), dS.data(), Tn, q + off, C, T(1), dk + off, C);
+          if (dq) dense::gemm(false, false, Tn, hs, Tn, T(scale), dS.data(), Tn, k + off, C, T(1), dq + off, C);
+          if (dk) dense::gemm(true, false, Tn, hs, Tn, T(scale), dS.data(), Tn, q + off, C, T(1), dk + off, C);
         }
       },
       1);

@@ -31,7 +31,7 @@ void gemm(bool ta, bool tb, int M, int Nc, int K, T alpha, const T* A, int lda, 
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t m0 = b * rows, m1 = std::min<int64_t>(M, m0 + rows);
           const T* a = ta ? A + m0 : A + m0 * lda;
-          gemm1(ta, tb, int(m1 - m0), Nc, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
+          dense::gemm(ta, tb, int(m1 - m0), Nc, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
         }
       },
       work_per_block >= (int64_t(1) << 18) ? 1 : 4);
