@@ -15,6 +15,13 @@ double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols) {
   throw UserError("optim.muon_scale: expected keller or moonlight, got '" + rule + "'");
 }
 
+double muon_ns_safety(NsPrecision precision) { return precision == NsPrecision::fp16 ? 1.02 : 1.01; }
+
+std::vector<NsCoeffs> muon_ns_schedule(const OptimConfig& cfg) {
+  const NsPrecision precision = parse_ns_precision(cfg.ns_precision, "optim.ns_precision");
+  return ns_schedule(cfg.ns_schedule, cfg.ns_steps, muon_ns_safety(precision));
+}
+
 namespace {
 
 struct MatrixList {
@@ -46,7 +53,7 @@ Muon::Muon(const OptimConfig& cfg, const ParamTable& table, NsSplitFn ns_split)
       momentum_(size_t(table.total()), 0.0f),
       direction_(size_t(table.total()), 0.0f),
       precision_(parse_ns_precision(cfg.ns_precision, "optim.ns_precision")),
-      safety_(precision_ == NsPrecision::fp16 ? 1.02 : 1.01),
+      safety_(muon_ns_safety(precision_)),
       ns_(muon_matrices(table).shapes),
       shapes_(muon_matrices(table).shapes),
       ns_split_(std::move(ns_split)) {
@@ -54,7 +61,7 @@ Muon::Muon(const OptimConfig& cfg, const ParamTable& table, NsSplitFn ns_split)
     throw UserError("optim.muon_momentum: expected a value in [0, 1), got " + fmt::format("{}", cfg.muon_momentum));
   if (!(cfg.muon_lr > 0.0)) throw UserError("optim.muon_lr: expected a value > 0, got " + fmt::format("{}", cfg.muon_lr));
   muon_update_scale(cfg.muon_scale, 1, 1);  // validates the rule name
-  schedule_ = ns_schedule(cfg.ns_schedule, cfg.ns_steps, safety_);
+  schedule_ = muon_ns_schedule(cfg);
   const MatrixList l = muon_matrices(table);
   for (size_t i = 0; i < l.offsets.size(); ++i) {
     matrices_.push_back({l.offsets[i], l.shapes[i].rows, l.shapes[i].cols, l.decays[i] ? 1.0f : 0.0f});

@@ -29,6 +29,11 @@ namespace pg {
 
 // The update scale of a rows x cols matrix under rule "keller" | "moonlight".
 double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols);
+// The Newton-Schulz safety factor Muon uses at a precision (1.02 at fp16, else 1.01), and the
+// coefficient schedule it runs (optim.ns_schedule x optim.ns_steps built with that safety). The
+// soft cap's coupling (spectral/constrain.hpp) bounds Muon's update with the same schedule.
+double muon_ns_safety(NsPrecision precision);
+std::vector<NsCoeffs> muon_ns_schedule(const OptimConfig& cfg);
 
 class Muon final : public Optimizer {
  public:

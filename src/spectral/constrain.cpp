@@ -46,7 +46,7 @@ double muon_update_spectral_bound(const Config& cfg, int64_t rows, int64_t cols,
   // An update is lr_muon x scale x NS(M), and NS(M)'s singular values are at most the schedule's
   // largest output on (0, 1].
   const double muon_lr = lr * cfg.optim.muon_lr / cfg.optim.lr;
-  const auto sched = ns_schedule(cfg.optim.ns_schedule, cfg.optim.ns_steps, 1.01);
+  const auto sched = muon_ns_schedule(cfg.optim);
   return muon_lr * muon_update_scale(cfg.optim.muon_scale, rows, cols) * ns_schedule_max_output(sched);
 }
 

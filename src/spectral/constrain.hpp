@@ -53,8 +53,8 @@ double sigma_bound(const SpectralConfig& s, Role role, int64_t rows, int64_t col
 int64_t matrix_slices(const ParamInfo& p);
 
 // Largest spectral norm Muon's update lr * scale * NS(D) can have: lr * scale * the NS schedule's
-// maximum output (ns_schedule_max_output). The schedule and scale are Muon's defaults, keller5 x 5
-// and scale = sqrt(max(1, rows / cols)); Muon's own config replaces them when it lands.
+// maximum output (ns_schedule_max_output), with Muon's own schedule (muon_ns_schedule: optim.
+// ns_schedule, ns_steps, the safety of optim.ns_precision) and scale rule (optim.muon_scale).
 double muon_update_spectral_bound(const Config& cfg, int64_t rows, int64_t cols, double lr);
 
 // Power-iteration vectors per constrained matrix, keyed by parameter name (slices back to back).

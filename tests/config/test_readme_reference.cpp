@@ -2,13 +2,14 @@
 // a field added without regenerating the README fails here.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "config/config.hpp"
 
 TEST_CASE("config: the README's reference table equals describe_markdown()", "[config]") {
-  std::ifstream f(std::string(POLARGPT_SOURCE_DIR) + "/README.md");
+  std::ifstream f(std::filesystem::path(POLARGPT_SOURCE_DIR) / "README.md");
   REQUIRE(f.good());
   std::stringstream ss;
   ss << f.rdbuf();
