@@ -28,7 +28,7 @@ struct CudaSpectral::Group {
   std::vector<int64_t> slice;                // slice within its tensor
   std::vector<int64_t> offsets;              // into the flat buffer
   std::vector<double> bound;                 // sigma bound per slice
-  std::vector<int> host_iters;               // power iterations per slice, as last uploaded
+  std::vector<int> host_iters, next_iters;   // power iterations per slice: as last uploaded, this step's
   double eta_per_lr = 0;                     // soft cap: muon_update_spectral_bound at lr = 1
   size_t alpha_at = 0;                       // soft cap: this group's slot in the pinned staging
   cuda::DeviceBuffer<int64_t> d_offsets, d_work_offsets;
@@ -74,7 +74,7 @@ cuda::DeviceBuffer<T> upload_vec(const std::vector<T>& v) {
 
 }  // namespace
 
-CudaSpectral::CudaSpectral(const Config& cfg, const ParamTable& table, cudaStream_t stream)
+CudaSpectral::CudaSpectral(const Config& cfg, const ParamTable& table, cudaStream_t stream, int64_t max_work_elems)
     : cfg_(cfg), table_(with_constraints(cfg, table)), stream_(stream), gemm_(stream),
       op_(parse_precision(cfg.spectral.precision)),
       hardcap_sched_(ns_schedule_polar_express(kHardcapNsSteps, kHardcapEll, 1.02, 0.02)) {
@@ -108,13 +108,14 @@ CudaSpectral::CudaSpectral(const Config& cfg, const ParamTable& table, cudaStrea
     }
     for (auto& g : groups) {
       const int B = g->batch(), rows = g->rows, cols = g->cols;
-      g->chunk = int(std::clamp<int64_t>(kMaxWorkElems / (int64_t(rows) * cols), 1, B));
+      g->chunk = int(std::clamp<int64_t>(max_work_elems / (int64_t(rows) * cols), 1, B));
       g->d_offsets = upload_vec(g->offsets);
       g->d_bound = upload_vec(g->bound);
       std::vector<int64_t> work(static_cast<size_t>(g->chunk));
       for (int b = 0; b < g->chunk; ++b) work[size_t(b)] = int64_t(b) * rows * cols;
       g->d_work_offsets = upload_vec(work);
       g->host_iters.assign(size_t(B), 0);
+      g->next_iters.assign(size_t(B), 0);
       g->d_iters = cuda::DeviceBuffer<int>(size_t(B));
       g->u = cuda::DeviceBuffer<double>(size_t(B) * rows);
       g->v = cuda::DeviceBuffer<double>(size_t(B) * cols);
@@ -282,7 +283,7 @@ void CudaSpectral::project(float* params, kernels::bf16* params_bf16, double lr,
 void CudaSpectral::project_power(Group& g, float* params, kernels::bf16* params_bf16) {
   const SpectralConfig& s = cfg_.spectral;
   const int B = g.batch(), rows = g.rows, cols = g.cols;
-  std::vector<int> iters(static_cast<size_t>(B));
+  std::vector<int>& iters = g.next_iters;  // sized at construction: no allocation per step
   for (int b = 0; b < B; ++b) {
     const bool cold = !s.warm_start || !warm_[size_t(g.param[size_t(b)])];
     iters[size_t(b)] = s.power_iters + (cold ? kColdStartIters : 0);
@@ -290,7 +291,7 @@ void CudaSpectral::project_power(Group& g, float* params, kernels::bf16* params_
   if (iters != g.host_iters) {  // changes only after a cold start or upload_state
     CUDA_CHECK(cudaMemcpyAsync(g.d_iters.data(), iters.data(), size_t(B) * sizeof(int), cudaMemcpyHostToDevice,
                                stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // `iters` is pageable and goes out of scope
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // `iters` is pageable and rewritten next step
     g.host_iters = iters;
   }
   const int max_it = *std::max_element(iters.begin(), iters.end());

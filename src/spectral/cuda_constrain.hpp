@@ -73,8 +73,10 @@ class CudaSpectral {
   static constexpr int64_t kMaxWorkElems = int64_t(1) << 25;
 
   // The table's constraint marks are recomputed from cfg (mark_constrained). cfg and the table
-  // are copied. Work is enqueued on `stream`.
-  CudaSpectral(const Config& cfg, const ParamTable& table, cudaStream_t stream);
+  // are copied. Work is enqueued on `stream`. max_work_elems bounds a chunk (tests lower it to
+  // check the chunking).
+  CudaSpectral(const Config& cfg, const ParamTable& table, cudaStream_t stream,
+               int64_t max_work_elems = kMaxWorkElems);
   ~CudaSpectral();
   CudaSpectral(const CudaSpectral&) = delete;
   CudaSpectral& operator=(const CudaSpectral&) = delete;

@@ -7,16 +7,21 @@
 // round trip through download_state / upload_state.
 //
 // Tolerances, relative ‖gpu − cpu‖/‖cpu‖ per matrix after projection (the inputs are fp32 on both
-// sides, so differences are the GPU's rounding):
-//   normalize, hammer (float64 power iteration on both sides, any precision)   1e-5
-//   softcap, hardcap  spectral.precision = fp32                                1e-4
-//                     fp16 (operands rounded to 11 bits)                        1e-2
-//                     bf16 (8 bits)                                             4e-2
-// sigma_max after projection, relative excess over the bound w (normalize, softcap, hardcap):
-//   fp32 1e-3 (the hard cap's sign error near beta is ~2.5e-5 beta, ALGORITHMS/projection.hpp),
-//   fp16 1e-2, bf16 4e-2 (the capped values land at beta f with f the low-precision polar factor's
-//   singular value). The measured figures are printed.
-// Monitor: fp32 polar and power estimates within 1e-4 of the CPU's; certificate log10 within 1e-6.
+// sides, so differences are the GPU's rounding); in brackets the worst measured on an H200:
+//   normalize, hammer  float64 power iteration on both sides, any precision   1e-5  [0: bit-exact]
+//   softcap            spectral.precision fp32 1e-6 [5e-8], fp16 2e-4 [3.2e-5], bf16 2e-3 [2.5e-4]
+//                      (the operand rounding only touches the small correction a M M^T M)
+//   hardcap            fp32 2e-5 [3.4e-6], fp16 1e-2 [4.4e-3], bf16 5e-2 [3.0e-2]
+// sigma_max after projection, relative excess over the bound w by a float64 Jacobi SVD:
+//   hardcap, softcap   fp32 1e-4 [1.9e-6], fp16 5e-3 [1.7e-3], bf16 3e-2 [1.5e-2] (a capped value
+//                      lands at beta f, f the low-precision polar factor's singular value)
+//   normalize          1e-2 [1.3e-3] whatever the precision: power iteration under-estimates sigma_1
+//                      (24 cold iterations on spectra whose top two values are 7.5% apart), on the
+//                      CPU identically (ALGORITHMS.md section 3; the issue's check is w (1 + 1e-2)).
+// Monitor: fp32 polar and power estimates within 1e-4 of the CPU's [6e-8 ns3-accurate, 6e-7
+// ns5-fast, 6e-16 power], polar ones at fp16 1e-2 [1.0e-4 ns3-accurate, 1.2e-3 ns5-fast] and bf16
+// 5e-2 [8.7e-4, 9.2e-3] (the polar factor's rounding);
+// certificate log10 within 1e-6. The measured figures are printed.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -94,7 +99,8 @@ struct Compared {
 };
 
 // Two projection steps on the CPU and the GPU from the same params; every matrix compared.
-Compared compare_projection(const Config& cfg, const ParamTable& table0, const std::vector<float>& P0, double lr) {
+Compared compare_projection(const Config& cfg, const ParamTable& table0, const std::vector<float>& P0, double lr,
+                            int64_t max_work_elems = CudaSpectral::kMaxWorkElems) {
   const ParamTable table = with_constraints(cfg, table0);
   std::vector<float> cpu = P0;
   SpectralState state;
@@ -102,7 +108,7 @@ Compared compare_projection(const Config& cfg, const ParamTable& table0, const s
   cuda::DeviceBuffer<float> d{std::span<const float>(P0)};
   cuda::DeviceBuffer<bf16> d_bf16(P0.size());
   d_bf16.zero(stream.get());
-  CudaSpectral spec(cfg, table, stream.get());
+  CudaSpectral spec(cfg, table, stream.get(), max_work_elems);
   Compared out;
   for (int step = 1; step <= 2; ++step) {
     project_constrained(table, cpu, state, cfg, lr, step);
@@ -140,9 +146,13 @@ Compared compare_projection(const Config& cfg, const ParamTable& table0, const s
 
 double rel_tol(const std::string& method, const std::string& precision) {
   if (method == "normalize" || method == "hammer") return 1e-5;
-  return precision == "fp32" ? 1e-4 : precision == "fp16" ? 1e-2 : 4e-2;
+  if (method == "softcap") return precision == "fp32" ? 1e-6 : precision == "fp16" ? 2e-4 : 2e-3;
+  return precision == "fp32" ? 2e-5 : precision == "fp16" ? 1e-2 : 5e-2;
 }
-double excess_tol(const std::string& precision) { return precision == "fp32" ? 1e-3 : precision == "fp16" ? 1e-2 : 4e-2; }
+double excess_tol(const std::string& method, const std::string& precision) {
+  if (method == "normalize") return 1e-2;  // power iteration's under-estimate, not the precision
+  return precision == "fp32" ? 1e-4 : precision == "fp16" ? 5e-3 : 3e-2;
+}
 
 std::vector<std::string> method_sets(const std::string& method, const std::string& precision) {
   return {"spectral.method=" + method, "spectral.w_max=1.0", "spectral.w_max_head=2.0", "spectral.precision=" + precision,
@@ -150,6 +160,61 @@ std::vector<std::string> method_sets(const std::string& method, const std::strin
 }
 
 }  // namespace
+
+TEST_CASE("cuda spectral: GemmRunner with fp32 and fp16 operands, strided batches, alpha and beta",
+          "[gpu][spectral][gemm]") {
+  // The in_type the spectral ops use. Tolerances: fp32 operands 1e-5 (plain fp32 FMA over K <= 96,
+  // no TF32); fp16 operands 1e-4 (inputs rounded to fp16 first on both sides, products exact in
+  // fp32: only the accumulation order differs).
+  const uint64_t seed = 7000;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int M = 40, N = 24, K = 96, batch = 3;
+  for (int t = 0; t < 8; ++t) {
+    const bool ta = t & 1, tb = t & 2, half = t & 4;
+    CAPTURE(ta, tb, half);
+    Vec A = randn(rng, int64_t(batch) * M * K), B = randn(rng, int64_t(batch) * K * N);
+    const Vec C0 = randn(rng, int64_t(batch) * M * N);
+    if (half) {
+      for (auto& x : A) x = double(__half2float(__float2half_rn(float(x))));
+      for (auto& x : B) x = double(__half2float(__float2half_rn(float(x))));
+    }
+    Vec ref(C0.size());
+    for (int b = 0; b < batch; ++b)
+      for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+          double acc = 0;
+          for (int k = 0; k < K; ++k) {
+            const double a = ta ? A[size_t(b) * M * K + size_t(k) * M + i] : A[size_t(b) * M * K + size_t(i) * K + k];
+            const double x = tb ? B[size_t(b) * K * N + size_t(j) * K + k] : B[size_t(b) * K * N + size_t(k) * N + j];
+            acc += a * x;
+          }
+          const size_t o = size_t(b) * M * N + size_t(i) * N + j;
+          ref[o] = 0.5 * acc - 0.25 * C0[o];
+        }
+    auto dC = upload_f32(C0);
+    cuda::DeviceBuffer<float> dA32, dB32;
+    cuda::DeviceBuffer<__half> dA16, dB16;
+    cuda::GemmArgs g;
+    if (half) {
+      std::vector<__half> a(A.size()), b(B.size());
+      for (size_t i = 0; i < A.size(); ++i) a[i] = __float2half_rn(float(A[i]));
+      for (size_t i = 0; i < B.size(); ++i) b[i] = __float2half_rn(float(B[i]));
+      dA16 = upload(a), dB16 = upload(b);
+      g.A = dA16.data(), g.B = dB16.data(), g.in_type = cuda::InType::F16;
+    } else {
+      dA32 = upload_f32(A), dB32 = upload_f32(B);
+      g.A = dA32.data(), g.B = dB32.data(), g.in_type = cuda::InType::F32;
+    }
+    g.M = M, g.N = N, g.K = K, g.trans_a = ta, g.trans_b = tb, g.C = dC.data(), g.alpha = 0.5f, g.beta = -0.25f;
+    g.batch = batch, g.stride_a = int64_t(M) * K, g.stride_b = int64_t(K) * N, g.stride_c = int64_t(M) * N;
+    runner.gemm(g);
+    stream.synchronize();
+    CHECK(rel_diff(download(dC), ref) < (half ? 1e-4 : 1e-5));
+  }
+}
 
 TEST_CASE("cuda spectral: normalize, hammer and hardcap match project_constrained", "[gpu][spectral]") {
   for (std::string method : {"normalize", "hammer", "hardcap"})
@@ -166,7 +231,7 @@ TEST_CASE("cuda spectral: normalize, hammer and hardcap match project_constraine
       });
       const Compared c = compare_projection(cfg, table, P, 0.02);
       CHECK(c.worst_rel < rel_tol(method, precision));
-      if (method != "hammer") CHECK(c.worst_excess < excess_tol(precision));
+      if (method != "hammer") CHECK(c.worst_excess < excess_tol(method, precision));
     }
 }
 
@@ -186,7 +251,23 @@ TEST_CASE("cuda spectral: softcap matches project_constrained and holds w under 
     });
     const Compared c = compare_projection(cfg, table, P, lr);
     CHECK(c.worst_rel < rel_tol("softcap", precision));
-    CHECK(c.worst_excess < excess_tol(precision));
+    CHECK(c.worst_excess < excess_tol("softcap", precision));
+  }
+}
+
+TEST_CASE("cuda spectral: shape groups split into chunks give the same projections", "[gpu][spectral]") {
+  // One slice per chunk: every batched path runs with chunk offsets > 0.
+  for (std::string method : {"softcap", "hardcap", "normalize"}) {
+    const uint64_t seed = 7250 + method.size();
+    CAPTURE(method, seed);
+    Rng rng(seed);
+    const Config cfg = default_config(method_sets(method, "fp32"));
+    const ParamTable table = spectral_table(false);
+    const auto P = spectral_params(table, rng, [&](const ParamInfo& p) {
+      return 1.2 * sigma_bound(cfg.spectral, p.role, p.rows(), p.cols());
+    });
+    const Compared c = compare_projection(cfg, table, P, 0.02, 1);
+    CHECK(c.worst_rel < rel_tol(method, "fp32"));
   }
 }
 
@@ -214,15 +295,17 @@ TEST_CASE("cuda spectral: the lipschitz variant's embedding max-norm", "[gpu][sp
 }
 
 TEST_CASE("cuda spectral: monitor records and certificate match spectral_monitor_lines", "[gpu][spectral]") {
+  for (std::string precision : {"fp32", "fp16", "bf16"})
   for (std::string method : {"ns3-accurate", "ns5-fast", "power"}) {
+    if (method == "power" && precision != "fp32") continue;  // float64 whatever the precision
     const uint64_t seed = 7400;
-    CAPTURE(method, seed);
+    CAPTURE(method, precision, seed);
     const Config cfg = default_config({"model.variant=lipschitz", "model.norm=none", "model.bias=false",
                                        "model.tie_embeddings=false", "model.n_layer=2", "model.n_head=2",
                                        "model.d_model=64", "model.vocab_size=320", "model.seq_len=16",
                                        "spectral.method=hardcap", "spectral.monitor_every=1",
                                        "spectral.monitor_method=" + method, "spectral.monitor_iters=40",
-                                       "spectral.monitor_filter=h.*,lm_head.weight"});
+                                       "spectral.monitor_filter=h.*,lm_head.weight", "spectral.precision=" + precision});
     const ParamTable table = with_constraints(cfg, build_gpt_params(cfg));
     std::vector<float> P(size_t(table.total()), 0.f);
     init_gpt_params(cfg, table, P, seed);
@@ -248,8 +331,9 @@ TEST_CASE("cuda spectral: monitor records and certificate match spectral_monitor
       const double a = gpu[i]["sigma_max"], b = cpu[i]["sigma_max"];
       worst = std::max(worst, std::abs(a - b) / b);
     }
-    std::printf("monitor %s fp32: worst relative difference of sigma_max %.3e\n", method.c_str(), worst);
-    CHECK(worst < 1e-4);
+    std::printf("monitor %s %s: worst relative difference of sigma_max %.3e\n", method.c_str(), precision.c_str(),
+                worst);
+    CHECK(worst < (precision == "fp32" ? 1e-4 : precision == "fp16" ? 1e-2 : 5e-2));
   }
 }
 
