@@ -83,8 +83,10 @@ class CudaSpectral {
 
   // After an optimizer step: project every constrained matrix of params (device fp32, laid out by
   // the table) and refresh params_bf16 (may be null) where it changed. lr: this step's learning
-  // rate (the soft cap's coupling); step for messages. Enqueued on the stream, no host sync
-  // (the soft cap copies its per-slice strengths from pinned memory).
+  // rate (the soft cap's coupling); step for messages. Enqueued on the stream without a host
+  // sync, except once after construction or upload_state for normalize / hammer (the per-slice
+  // iteration counts, cold or warm, are uploaded); the soft cap copies its per-slice strengths
+  // from pinned memory, waiting only for the previous step's copy.
   void project(float* params, kernels::bf16* params_bf16, double lr, int64_t step);
 
   // Host mirrors of the power-iteration vectors (see above); download_state() synchronises.
