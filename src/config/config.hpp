@@ -116,6 +116,7 @@ struct SpectralConfig {
   std::string monitor_filter = "*";   // comma-separated glob patterns on parameter names
   std::string monitor_method = "ns3-accurate";  // ns5-fast | ns3-accurate | power
   int monitor_iters = 30;             // power iterations of the monitor
+  std::string precision = "fp32";     // CUDA: GEMM operands of the soft cap, hard cap and polar monitor (fp32 | fp16 | bf16)
 
   bool operator==(const SpectralConfig&) const = default;
 };

@@ -132,6 +132,9 @@ const std::vector<Field>& fields() {
       {PG_FIELD(spectral, monitor_method), one_of({"ns5-fast", "ns3-accurate", "power"}),
        "sigma_max estimate of the monitor: polar route (keller5 or cubic NS), or power iteration."},
       {PG_FIELD(spectral, monitor_iters), at_least(1), "Power iterations of the monitor."},
+      {PG_FIELD(spectral, precision), one_of({"fp32", "fp16", "bf16"}),
+       "CUDA only: operand type of the GEMMs of the soft cap, hard cap and polar monitor (fp32 accumulation "
+       "always; fp32 matches the CPU, fp16/bf16 run on the tensor cores at a stated loss of accuracy)."},
       // ---- moe --------------------------------------------------------------------------------
       {PG_FIELD(moe, n_expert), at_least(0),
        "Routed experts per MoE block; 0 = dense. Needs model.variant = moe (and vice versa)."},

@@ -49,12 +49,17 @@ nlohmann::json LipschitzCertificate::to_json() const {
 }
 
 LipschitzCertificate lipschitz_certificate(const Config& cfg, const ParamTable& table, std::span<const float> params) {
-  LipschitzCertificate c;
-  c.input_radius = lipschitz_input_radius(cfg);
-  c.log10_bound = log10_lipschitz_bound(cfg, [&](const std::string& name) {
+  return lipschitz_certificate(cfg, table, [&](const std::string& name) {
     const ParamInfo& p = table.get(name);
     return sigma_max_power(params.data() + p.offset, int(p.rows()), int(p.cols()), kCertificateIters);
   });
+}
+
+LipschitzCertificate lipschitz_certificate(const Config& cfg, const ParamTable& table,
+                                           const std::function<double(const std::string&)>& measured_sigma) {
+  LipschitzCertificate c;
+  c.input_radius = lipschitz_input_radius(cfg);
+  c.log10_bound = log10_lipschitz_bound(cfg, measured_sigma);
   // hammer moves only the top singular pair: sigma_2 may stay above w_max, so it certifies nothing.
   bool all_constrained = cfg.spectral.method != "hammer";
   for (const auto& p : table.entries())

@@ -51,5 +51,8 @@ inline constexpr int kCertificateIters = 60;
 // The certificate of flat params laid out by `table` (with p.constrained marked), measuring every
 // weight matrix's sigma_max by power iteration.
 LipschitzCertificate lipschitz_certificate(const Config& cfg, const ParamTable& table, std::span<const float> params);
+// The same from measured sigma_max per matrix name (the CUDA monitor measures on the device).
+LipschitzCertificate lipschitz_certificate(const Config& cfg, const ParamTable& table,
+                                           const std::function<double(const std::string&)>& measured_sigma);
 
 }  // namespace pg

@@ -29,8 +29,6 @@ double phi_root(double r) {
   return 0.5 * (lo + hi);
 }
 
-constexpr double kHardcapEll = 1e-4;
-
 }  // namespace
 
 void spectral_normalize(float* W, int rows, int cols, double sigma_hat, double w_max) {

@@ -66,8 +66,13 @@ double softcap_max_k(double w_max);
 double softcap_bound_k(double w_max, double lr, double weight_decay, double update_spectral_bound);
 void spectral_softcap(float* W, int batch, int rows, int cols, double alpha);
 
-void spectral_hardcap(float* W, int batch, int rows, int cols, double beta, int ns_steps = 10);
+// The hard cap's msign schedule: Polar Express, kHardcapNsSteps steps on [kHardcapEll, 1],
+// safety 1.02, cushion 0.02 (see above).
+inline constexpr double kHardcapEll = 1e-4;
+inline constexpr int kHardcapNsSteps = 10;
+
+void spectral_hardcap(float* W, int batch, int rows, int cols, double beta, int ns_steps = kHardcapNsSteps);
 // float64 path (tests and reference): the same with float64 Newton-Schulz.
-void spectral_hardcap(double* W, int batch, int rows, int cols, double beta, int ns_steps = 10);
+void spectral_hardcap(double* W, int batch, int rows, int cols, double beta, int ns_steps = kHardcapNsSteps);
 
 }  // namespace pg

@@ -24,26 +24,33 @@ double monitor_sigma(const SpectralConfig& s, const float* W, int rows, int cols
   return sigma_max_polar(W, rows, cols, s.monitor_method, s.monitor_iters);
 }
 
-std::vector<nlohmann::json> spectral_monitor_lines(const Config& cfg, const ParamTable& table,
-                                                   std::span<const float> params, int64_t step) {
+std::vector<nlohmann::json> spectral_monitor_lines(const Config& cfg, const ParamTable& table, int64_t step,
+                                                   const std::function<double(const ParamInfo&, int64_t)>& sigma,
+                                                   const std::function<nlohmann::json()>& certificate) {
   std::vector<nlohmann::json> out;
   const SpectralConfig& s = cfg.spectral;
   for (const auto& p : table.entries()) {
     if (!p.is_matrix() || !monitor_matches(s.monitor_filter, p.name)) continue;
-    const int rows = int(p.rows()), cols = int(p.cols());
     const int64_t slices = matrix_slices(p);
     for (int64_t i = 0; i < slices; ++i) {
-      nlohmann::json j = {{"step", step},
-                          {"name", p.name},
-                          {"sigma_max", monitor_sigma(s, params.data() + p.offset + i * rows * cols, rows, cols)},
-                          {"method", s.monitor_method}};
+      nlohmann::json j = {{"step", step}, {"name", p.name}, {"sigma_max", sigma(p, i)}, {"method", s.monitor_method}};
       if (p.shape.size() > 2) j["slice"] = i;
       out.push_back(std::move(j));
     }
   }
-  if (cfg.model.variant == "lipschitz")
-    out.push_back({{"step", step}, {"certificate", lipschitz_certificate(cfg, table, params).to_json()}});
+  if (cfg.model.variant == "lipschitz") out.push_back({{"step", step}, {"certificate", certificate()}});
   return out;
+}
+
+std::vector<nlohmann::json> spectral_monitor_lines(const Config& cfg, const ParamTable& table,
+                                                   std::span<const float> params, int64_t step) {
+  return spectral_monitor_lines(
+      cfg, table, step,
+      [&](const ParamInfo& p, int64_t i) {
+        const int rows = int(p.rows()), cols = int(p.cols());
+        return monitor_sigma(cfg.spectral, params.data() + p.offset + i * rows * cols, rows, cols);
+      },
+      [&] { return lipschitz_certificate(cfg, table, params).to_json(); });
 }
 
 }  // namespace pg

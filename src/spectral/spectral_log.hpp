@@ -7,6 +7,7 @@
 // `?`, `[...]`) on parameter names; only matrices (2-D and up) are measured.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,5 +28,10 @@ double monitor_sigma(const SpectralConfig& s, const float* W, int rows, int cols
 // The lines described above, for one step.
 std::vector<nlohmann::json> spectral_monitor_lines(const Config& cfg, const ParamTable& table,
                                                    std::span<const float> params, int64_t step);
+// The same lines from a sigma per (matrix, slice) and the certificate (called for the lipschitz
+// variant only): the CUDA monitor measures on the device and writes through this.
+std::vector<nlohmann::json> spectral_monitor_lines(const Config& cfg, const ParamTable& table, int64_t step,
+                                                   const std::function<double(const ParamInfo&, int64_t)>& sigma,
+                                                   const std::function<nlohmann::json()>& certificate);
 
 }  // namespace pg

@@ -54,12 +54,13 @@ GemmRunner::~GemmRunner() {
 
 GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
   const Key key{g.M, g.N, g.K, g.trans_a, g.trans_b, int(g.out_type), int(g.epilogue), g.batch,
-                g.stride_a, g.stride_b, g.stride_c, g.beta != 0.f};
+                g.stride_a, g.stride_b, g.stride_c, g.beta != 0.f, int(g.in_type)};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
 
   auto plan = std::make_unique<Plan>();
   const cudaDataType_t out = g.out_type == OutType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  const cudaDataType_t in = g.in_type == InType::F32 ? CUDA_R_32F : g.in_type == InType::F16 ? CUDA_R_16F : CUDA_R_16BF;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // Column-major view: D^T[N,M] = opB'(B^T) · opA'(A^T). Row-major B stored [K,N] is column-major
   // [N,K]: no transpose; stored [N,K] (trans_b) is column-major [K,N]: transpose. Likewise A.
@@ -94,10 +95,10 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
                                                 sizeof(out)));
   }
   // The stored shapes, column-major: first operand (our B) and second (our A).
-  plan->a = g.trans_b ? make_layout(CUDA_R_16BF, g.K, g.N, g.batch, g.stride_b)
-                      : make_layout(CUDA_R_16BF, g.N, g.K, g.batch, g.stride_b);
-  plan->b = g.trans_a ? make_layout(CUDA_R_16BF, g.M, g.K, g.batch, g.stride_a)
-                      : make_layout(CUDA_R_16BF, g.K, g.M, g.batch, g.stride_a);
+  plan->a = g.trans_b ? make_layout(in, g.K, g.N, g.batch, g.stride_b)
+                      : make_layout(in, g.N, g.K, g.batch, g.stride_b);
+  plan->b = g.trans_a ? make_layout(in, g.M, g.K, g.batch, g.stride_a)
+                      : make_layout(in, g.K, g.M, g.batch, g.stride_a);
   plan->c = make_layout(out, g.N, g.M, g.batch, g.stride_c);
 
   cublasLtMatmulPreference_t pref = nullptr;
@@ -121,6 +122,7 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
 void GemmRunner::gemm(const GemmArgs& g) {
   PG_CHECK(g.M > 0 && g.N > 0 && g.K > 0 && g.batch > 0, "gemm: empty shape");
   PG_CHECK(aligned16(g.A) && aligned16(g.B) && aligned16(g.C), "gemm: pointers must be 16-byte aligned");
+  PG_CHECK(g.out_type == OutType::F32 || g.in_type == InType::BF16, "gemm: bf16 output needs bf16 operands");
   const bool has_bias =
       g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux;
   PG_CHECK(!has_bias || g.bias != nullptr, "gemm: bias epilogue without a bias");

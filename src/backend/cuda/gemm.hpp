@@ -1,5 +1,5 @@
-// The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands, fp32 accumulation, fp32 or
-// bf16 output, optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
+// The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands (or fp16 / fp32 ones, by
+// in_type), fp32 accumulation, fp32 or bf16 output, optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
 // bias-gradient epilogues, strided batches.
 //
 // Convention: ROW-MAJOR, as everywhere in polargpt.
@@ -32,6 +32,10 @@ namespace pg::cuda {
 using kernels::bf16;
 
 enum class OutType { F32, BF16 };
+// Operand type of A and B. BF16 (the default) and F16 run on the tensor cores with fp32
+// accumulation; F32 is plain fp32 (CUBLAS_COMPUTE_32F, no TF32 rounding) for the spectral ops that
+// need float32 products. BF16 output needs BF16 operands.
+enum class InType { BF16, F16, F32 };
 // GELU: the tanh approximation. *GeluAux also store the pre-activation (the GEMM + bias) in aux;
 // DGelu multiplies the product by gelu'(aux) elementwise (the backward of a GELU whose input was
 // stored by *GeluAux): C = (op(A)·op(B)) ∘ gelu'(aux).
@@ -41,12 +45,13 @@ enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu, B
 
 struct GemmArgs {
   int M = 0, N = 0, K = 0;
-  const bf16* A = nullptr;
+  const void* A = nullptr;  // bf16*, __half* or float*, per in_type
   bool trans_a = false;
-  const bf16* B = nullptr;
+  const void* B = nullptr;
   bool trans_b = false;
   void* C = nullptr;  // float* or bf16*, per out_type; read when beta != 0
   OutType out_type = OutType::F32;
+  InType in_type = InType::BF16;
   float alpha = 1.f, beta = 0.f;
   Epilogue epilogue = Epilogue::None;
   const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
@@ -70,7 +75,7 @@ class GemmRunner {
 
  private:
   struct Plan;
-  using Key = std::tuple<int, int, int, bool, bool, int, int, int, int64_t, int64_t, int64_t, bool>;
+  using Key = std::tuple<int, int, int, bool, bool, int, int, int, int64_t, int64_t, int64_t, bool, int>;
   Plan& plan_for(const GemmArgs& a);
 
   cudaStream_t stream_;
