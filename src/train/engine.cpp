@@ -30,6 +30,10 @@ std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
   if (hs != 32 && hs != 64 && hs != 128)
     return "model.d_model / model.n_head: the cuda backend needs a head size of 32, 64 or 128 (got " +
            std::to_string(hs) + ")";
+  // The attention kernels put batch x heads on one grid dimension.
+  if (int64_t(cfg.train.batch_size) * cfg.model.n_head > 65535)
+    return "train.batch_size * model.n_head = " + std::to_string(int64_t(cfg.train.batch_size) * cfg.model.n_head) +
+           ": the cuda attention kernels take at most 65535; use a smaller train.batch_size and more train.grad_accum";
   return "";
 }
 

@@ -138,15 +138,16 @@ TEST_CASE("cuda trainer: resume continues the curve; checkpoints cross backends 
 TEST_CASE("cuda trainer: a run that does not fit names the bytes needed and free", "[gpu][train]") {
   test::TempDir data("ctdata"), run("ctrun");
   test::write_markov_shards(data.str(), 64, 40000, 8000, 13);
-  // 2^26 tokens a micro-batch: terabytes of activations.
-  const Config cfg = run_config(data, "cuda", {"model.seq_len=1024", "train.batch_size=65536"});
+  // 2^22 tokens a micro-batch of a 4-layer d_model 1024 model: about 0.5 TB of activations.
+  const Config cfg = run_config(data, "cuda", {"model.n_layer=4", "model.d_model=1024", "model.n_head=8",
+                                               "model.seq_len=1024", "train.batch_size=4096"});
   try {
     train(cfg, {run / "oom", false, {}});
     FAIL("expected a UserError");
   } catch (const UserError& e) {
     const std::string msg = e.what();
     CAPTURE(msg);
-    CHECK_THAT(msg, Catch::Contains("train.batch_size=65536"));
+    CHECK_THAT(msg, Catch::Contains("train.batch_size=4096"));
     CHECK_THAT(msg, Catch::Contains("bytes") && Catch::Contains("free"));
     CHECK_THAT(msg, Catch::Contains("parameters, gradients and optimizer state"));
     CHECK(msg.find('\n') == std::string::npos);
@@ -164,6 +165,7 @@ TEST_CASE("cuda trainer: refusals name their key; a non-finite step is skipped",
       {{"model.norm=none"}, "model.norm"},
       {{"dist.cpu_ranks=2"}, "dist.cpu_ranks"},
       {{"optim.kind=muon"}, "optim.kind = muon"},
+      {{"train.batch_size=40000"}, "train.batch_size * model.n_head"},
   };
   int i = 0;
   for (const auto& [sets, key] : cases) {

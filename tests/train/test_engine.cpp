@@ -38,6 +38,7 @@ TEST_CASE("engine: --device cuda refuses what the CUDA trainer lacks, naming the
       {{"model.norm=none"}, "model.norm"},
       {{"dist.cpu_ranks=2"}, "dist.cpu_ranks"},
       {{"optim.kind=muon"}, "optim.kind = muon"},
+      {{"train.batch_size=40000", "model.n_head=2", "model.d_model=64"}, "train.batch_size * model.n_head"},
   };
   for (const auto& [sets, key] : cases) {
     CAPTURE(key);
