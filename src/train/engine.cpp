@@ -10,6 +10,12 @@
 
 namespace pg {
 
+std::string cuda_world_size_unsupported(int world_size) {
+  return "WORLD_SIZE=" + std::to_string(world_size) +
+         ": multi-GPU data parallelism (NCCL) is not supported on --device cuda yet; train in one process "
+         "(without scripts/launch.sh)";
+}
+
 std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
   const std::string tail = " is not supported on --device cuda yet; use --device cpu";
   if (cfg.moe.n_expert > 0 || cfg.model.variant == "moe")
@@ -20,10 +26,7 @@ std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
   if (cfg.model.norm == "none") return "model.norm = none: residual adds are fused into the norms on the GPU;" + tail.substr(1);
   if (cfg.dist.cpu_ranks > 1)
     return "dist.cpu_ranks = " + std::to_string(cfg.dist.cpu_ranks) + ": ranks as threads are a CPU feature; use 1 on --device cuda";
-  if (world_size > 1)
-    return "WORLD_SIZE=" + std::to_string(world_size) +
-           ": multi-GPU data parallelism (NCCL) is not supported on --device cuda yet; train in one process "
-           "(without scripts/launch.sh)";
+  if (world_size > 1) return cuda_world_size_unsupported(world_size);
   // CudaMuon (src/optim/cuda_muon.hpp) plugs into make_cuda_optimizer (optim/cuda_adamw.cpp).
   if (cfg.optim.kind == "muon") return "optim.kind = muon: Muon" + tail + ", or optim.kind = adamw";
   const int hs = cfg.d_head();

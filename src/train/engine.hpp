@@ -85,6 +85,9 @@ std::unique_ptr<TrainEngine> make_cpu_engine(const Config& cfg, const RunOptions
 // Why --device cuda cannot train this config ("" when it can): the features the CUDA trainer
 // does not have yet, each named by its key. Checkable without a GPU.
 std::string cuda_trainer_unsupported(const Config& cfg, int world_size);
+// The line of that refusal for WORLD_SIZE > 1 (the NCCL engine is not written yet: gradients
+// would be all-reduced on the device buffers in CudaEngine::reduce_grads).
+std::string cuda_world_size_unsupported(int world_size);
 // Whether this build has the CUDA trainer and this machine a GPU; otherwise *why says which.
 bool cuda_trainer_available(std::string* why);
 

@@ -138,10 +138,13 @@ std::string resolve_device(const Config& cfg, int world_size) {
 RunSummary train(const Config& cfg, const RunOptions& opt) {
   const dist::DistEnv env = dist::dist_env_from_environment();
   const std::string device = resolve_device(cfg, env.world_size);
-  if (env.world_size > 1)  // the cuda refusal of WORLD_SIZE > 1 came from resolve_device
+  if (env.world_size > 1) {  // an explicit --device cuda was refused by resolve_device already
+    if (cuda_trainer_available(nullptr))
+      throw UserError(cuda_world_size_unsupported(env.world_size));
     throw UserError("WORLD_SIZE=" + std::to_string(env.world_size) +
                     ": multi-process training runs over NCCL and needs the CUDA backend; on the CPU run "
                     "ranks as threads with --set dist.cpu_ranks=N");
+  }
   set_threads(cfg.train);  // sampling runs on the CPU on either device
   SignalGuard signals;
 #ifdef POLARGPT_WITH_CUDA
