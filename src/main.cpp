@@ -92,7 +92,8 @@ int cmd_train(int argc, char** argv) {
       "set", "override a config field: key.path=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
       "out", "run directory (default runs/<config>-<time>)", cxxopts::value<std::string>())(
       "resume", "continue the run in RUN_DIR from its latest checkpoint", cxxopts::value<std::string>())(
-      "device", "cpu | cuda (overrides train.device)", cxxopts::value<std::string>());
+      "device", std::string("cpu | cuda | auto (overrides train.device; this build trains on: ") + train_devices() + ")",
+      cxxopts::value<std::string>());
   auto r = parse(o, argc, argv);
   std::vector<std::string> sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
   if (r.count("device")) {
@@ -321,13 +322,13 @@ static void prefer_avx512_blas(char** argv) {
 int main(int argc, char** argv) {
   prefer_avx512_blas(argv);
   if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
-    (argc < 2 ? std::cerr : std::cout) << "polargpt " << version() << "\n" << kUsage;
+    (argc < 2 ? std::cerr : std::cout) << "polargpt " << version() << " (train: " << train_devices() << ")\n" << kUsage;
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
   if (cmd == "--version" || cmd == "version") {
     // `train:` lists the devices the trainer runs on (scripts/train.sh reads it).
-    std::cout << "polargpt " << version() << " (backends: " << backends() << "; train: cpu)\n";
+    std::cout << "polargpt " << version() << " (backends: " << backends() << "; train: " << train_devices() << ")\n";
     return 0;
   }
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");

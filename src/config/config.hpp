@@ -83,6 +83,7 @@ struct TrainConfig {
   int sample_every = 0;               // 0 = never; else print a sample every N steps
   int sample_tokens = 32;
   bool tensorboard = false;           // also write metrics as a TensorBoard event file
+  double peak_tflops = 0.0;           // MFU's denominator; 0 = the GPU's known bf16 dense peak (none: no mfu)
 
   bool operator==(const TrainConfig&) const = default;
 };

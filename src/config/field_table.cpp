@@ -95,6 +95,9 @@ const std::vector<Field>& fields() {
       {PG_FIELD(train, tensorboard), any(),
        "Also write every metrics record as TensorBoard scalars (an events.out.tfevents.* file in "
        "the run directory)."},
+      {PG_FIELD(train, peak_tflops), at_least(0),
+       "Peak TFLOP/s that MFU is measured against; 0 = the GPU's bf16 dense peak when known (H100/H200 "
+       "989.4), else no mfu."},
 
       // ---- dist -------------------------------------------------------------------------------
       {PG_FIELD(dist, grad_dtype), one_of({"fp32", "bf16"}),

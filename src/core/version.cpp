@@ -8,4 +8,5 @@ const char* backends() {
   return "cpu";
 #endif
 }
+const char* train_devices() { return backends(); }  // the trainer runs on every backend built
 }  // namespace pg

@@ -36,7 +36,7 @@ constexpr float kLayerNormEps = 1e-5f, kRmsNormEps = 1e-6f;  // the CPU referenc
 
 }  // namespace
 
-CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStream_t stream)
+CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStream_t stream, size_t other_bytes)
     : cfg_(cfg), max_batch_(max_batch), stream_(stream), gemm_(stream) {
   const auto& m = cfg.model;
   L_ = m.n_layer, C_ = m.d_model, F_ = cfg.d_ff(), V_ = m.vocab_size, NH_ = m.n_head, HS_ = cfg.d_head();
@@ -67,10 +67,14 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
   const size_t need = layout(nullptr);
   size_t free_bytes = 0, total_bytes = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  if (need > free_bytes)
+  if (need + other_bytes > free_bytes) {
+    auto gib = [](size_t b) { return std::to_string(double(b) / double(size_t(1) << 30)).substr(0, 6) + " GiB"; };
+    const std::string total = std::to_string(need + other_bytes) + " bytes (" + gib(need + other_bytes) + ")";
     throw UserError("train.batch_size=" + std::to_string(max_batch) + ", model.seq_len=" + std::to_string(S_) +
-                    ": the activation arena needs " + std::to_string(need) + " bytes, the GPU has " +
-                    std::to_string(free_bytes) + " free");
+                    ": the run needs " + total + " on the GPU (activation arena " + std::to_string(need) +
+                    (other_bytes ? ", parameters, gradients and optimizer state " + std::to_string(other_bytes) : "") +
+                    "), the GPU has " + std::to_string(free_bytes) + " bytes (" + gib(free_bytes) + ") free");
+  }
   arena_ = cuda::DeviceBuffer<std::byte>(need);
   layout(arena_.data());
 }

@@ -5,8 +5,8 @@
 //
 // Memory: every activation and scratch buffer is carved at construction from one device arena
 // sized for (max_batch, seq_len); forward and backward allocate nothing. arena_bytes() says how
-// much that is before any step runs; a device with less free memory makes the constructor throw a
-// UserError naming the bytes needed and free.
+// much that is before any step runs; a device with less free memory than the arena plus the
+// caller's other_bytes makes the constructor throw a UserError naming the bytes needed and free.
 //
 // Contract (as CpuGpt): backward() follows a forward() with targets, once; gradients ACCUMULATE
 // into `grads` (fp32, laid out by the ParamTable). inputs and targets are device arrays [B, Tn].
@@ -29,7 +29,9 @@ namespace pg {
 class CudaGpt {
  public:
   using bf16 = kernels::bf16;
-  CudaGpt(const Config& cfg, const ParamTable& table, int max_batch, cudaStream_t stream);
+  // other_bytes: what the caller will allocate on the device besides the arena (parameters,
+  // gradients, optimizer state); the check against free memory covers the sum.
+  CudaGpt(const Config& cfg, const ParamTable& table, int max_batch, cudaStream_t stream, size_t other_bytes = 0);
 
   // Returns the mean cross-entropy with targets (synchronises the stream to read it), 0 without;
   // *n_correct (if given) receives the number of rows whose argmax is the target.

@@ -21,23 +21,18 @@
 #include "data/dataloader.hpp"
 #include "data/shard.hpp"
 #include "data/tokenizer.hpp"
-#include "dist/data_parallel.hpp"
 #include "dist/in_process_comm.hpp"
-#include "dist/muon_split.hpp"
 #include "dist/rendezvous.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
 #include "io/metrics_log.hpp"
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
-#include "model/moe_balance.hpp"
-#include "optim/adamw.hpp"
 #include "optim/lr_schedule.hpp"
-#include "optim/optimizer.hpp"
 #include "spectral/certificate.hpp"
-#include "spectral/constrain.hpp"
 #include "spectral/spectral_log.hpp"
 #include "train/checkpoint.hpp"
+#include "train/engine.hpp"
 #include "train/sample.hpp"
 
 namespace fs = std::filesystem;
@@ -87,8 +82,8 @@ std::string human_time(double s) {
 
 // Evaluates max_batches batches (or the whole split) of the val stream, of which this rank reads
 // its slice of world_size * B windows per batch (the val loader is sliced like the train one).
-EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, DataLoader& val, int B, int T,
-                    int max_batches, int world_size = 1) {
+template <typename EvalFn>
+EvalResult run_eval(EvalFn&& eval_batch, DataLoader& val, int B, int T, int max_batches, int world_size = 1) {
   val.reset();
   const int64_t per_batch = int64_t(B) * T;
   int n = int(val.n_windows() / (int64_t(B) * world_size));
@@ -100,7 +95,7 @@ EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, Data
   for (int i = 0; i < n; ++i) {
     val.next_batch(x, y);
     int64_t c = 0;
-    loss += model.forward(params.data(), x.data(), y.data(), B, T, &c);
+    loss += eval_batch(x, y, &c);
     correct += c;
   }
   return {loss / n, double(correct) / double(per_batch * n), per_batch * n};
@@ -108,26 +103,57 @@ EvalResult run_eval(CpuGpt<float>& model, const std::vector<float>& params, Data
 
 // run_eval on every rank, the totals summed over ranks: with equal batches per rank, the same
 // loss and accuracy as one rank evaluating the global batches.
-EvalResult run_eval_global(CpuGpt<float>& model, const std::vector<float>& params, DataLoader& val, int B, int T,
-                           int max_batches, dist::DataParallel& dp) {
-  const EvalResult ev = run_eval(model, params, val, B, T, max_batches, dp.world_size());
+EvalResult run_eval_global(TrainEngine& engine, DataLoader& val, int B, int T, int max_batches) {
+  const EvalResult ev = run_eval(
+      [&](std::span<const int32_t> x, std::span<const int32_t> y, int64_t* c) { return engine.eval_batch(x, y, c); },
+      val, B, T, max_batches, engine.world_size());
+  if (engine.world_size() == 1) return ev;
   std::array<double, 3> sums = {ev.loss * double(ev.tokens), ev.acc * double(ev.tokens), double(ev.tokens)};
-  if (dp.world_size() == 1) return ev;
-  dp.sum(sums);
+  engine.sum(sums);
   return {sums[0] / sums[2], sums[1] / sums[2], int64_t(sums[2])};
+}
+
+// train.device -> "cpu" or "cuda". auto takes the GPU when this build and machine have one and the
+// CUDA trainer supports the config, else the CPU; an explicit cuda that cannot run is an error.
+std::string resolve_device(const Config& cfg, int world_size) {
+  const std::string& d = cfg.train.device;
+  if (d == "cpu") return "cpu";
+  std::string why;
+  const bool available = cuda_trainer_available(&why);
+  if (d == "cuda") {
+    if (!available) throw UserError("train.device = cuda (--device cuda): " + why + "; use --device cpu");
+    const std::string unsupported = cuda_trainer_unsupported(cfg, world_size);
+    if (!unsupported.empty()) throw UserError(unsupported);
+    return "cuda";
+  }
+  if (!available) return "cpu";
+  const std::string unsupported = cuda_trainer_unsupported(cfg, world_size);
+  if (unsupported.empty()) return "cuda";
+  spdlog::info("train.device = auto: training on the cpu ({})", unsupported);
+  return "cpu";
 }
 
 }  // namespace
 
 RunSummary train(const Config& cfg, const RunOptions& opt) {
-  if (cfg.train.device == "cuda") throw UserError("train.device: 'cuda' is not available to the trainer yet (the CUDA model and kernels are tested on their own); use cpu");
   const dist::DistEnv env = dist::dist_env_from_environment();
-  if (env.world_size > 1)
+  const std::string device = resolve_device(cfg, env.world_size);
+  if (env.world_size > 1) {  // an explicit --device cuda was refused by resolve_device already
+    if (cuda_trainer_available(nullptr))
+      throw UserError(cuda_world_size_unsupported(env.world_size));
     throw UserError("WORLD_SIZE=" + std::to_string(env.world_size) +
                     ": multi-process training runs over NCCL and needs the CUDA backend; on the CPU run "
                     "ranks as threads with --set dist.cpu_ranks=N");
-  set_threads(cfg.train);
+  }
+  set_threads(cfg.train);  // sampling runs on the CPU on either device
   SignalGuard signals;
+#ifdef POLARGPT_WITH_CUDA
+  if (device == "cuda") {
+    prepare_run_dir(opt);
+    const std::unique_ptr<TrainEngine> engine = make_cuda_engine(cfg, opt);
+    return run_training(cfg, opt, *engine);
+  }
+#endif
   RunSummary out;
   dist::run_ranks(cfg.dist.cpu_ranks, cfg.dist.timeout_s, [&](dist::Comm& comm) {
     const RunSummary s = train_rank(cfg, opt, comm);
@@ -137,63 +163,23 @@ RunSummary train(const Config& cfg, const RunOptions& opt) {
 }
 
 RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm) {
-  const auto& m = cfg.model;
-  const int B = cfg.train.batch_size, T = m.seq_len, A = cfg.train.grad_accum;
-  const int W = comm.world_size(), rank = comm.rank();
-  const bool lead = rank == 0;  // logs, evaluates the totals, samples and writes files
+  prepare_run_dir(opt);
+  const std::unique_ptr<TrainEngine> engine = make_cpu_engine(cfg, opt, comm);
+  return run_training(cfg, opt, *engine);
+}
 
+void prepare_run_dir(const RunOptions& opt) {
   std::error_code ec;
   fs::create_directories(opt.run_dir, ec);
   if (ec) throw UserError("--out " + opt.run_dir + ": cannot create directory (" + ec.message() + ")");
+}
 
-  // Model, parameters, optimizer. Buffers are padded to the bucket layout (dist/data_parallel.hpp).
-  const ParamTable table = with_constraints(cfg, build_gpt_params(cfg));
-  dist::DataParallel dp(comm, table, cfg.dist);
-  std::vector<float> params(size_t(dp.padded_total()), 0.0f), grads(size_t(dp.padded_total()), 0.0f);
-  init_gpt_params(cfg, table, params, cfg.train.seed);
-  // ZeRO-1 shards AdamW's moments by rank; Muon's state is not sharded yet, so Muon runs on the
-  // all-reduced gradients (dist.zero = 0) with its Newton-Schulz work split over the ranks.
-  if (cfg.dist.zero == 1 && cfg.optim.kind != "adamw")
-    throw UserError("dist.zero = 1: needs optim.kind = adamw (got '" + cfg.optim.kind + "'); use dist.zero = 0");
-  // The bias update reads the step's routing stats, which are per rank: replicas would drift apart.
-  if (W > 1 && cfg.moe.n_expert > 0 && cfg.moe.balance == "bias")
-    throw UserError("moe.balance = bias: not supported with more than one data-parallel rank yet; use moe.balance = aux");
-  AdamW* zero_adamw = nullptr;  // the sharded AdamW under ZeRO-1
-  std::unique_ptr<Optimizer> optimizer;
-  if (cfg.dist.zero == 1) {
-    auto a = std::make_unique<AdamW>(cfg.optim, table, dp.owned());
-    zero_adamw = a.get();
-    optimizer = std::move(a);
-  } else {
-    // Muon's Newton-Schulz matrices are split over the ranks (dist/muon_split.hpp).
-    NsSplitFn ns_split;
-    if (W > 1)
-      ns_split = [&comm](std::span<float* const> mats, std::span<const MatrixShape> shapes, const NsLocalFn& local) {
-        std::vector<dist::NsMatrix> dshapes;
-        for (const MatrixShape& s : shapes) dshapes.push_back({s.rows, s.cols});
-        dist::orthogonalize_distributed(comm, mats, dshapes,
-                                        [&](std::span<float* const> sub, std::span<const dist::NsMatrix> sub_shapes) {
-                                          std::vector<MatrixShape> ms;
-                                          for (const dist::NsMatrix& s : sub_shapes) ms.push_back({s.rows, s.cols});
-                                          local(sub, ms);
-                                        });
-      };
-    optimizer = make_optimizer(cfg.optim, table, std::move(ns_split));
-  }
-  SpectralState spectral;
-  project_constrained(table, params, spectral, cfg, 0.0, 0);  // start inside the constraint set
-  CpuGpt<float> model(cfg, table, B);
-  // Whole-buffer optimizer state, for checkpoints (ZeRO-1 ranks hold only their parts and gather
-  // them; a collective, every rank takes part).
-  std::vector<float> full_m, full_v;
-  auto full_state = [&]() -> std::vector<StateTensor> {
-    if (!zero_adamw) return optimizer->state();
-    full_m.assign(params.size(), 0.0f);
-    full_v.assign(params.size(), 0.0f);
-    dp.gather_state(zero_adamw->m(), full_m);
-    dp.gather_state(zero_adamw->v(), full_v);
-    return adamw_state(table, full_m.data(), full_v.data());
-  };
+RunSummary run_training(const Config& cfg, const RunOptions& opt, TrainEngine& engine) {
+  const auto& m = cfg.model;
+  const int B = cfg.train.batch_size, T = m.seq_len, A = cfg.train.grad_accum;
+  const int W = engine.world_size(), rank = engine.rank();
+  const bool lead = rank == 0;  // logs, evaluates the totals, samples and writes files
+  const ParamTable& table = engine.table();
 
   // Data: rank r reads its slice of every global batch of W*B windows.
   DataLoader train_data({expand_shards(cfg.data.train, "data.train"), B, T, cfg.data.sampling == "random",
@@ -212,17 +198,7 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     const auto latest = io::find_latest_checkpoint(opt.run_dir);
     if (!latest) throw UserError("--resume " + opt.run_dir + ": no checkpoint found in " + opt.run_dir + "/checkpoints");
     const nlohmann::json st = load_state_json(*latest);
-    load_model_weights(*latest, table, params);
-    if (zero_adamw) {
-      full_m.assign(params.size(), 0.0f);
-      full_v.assign(params.size(), 0.0f);
-      load_optimizer_state(*latest, adamw_state(table, full_m.data(), full_v.data()));
-      dp.scatter_state(full_m, zero_adamw->m());
-      dp.scatter_state(full_v, zero_adamw->v());
-    } else {
-      load_optimizer_state(*latest, optimizer->state());
-    }
-    if (cfg.spectral.warm_start) spectral.load(io::SafetensorsReader(*latest + "/optimizer.safetensors"), table);
+    engine.load_checkpoint(*latest);
     try {
       start_step = st.at("step").get<int>();
       updates = st.at("updates").get<int64_t>();
@@ -244,20 +220,23 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     throw UserError("--out " + opt.run_dir + ": already holds a run with checkpoints; pass --resume " + opt.run_dir +
                     " to continue it, or choose another --out");
   }
-  dp.broadcast_params(params);  // identical replicas, however they were initialised or loaded
+  engine.start();
+  // MFU = achieved FLOP/s / peak: train.peak_tflops, or the GPU's known peak; none when neither.
+  const double peak_tflops = cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops : engine.detected_peak_tflops();
+  const double flops_token = flops_per_token(cfg, table);
   std::optional<io::MetricsLog> metrics;
   if (lead) {
     std::ofstream f(opt.run_dir + "/config.json");
     f << to_json(cfg).dump(2) << "\n";
     metrics.emplace(opt.run_dir, "metrics", /*append=*/opt.resume, cfg.train.tensorboard);
-    spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {}), activations {:.1f} MiB",
-                 table.n_params(), m.n_layer, m.d_model, m.n_head, m.vocab_size, model.arena_bytes() / 1048576.0);
-    for (const auto& line : optimizer->describe()) spdlog::info("optimizer {}", line);
+    spdlog::info("model: {} parameters ({} layers, d_model {}, {} heads, vocab {})", table.n_params(), m.n_layer,
+                 m.d_model, m.n_head, m.vocab_size);
+    for (const auto& line : engine.describe()) spdlog::info("{}", line);
     spdlog::info("data: train {} tokens, val {} tokens; {} tokens per step ({} rank(s) x {} x {} x {})",
                  train_data.n_tokens(), val_data.n_tokens(), int64_t(B) * T * A * W, W, A, B, T);
-    if (W > 1)
-      spdlog::info("dist: {} ranks, {} gradient buckets in {}, zero {}", W, dp.buckets().size(), cfg.dist.grad_dtype,
-                   cfg.dist.zero);
+    if (peak_tflops > 0)
+      spdlog::info("mfu: {:.3g} GFLOP per token (6 N + 12 L T C) against a peak of {:g} TFLOP/s", flops_token / 1e9,
+                   peak_tflops);
   }
   std::optional<io::JsonlWriter> spectral_log;
   if (lead && cfg.spectral.monitor_every > 0) spectral_log.emplace(opt.run_dir + "/spectral.jsonl", /*append=*/opt.resume);
@@ -274,10 +253,8 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     for (uint64_t w : rng.state()) r.push_back(std::to_string(w));
     st["rng"] = r;
     st["world_size"] = W;
-    const std::vector<StateTensor> state = full_state();  // a collective: every rank takes part
-    if (lead)
-      save_checkpoint(opt.run_dir, step, table, std::span<const float>(params).first(size_t(table.total())), state, st,
-                      spectral.tensor_refs(table));
+    const CheckpointTensors c = engine.checkpoint_tensors();  // a collective: every rank takes part
+    if (lead) save_checkpoint(opt.run_dir, step, table, c.params, c.optimizer, st, c.extra);
   };
 
   RunSummary summary;
@@ -287,36 +264,27 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
   auto t_log = t_start;
   int steps_since_log = 0;
   const int max_steps = cfg.train.max_steps;
-  MoeStepStats moe_step;  // routing stats of the step (empty for a dense model)
 
   for (int step = start_step; step < max_steps; ++step) {
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    engine.begin_step();
     double loss = 0.0;
-    moe_step.clear();
     for (int a = 0; a < A; ++a) {
       train_data.next_batch(x, y);
-      loss += model.forward(params.data(), x.data(), y.data(), B, T) / A;
-      model.backward(params.data(), grads.data(), 1.0 / A);
-      moe_step.add(model.moe_stats());
+      loss += engine.micro_step(x, y, 1.0 / A) / A;
     }
-    if (opt.after_backward) opt.after_backward(step, grads);
-    dp.reduce_grads(grads);
-    const double gnorm = dp.grad_norm(grads);
+    const double gnorm = engine.reduce_grads(step);
     // The global loss (mean of the ranks' means over equal token counts) and whether any rank
     // was signalled: every rank takes the same decisions below.
     std::array<double, 2> shared = {loss / W, g_signal.load() != 0 ? 1.0 : 0.0};
-    if (W > 1) dp.sum(shared);
+    engine.sum(shared);
     loss = shared[0];
     const double lr = learning_rate(cfg.optim, step, max_steps);
     const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
     if (finite) {
       skipped_in_row = 0;
-      if (cfg.optim.grad_clip > 0 && gnorm > cfg.optim.grad_clip) dp.scale_grads(grads, float(cfg.optim.grad_clip / gnorm));
+      const float clip = cfg.optim.grad_clip > 0 && gnorm > cfg.optim.grad_clip ? float(cfg.optim.grad_clip / gnorm) : 1.0f;
       ++updates;
-      optimizer->step(params, grads, lr_factor(cfg.optim, step, max_steps), updates);
-      dp.gather_params(params);
-      project_constrained(table, params, spectral, cfg, lr, step + 1);
-      update_score_bias(cfg, table, params, moe_step);
+      engine.update(clip, lr_factor(cfg.optim, step, max_steps), lr, updates, step);
     } else {
       ++skipped_total;
       ++skipped_in_row;
@@ -332,7 +300,7 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     summary.steps_done = done;
     summary.final_train_loss = loss;
     if (spectral_log && done % cfg.spectral.monitor_every == 0)  // inside the timed step
-      for (const auto& line : spectral_monitor_lines(cfg, table, params, done)) spectral_log->write(line);
+      for (const auto& line : spectral_monitor_lines(cfg, table, engine.host_params(), done)) spectral_log->write(line);
 
     const bool last = done == max_steps;
     const bool stop = shared[1] > 0;
@@ -341,7 +309,7 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
     if (do_log) {
       const auto now = std::chrono::steady_clock::now();
       EvalResult ev;
-      if (do_eval) ev = run_eval_global(model, params, val_data, B, T, cfg.train.eval_batches, dp);
+      if (do_eval) ev = run_eval_global(engine, val_data, B, T, cfg.train.eval_batches);
       if (lead) {
         const double dt = std::chrono::duration<double>(now - t_log).count();
         const double elapsed = elapsed_before + std::chrono::duration<double>(now - t_start).count();
@@ -349,7 +317,13 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
         nlohmann::json rec = {{"step", done},      {"train_loss", loss},         {"lr", lr},
                               {"grad_norm", gnorm}, {"tokens_per_s", tps},        {"elapsed_s", elapsed},
                               {"skipped_steps", skipped_total}};
-        moe_step.write(rec);  // rank 0's routing stats
+        std::string mfumsg;
+        if (peak_tflops > 0) {
+          const double mfu = tps * flops_token / (peak_tflops * 1e12);
+          rec["mfu"] = mfu;
+          mfumsg = fmt::format(" | MFU {:.1f}%", 100.0 * mfu);
+        }
+        engine.moe_step().write(rec);  // rank 0's routing stats
         std::string evalmsg;
         if (do_eval) {
           rec["val_loss"] = ev.loss;
@@ -358,7 +332,7 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
           summary.final_val_acc = ev.acc;
           evalmsg = fmt::format(" | val {:.4f} acc {:.3f}", ev.loss, ev.acc);
           if (m.variant == "lipschitz") {
-            const nlohmann::json cert = lipschitz_certificate(cfg, table, params).to_json();
+            const nlohmann::json cert = lipschitz_certificate(cfg, table, engine.host_params()).to_json();
             rec.update(cert);
             evalmsg += fmt::format(" | log10 L {:.3f}", cert.at("log10_lipschitz_bound").get<double>());
           }
@@ -366,8 +340,8 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
         if (!finite) rec["train_loss"] = nullptr;
         metrics->write(rec);
         const double eta = tps > 0 ? (max_steps - done) * tokens_per_step / tps : 0.0;
-        spdlog::info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | ETA {}{}", done,
-                     int(std::to_string(max_steps).size()), max_steps, loss, lr, gnorm, human_count(tps),
+        spdlog::info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s{} | ETA {}{}", done,
+                     int(std::to_string(max_steps).size()), max_steps, loss, lr, gnorm, human_count(tps), mfumsg,
                      human_time(eta), evalmsg);
       }
       t_log = std::chrono::steady_clock::now();  // eval time is not training throughput
@@ -378,7 +352,8 @@ RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm
       SampleOptions so;
       so.max_tokens = cfg.train.sample_tokens;
       CpuGpt<float> sampler(cfg, table, 1);
-      const auto ids = sample_tokens(sampler, params, {tok.eot()}, T, m.vocab_size, so, rng);
+      const std::span<const float> p = engine.host_params();
+      const auto ids = sample_tokens(sampler, std::vector<float>(p.begin(), p.end()), {tok.eot()}, T, m.vocab_size, so, rng);
       spdlog::info("sample: {}", tok.decode(ids));
     }
     if (last || stop || (cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0)) {
@@ -406,7 +381,9 @@ EvalResult evaluate_checkpoint(const std::string& ckpt_dir, int max_batches) {
   const int B = cfg.train.batch_size, T = cfg.model.seq_len;
   CpuGpt<float> model(cfg, table, B);
   DataLoader val({expand_shards(cfg.data.val, "data.val"), B, T, false, cfg.train.seed, 0, 1});
-  return run_eval(model, params, val, B, T, max_batches);
+  return run_eval([&](std::span<const int32_t> x, std::span<const int32_t> y,
+                      int64_t* c) { return model.forward(params.data(), x.data(), y.data(), B, T, c); },
+                  val, B, T, max_batches);
 }
 
 }  // namespace pg

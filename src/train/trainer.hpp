@@ -21,6 +21,8 @@
 
 namespace pg {
 
+class TrainEngine;  // train/engine.hpp
+
 struct RunOptions {
   std::string run_dir;       // where config.json, metrics.jsonl and checkpoints/ go
   bool resume = false;       // continue from run_dir's latest checkpoint
@@ -35,8 +37,10 @@ struct RunSummary {
   bool interrupted = false;
 };
 
-// Runs training; throws UserError for bad input, returns the summary otherwise. With
-// dist.cpu_ranks = N > 1 the run is data-parallel over N ranks as threads of this process.
+// Runs training; throws UserError for bad input, returns the summary otherwise. train.device
+// picks the engine (train/engine.hpp): cpu, cuda (one GPU), or auto (cuda when this build and
+// machine have a GPU and the CUDA trainer supports the config, else cpu). With
+// dist.cpu_ranks = N > 1 the CPU run is data-parallel over N ranks as threads of this process.
 RunSummary train(const Config& cfg, const RunOptions& opt);
 
 // One rank of a data-parallel run (world size 1 = the plain single-process run): rank r reads its
@@ -45,6 +49,11 @@ RunSummary train(const Config& cfg, const RunOptions& opt);
 // samples, every rank evaluates its slice of the val batches. The caller owns signal handling
 // and threads (train() does both).
 RunSummary train_rank(const Config& cfg, const RunOptions& opt, dist::Comm& comm);
+
+// The step loop over any engine (what train_rank and the CUDA run share); run_dir must exist.
+RunSummary run_training(const Config& cfg, const RunOptions& opt, TrainEngine& engine);
+// Creates opt.run_dir (UserError naming --out when it cannot).
+void prepare_run_dir(const RunOptions& opt);
 
 struct EvalResult {
   double loss = 0, acc = 0;

@@ -18,6 +18,7 @@
 #include "common/synthetic_data.hpp"
 #include "common/temp_dir.hpp"
 #include "io/jsonl.hpp"
+#include "train/engine.hpp"
 
 namespace fs = std::filesystem;
 using namespace pg;
@@ -212,4 +213,20 @@ TEST_CASE("cli: export to llm.c, import back, eval gives the same loss; export e
   REQUIRE(run("train --config " + d / "c.json " + small_sets(d) +
               " --set model.norm=rmsnorm --set train.max_steps=1 --out " + d / "rms").code == 0);
   one_line("export --ckpt " + d / "rms --format hf --out " + d / "rms_hf", "model.norm: 'rmsnorm'");
+}
+
+TEST_CASE("cli: --device cuda where it cannot run is one line naming train.device", "[cli]") {
+  if (cuda_trainer_available(nullptr)) {
+    SUCCEED("a GPU is present: the GPU tests cover --device cuda");
+    return;
+  }
+  test::TempDir d("clicuda");
+  test::write_markov_shards(d.str(), 32, 4000, 2000, 9);
+  const Result r = run("train --config configs/tiny.json " + small_sets(d) + " --out " + d / "run --device cuda");
+  CAPTURE(r.output);
+  REQUIRE(r.code == 2);
+  REQUIRE(lines(r.output) == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("train.device = cuda"));
+  const Result v = run("--version", true);
+  REQUIRE_THAT(v.output, Catch::Contains("train: cpu"));
 }

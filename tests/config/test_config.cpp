@@ -235,6 +235,8 @@ TEST_CASE("config: malformed, unknown and ill-typed --set values are refused", "
   CHECK(set_error("optim.lr=nan").find("optim.lr: expected a number > 0") != std::string::npos);
   CHECK(set_error("optim.lr=-1") == "--set: optim.lr: expected a number > 0, got -1");
   CHECK(set_error("train.seed=-1").find("train.seed: expected a non-negative integer") != std::string::npos);
+  CHECK(set_error("train.peak_tflops=-1") == "--set: train.peak_tflops: expected a number >= 0, got -1");
+  CHECK(pg::default_config({"train.peak_tflops=989.4"}).train.peak_tflops == 989.4);
   CHECK(set_error("model.norm=batchnorm") ==
         "--set: model.norm: expected one of layernorm|rmsnorm|none, got \"batchnorm\"");
   CHECK(set_error("data.train=").find("data.train: expected a non-empty string") != std::string::npos);

@@ -1,0 +1,43 @@
+// AdamW on the GPU (the device twin of optim/adamw.hpp, through kernels/adamw.cuh): the same
+// math, param groups and schedule as the CPU optimizer — only tensors with ParamInfo::muon ==
+// false, decoupled weight decay only where ParamInfo::weight_decay, lr = optim.lr · lr_factor.
+// Moments m, v are fp32 device buffers in the flat layout (table offsets). Consecutive tensors
+// that share the decay flag are updated by one kernel call over their whole range (the alignment
+// padding between them holds zeros and stays zero). State names are the CPU optimizer's
+// ("<name>.exp_avg", "<name>.exp_avg_sq"), so checkpoints cross backends.
+// Test: tests/gpu/test_cuda_trainer.cpp (through the trainer, against the CPU run).
+#pragma once
+#include <vector>
+
+#include "backend/cuda/device.hpp"
+#include "optim/cuda_optimizer.hpp"
+
+namespace pg {
+
+class CudaAdamW final : public CudaOptimizer {
+ public:
+  CudaAdamW(const OptimConfig& cfg, const ParamTable& table, cudaStream_t stream);
+  void step(float* params, kernels::bf16* params_bf16, const float* grads, float grad_scale, double lr_factor,
+            int64_t t) override;
+  std::vector<StateTensor> download_state() override;
+  void upload_state() override;
+  std::vector<std::string> describe() const override;
+  size_t state_bytes() const { return m_.bytes() + v_.bytes(); }
+
+ private:
+  struct Run {  // [begin, end) of the flat buffer, one decay flag
+    int64_t begin, end;
+    bool decay;
+  };
+  OptimConfig cfg_;
+  const ParamTable* table_;
+  cudaStream_t stream_;
+  std::vector<Run> runs_;
+  cuda::DeviceBuffer<float> m_, v_;
+  std::vector<float> host_m_, host_v_;  // the mirror that checkpoints read and write
+};
+
+// Device bytes of the optimizer state make_cuda_optimizer would allocate (for the memory plan).
+size_t cuda_optimizer_state_bytes(const OptimConfig& cfg, const ParamTable& table);
+
+}  // namespace pg

@@ -1,0 +1,201 @@
+// The CUDA engine (engine.hpp): CudaGpt on one GPU. Device buffers, all allocated here, before
+// the first step, and all used on one stream:
+//   master  fp32 [table.total()]  the weights the optimizer updates and checkpoints save
+//   work    bf16 [table.total()]  their working copy, which forward and backward read
+//   grads   fp32 [table.total()]  accumulated over the step's micro-batches
+//   + the optimizer's state (CudaOptimizer), CudaGpt's activation arena, the token batch.
+// The update writes master and work in one pass (kernels/adamw.cuh). Host syncs per step: the
+// loss of each micro-batch (CudaGpt::forward reads it back) and the gradient norm, which decides
+// clipping and whether the step is skipped; the weights come to the host only for checkpoints,
+// the spectral monitor and samples.
+#include <optional>
+
+#include <spdlog/fmt/fmt.h>
+
+#include "backend/cuda/device.hpp"
+#include "core/error.hpp"
+#include "kernels/adamw.cuh"
+#include "model/cuda_gpt.hpp"
+#include "model/gpt.hpp"
+#include "optim/cuda_adamw.hpp"
+#include "spectral/constrain.hpp"
+#include "train/checkpoint.hpp"
+#include "train/engine.hpp"
+
+namespace pg {
+
+namespace {
+
+std::string gib(size_t bytes) { return fmt::format("{:.2f} GiB", double(bytes) / double(size_t(1) << 30)); }
+
+class CudaEngine final : public TrainEngine {
+ public:
+  CudaEngine(const Config& cfg, const RunOptions& opt)
+      : cfg_(cfg), opt_(opt), table_(with_constraints(cfg, build_gpt_params(cfg))) {
+    const size_t n = size_t(table_.total());
+    const size_t BT = size_t(cfg.train.batch_size) * size_t(cfg.model.seq_len);
+    host_params_.assign(n, 0.0f);
+    init_gpt_params(cfg, table_, host_params_, cfg.train.seed);
+    SpectralState spectral;
+    project_constrained(table_, host_params_, spectral, cfg, 0.0, 0);  // as the CPU engine (no-op for gpt)
+
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    device_name_ = prop.name;
+    size_t total_mem = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_before_, &total_mem));
+
+    // The memory plan; CudaGpt's constructor checks arena + the rest against free memory before
+    // anything big is allocated.
+    plan_.master = n * sizeof(float);
+    plan_.work = n * sizeof(kernels::bf16);
+    plan_.grads = n * sizeof(float);
+    plan_.optimizer = cuda_optimizer_state_bytes(cfg.optim, table_);
+    plan_.other = 2 * BT * sizeof(int32_t) + (kernels::kNormBlocks + 1) * sizeof(float);
+    const size_t outside_arena = plan_.master + plan_.work + plan_.grads + plan_.optimizer + plan_.other;
+    model_.emplace(cfg, table_, cfg.train.batch_size, stream_.get(), outside_arena);
+    plan_.arena = model_->arena_bytes();
+
+    master_ = cuda::DeviceBuffer<float>(n);
+    work_ = cuda::DeviceBuffer<kernels::bf16>(n);
+    grads_ = cuda::DeviceBuffer<float>(n);
+    tokens_x_ = cuda::DeviceBuffer<int32_t>(BT);
+    tokens_y_ = cuda::DeviceBuffer<int32_t>(BT);
+    norm_ = cuda::DeviceBuffer<float>(size_t(kernels::kNormBlocks) + 1);
+    optimizer_ = make_cuda_optimizer(cfg.optim, table_, stream_.get());
+    upload_params();
+  }
+
+  const ParamTable& table() const override { return table_; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  double detected_peak_tflops() const override { return peak_tflops_for_device(device_name_); }
+
+  std::vector<std::string> describe() const override {
+    const size_t total = plan_.master + plan_.work + plan_.grads + plan_.optimizer + plan_.arena + plan_.other;
+    std::vector<std::string> out = {
+        fmt::format("device: cuda, {} ({} free before the run)", device_name_, gib(free_before_)),
+        fmt::format("device memory: {} = params fp32 {} + bf16 {} + grads fp32 {} + optimizer state {} + "
+                    "activation arena {} + tokens and scratch {}",
+                    gib(total), gib(plan_.master), gib(plan_.work), gib(plan_.grads), gib(plan_.optimizer),
+                    gib(plan_.arena), gib(plan_.other))};
+    for (const auto& line : optimizer_->describe()) out.push_back("optimizer " + line);
+    return out;
+  }
+
+  void begin_step() override { grads_.zero(stream_.get()); }
+
+  double micro_step(std::span<const int32_t> x, std::span<const int32_t> y, double loss_scale) override {
+    upload_tokens(x, y);
+    const double loss = model_->forward(work_.data(), tokens_x_.data(), tokens_y_.data(), cfg_.train.batch_size,
+                                        cfg_.model.seq_len);
+    model_->backward(work_.data(), grads_.data(), loss_scale);
+    return loss;
+  }
+
+  const MoeStepStats& moe_step() const override { return moe_step_; }  // dense only (MoE is refused)
+
+  double reduce_grads(int step) override {
+    const int64_t n = table_.total();
+    if (opt_.after_backward) {  // a test hook: the gradients make a round trip through the host
+      stream_.synchronize();
+      host_grads_.resize(size_t(n));
+      CUDA_CHECK(cudaMemcpy(host_grads_.data(), grads_.data(), grads_.bytes(), cudaMemcpyDeviceToHost));
+      opt_.after_backward(step, host_grads_);
+      CUDA_CHECK(cudaMemcpy(grads_.data(), host_grads_.data(), grads_.bytes(), cudaMemcpyHostToDevice));
+    }
+    // Data-parallel runs would all-reduce grads_ here (NcclComm on device buffers) before the norm.
+    kernels::global_grad_norm(norm_.data(), norm_.data() + 1, grads_.data(), n, stream_.get());
+    float norm = 0.0f;
+    CUDA_CHECK(cudaMemcpyAsync(&norm, norm_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+    stream_.synchronize();
+    return double(norm);
+  }
+
+  void sum(std::span<double>) override {}  // one rank
+
+  void update(float grad_scale, double lr_factor, double lr, int64_t t, int step) override {
+    optimizer_->step(master_.data(), work_.data(), grads_.data(), grad_scale, lr_factor, t);
+    // >>> Post-step hook: the device spectral projection of the constrained matrices (spectral.method,
+    // model.variant = lipschitz) goes here, on master_ with work_ refreshed; refused until then
+    // (cuda_trainer_unsupported).
+    host_stale_ = true;
+  }
+
+  double eval_batch(std::span<const int32_t> x, std::span<const int32_t> y, int64_t* n_correct) override {
+    upload_tokens(x, y);
+    return model_->forward(work_.data(), tokens_x_.data(), tokens_y_.data(), cfg_.train.batch_size,
+                           cfg_.model.seq_len, n_correct);
+  }
+
+  std::span<const float> host_params() override {
+    if (host_stale_) {
+      stream_.synchronize();
+      CUDA_CHECK(cudaMemcpy(host_params_.data(), master_.data(), master_.bytes(), cudaMemcpyDeviceToHost));
+      host_stale_ = false;
+    }
+    return host_params_;
+  }
+
+  CheckpointTensors checkpoint_tensors() override {
+    CheckpointTensors c;
+    c.params = host_params();
+    c.optimizer = optimizer_->download_state();
+    return c;
+  }
+
+  void load_checkpoint(const std::string& dir) override {
+    load_model_weights(dir, table_, host_params_);
+    upload_params();
+    const std::vector<StateTensor> views = optimizer_->download_state();  // the host mirror to load into
+    load_optimizer_state(dir, views);
+    optimizer_->upload_state();
+  }
+
+  void start() override { stream_.synchronize(); }
+
+ private:
+  // host_params_ -> master_ and its bf16 copy work_.
+  void upload_params() {
+    stream_.synchronize();
+    master_.upload(host_params_);
+    kernels::copy_to_bf16(work_.data(), master_.data(), table_.total(), stream_.get());
+    host_stale_ = false;
+  }
+
+  // Pageable host memory: the copy has read x and y when the call returns.
+  void upload_tokens(std::span<const int32_t> x, std::span<const int32_t> y) {
+    CUDA_CHECK(cudaMemcpyAsync(tokens_x_.data(), x.data(), x.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
+    CUDA_CHECK(cudaMemcpyAsync(tokens_y_.data(), y.data(), y.size_bytes(), cudaMemcpyHostToDevice, stream_.get()));
+  }
+
+  struct MemoryPlan {
+    size_t master = 0, work = 0, grads = 0, optimizer = 0, arena = 0, other = 0;
+  };
+
+  Config cfg_;
+  const RunOptions& opt_;
+  ParamTable table_;
+  std::string device_name_;
+  size_t free_before_ = 0;
+  MemoryPlan plan_;
+  cuda::Stream stream_;
+  std::optional<CudaGpt> model_;
+  cuda::DeviceBuffer<float> master_, grads_, norm_;  // norm_: [0] the norm, [1..] its partial sums
+  cuda::DeviceBuffer<kernels::bf16> work_;
+  cuda::DeviceBuffer<int32_t> tokens_x_, tokens_y_;
+  std::unique_ptr<CudaOptimizer> optimizer_;
+  std::vector<float> host_params_, host_grads_;
+  bool host_stale_ = false;
+  MoeStepStats moe_step_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainEngine> make_cuda_engine(const Config& cfg, const RunOptions& opt) {
+  return std::make_unique<CudaEngine>(cfg, opt);
+}
+
+}  // namespace pg

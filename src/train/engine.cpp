@@ -1,0 +1,74 @@
+// What the engines share that needs no device: which configs the CUDA trainer takes, whether it
+// exists here, and the FLOP count behind MFU (engine.hpp).
+#include "train/engine.hpp"
+
+#include "model/gpt.hpp"
+
+#ifdef POLARGPT_WITH_CUDA
+#include "backend/cuda/device.hpp"
+#endif
+
+namespace pg {
+
+std::string cuda_world_size_unsupported(int world_size) {
+  return "WORLD_SIZE=" + std::to_string(world_size) +
+         ": multi-GPU data parallelism (NCCL) is not supported on --device cuda yet; train in one process "
+         "(without scripts/launch.sh)";
+}
+
+std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
+  const std::string tail = " is not supported on --device cuda yet; use --device cpu";
+  if (cfg.moe.n_expert > 0 || cfg.model.variant == "moe")
+    return "moe.n_expert = " + std::to_string(cfg.moe.n_expert) + ": mixture of experts" + tail;
+  // The device spectral projection plugs into CudaEngine::update (train/cuda_engine.cpp).
+  if (cfg.model.variant == "lipschitz") return "model.variant = lipschitz: the spectral projection" + tail;
+  if (cfg.spectral.method != "none") return "spectral.method = " + cfg.spectral.method + ": the spectral projection" + tail;
+  if (cfg.model.norm == "none") return "model.norm = none: residual adds are fused into the norms on the GPU;" + tail.substr(1);
+  if (cfg.dist.cpu_ranks > 1)
+    return "dist.cpu_ranks = " + std::to_string(cfg.dist.cpu_ranks) + ": ranks as threads are a CPU feature; use 1 on --device cuda";
+  if (world_size > 1) return cuda_world_size_unsupported(world_size);
+  // CudaMuon (src/optim/cuda_muon.hpp) plugs into make_cuda_optimizer (optim/cuda_adamw.cpp).
+  if (cfg.optim.kind == "muon") return "optim.kind = muon: Muon" + tail + ", or optim.kind = adamw";
+  const int hs = cfg.d_head();
+  if (hs != 32 && hs != 64 && hs != 128)
+    return "model.d_model / model.n_head: the cuda backend needs a head size of 32, 64 or 128 (got " +
+           std::to_string(hs) + ")";
+  // The attention kernels put batch x heads on one grid dimension.
+  if (int64_t(cfg.train.batch_size) * cfg.model.n_head > 65535)
+    return "train.batch_size * model.n_head = " + std::to_string(int64_t(cfg.train.batch_size) * cfg.model.n_head) +
+           ": the cuda attention kernels take at most 65535; use a smaller train.batch_size and more train.grad_accum";
+  return "";
+}
+
+bool cuda_trainer_available(std::string* why) {
+#ifdef POLARGPT_WITH_CUDA
+  if (cuda::device_count() > 0) return true;
+  if (why) *why = "no CUDA device found on this machine";
+  return false;
+#else
+  if (why) *why = "this build has no CUDA backend (configure with nvcc present, or -DPOLARGPT_CUDA=ON)";
+  return false;
+#endif
+}
+
+double flops_per_token(const Config& cfg, const ParamTable& table) {
+  double n = 0.0;
+  bool has_head = false;
+  for (const auto& p : table.entries()) {
+    if (p.role == Role::embed || p.role == Role::pos_embed) continue;
+    has_head = has_head || p.role == Role::head;
+    n += double(p.numel);
+  }
+  // A tied head is the embedding matrix: its matmul still costs V·C per token.
+  if (!has_head) n += double(cfg.model.vocab_size) * cfg.model.d_model;
+  return 6.0 * n + 12.0 * cfg.model.n_layer * double(cfg.model.seq_len) * cfg.model.d_model;
+}
+
+double peak_tflops_for_device(const std::string& name) {
+  const bool h100 = name.find("H100") != std::string::npos, h200 = name.find("H200") != std::string::npos;
+  if (h100 && name.find("PCIe") != std::string::npos) return 756.0;  // H100 PCIe: lower clocks, 114 SMs
+  if (h100 || h200) return 989.4;  // SXM: 132 SMs, dense bf16 tensor cores
+  return 0.0;
+}
+
+}  // namespace pg

@@ -1,0 +1,192 @@
+// The trainer on --device cuda, through the real train(): its loss curve against the CPU run's
+// on the same data from the same init; resume on cuda; checkpoints crossing backends (cuda -> cpu,
+// cpu -> cuda) and evaluated by `eval`; the out-of-memory error; the refusals; skipped steps.
+//
+// Tolerance between backends: 3e-2 relative on every step's train loss and on the val loss. The
+// GPU runs in bf16 (weights, activations: 2^-9 relative per rounding) and the difference grows a
+// little each step; the CPU run is fp32. A resume on the same backend continues its curve to
+// 5e-3 (only the order of atomic adds in a few backward kernels differs).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "common/synthetic_data.hpp"
+#include "common/temp_dir.hpp"
+#include "config/config.hpp"
+#include "core/error.hpp"
+#include "gpu_testing.hpp"
+#include "io/checkpoint_dir.hpp"
+#include "io/jsonl.hpp"
+#include "train/engine.hpp"
+#include "train/trainer.hpp"
+
+using namespace pg;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kTolBackends = 3e-2, kTolResume = 5e-3;
+
+Config run_config(const test::TempDir& data, const std::string& device, std::vector<std::string> extra = {}) {
+  std::vector<std::string> sets = {"model.n_layer=2",       "model.n_head=2",        "model.d_model=64",
+                                   "model.d_ff=128",        "model.vocab_size=64",   "model.seq_len=32",
+                                   "train.batch_size=8",    "train.max_steps=20",    "train.eval_every=10",
+                                   "train.eval_batches=4",  "train.log_every=1",     "train.checkpoint_every=10",
+                                   "optim.warmup_steps=2",  "optim.lr=3e-3",         "train.threads=2",
+                                   "train.device=" + device,
+                                   "data.train=" + data / "syn_train_*.bin", "data.val=" + data / "syn_val_*.bin"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return default_config(sets);
+}
+
+std::vector<nlohmann::json> records(const std::string& run_dir) { return io::read_jsonl(run_dir + "/metrics.jsonl"); }
+
+std::vector<double> losses(const std::string& run_dir) {
+  std::vector<double> out;
+  for (const auto& j : records(run_dir)) out.push_back(j.at("train_loss").get<double>());
+  return out;
+}
+
+double rel(double a, double b) { return std::abs(a - b) / std::abs(b); }
+
+// A run that stopped after its step-`step` checkpoint: that checkpoint and the metrics so far.
+void cut_run(const std::string& from, const std::string& to, int step) {
+  char name[16];
+  std::snprintf(name, sizeof name, "%08d", step);
+  fs::create_directories(to + "/checkpoints");
+  fs::copy(from + "/checkpoints/" + name, to + "/checkpoints/" + name, fs::copy_options::recursive);
+  fs::copy_file(from + "/metrics.jsonl", to + "/metrics.jsonl");
+}
+
+}  // namespace
+
+TEST_CASE("cuda trainer: 20 steps agree with the cpu run to bf16 tolerance; mfu is logged", "[gpu][train]") {
+  test::TempDir data("ctdata"), run("ctrun");
+  test::write_markov_shards(data.str(), 64, 40000, 8000, 11);
+  const RunSummary c = train(run_config(data, "cpu"), {run / "cpu", false, {}});
+  const RunSummary g = train(run_config(data, "cuda"), {run / "cuda", false, {}});
+  const auto lc = losses(run / "cpu"), lg = losses(run / "cuda");
+  REQUIRE(lc.size() == 20);
+  REQUIRE(lg.size() == 20);
+  for (size_t i = 0; i < 20; ++i) {
+    CAPTURE(i, lc[i], lg[i]);
+    CHECK(rel(lg[i], lc[i]) < kTolBackends);
+  }
+  CAPTURE(c.final_val_loss, g.final_val_loss);
+  CHECK(rel(g.final_val_loss, c.final_val_loss) < kTolBackends);
+  CHECK(std::abs(g.final_val_acc - c.final_val_acc) < 0.05);
+  CHECK(lg.back() < lg.front() - 0.5);  // it learned: the comparison is not of noise
+
+  // MFU: on an H100/H200 the peak is known; with train.peak_tflops it is whatever is given.
+  const auto rg = records(run / "cuda");
+  int dev = 0;
+  cudaDeviceProp prop{};
+  REQUIRE(cudaGetDevice(&dev) == cudaSuccess);
+  REQUIRE(cudaGetDeviceProperties(&prop, dev) == cudaSuccess);
+  CAPTURE(prop.name);
+  if (peak_tflops_for_device(prop.name) > 0) {
+    REQUIRE(rg.back().contains("mfu"));
+    CHECK(rg.back().at("mfu").get<double>() > 0.0);
+    CHECK(rg.back().at("mfu").get<double>() < 1.0);
+  } else {
+    CHECK_FALSE(rg.back().contains("mfu"));
+  }
+  CHECK_FALSE(records(run / "cpu").back().contains("mfu"));
+}
+
+TEST_CASE("cuda trainer: resume continues the curve; checkpoints cross backends both ways", "[gpu][train]") {
+  test::TempDir data("ctdata"), run("ctrun");
+  test::write_markov_shards(data.str(), 64, 40000, 8000, 12);
+  train(run_config(data, "cuda"), {run / "gpu", false, {}});
+  train(run_config(data, "cpu"), {run / "cpu", false, {}});
+  const auto lg = losses(run / "gpu"), lc = losses(run / "cpu");
+  REQUIRE(lg.size() == 20);
+
+  // cuda -> cuda: steps 11..20 again.
+  cut_run(run / "gpu", run / "gg", 10);
+  REQUIRE(train(run_config(data, "cuda"), {run / "gg", true, {}}).steps_done == 20);
+  const auto lgg = losses(run / "gg");
+  REQUIRE(lgg.size() == 20);
+  for (size_t i = 10; i < 20; ++i) {
+    CAPTURE(i, lg[i], lgg[i]);
+    CHECK(rel(lgg[i], lg[i]) < kTolResume);
+  }
+  // cuda -> cpu and cpu -> cuda: the continued curve is the other backend's, within bf16 tolerance
+  // of the run it came from (a cold optimizer or fresh weights would show as a jump).
+  cut_run(run / "gpu", run / "gc", 10);
+  train(run_config(data, "cpu"), {run / "gc", true, {}});
+  cut_run(run / "cpu", run / "cg", 10);
+  train(run_config(data, "cuda"), {run / "cg", true, {}});
+  const auto lgc = losses(run / "gc"), lcg = losses(run / "cg");
+  REQUIRE(lgc.size() == 20);
+  REQUIRE(lcg.size() == 20);
+  for (size_t i = 10; i < 20; ++i) {
+    CAPTURE(i, lg[i], lgc[i], lc[i], lcg[i]);
+    CHECK(rel(lgc[i], lg[i]) < kTolBackends);
+    CHECK(rel(lcg[i], lc[i]) < kTolBackends);
+  }
+  // eval --ckpt on a checkpoint the GPU wrote (fp32 master weights): the GPU run's val loss.
+  const auto latest = io::find_latest_checkpoint(run / "gpu");
+  REQUIRE(latest.has_value());
+  const EvalResult ev = evaluate_checkpoint(*latest, 4);
+  CAPTURE(ev.loss, records(run / "gpu").back().at("val_loss").get<double>());
+  CHECK(rel(ev.loss, records(run / "gpu").back().at("val_loss").get<double>()) < kTolBackends);
+}
+
+TEST_CASE("cuda trainer: a run that does not fit names the bytes needed and free", "[gpu][train]") {
+  test::TempDir data("ctdata"), run("ctrun");
+  test::write_markov_shards(data.str(), 64, 40000, 8000, 13);
+  // 2^22 tokens a micro-batch of a 4-layer d_model 1024 model: about 0.5 TB of activations.
+  const Config cfg = run_config(data, "cuda", {"model.n_layer=4", "model.d_model=1024", "model.n_head=8",
+                                               "model.seq_len=1024", "train.batch_size=4096"});
+  try {
+    train(cfg, {run / "oom", false, {}});
+    FAIL("expected a UserError");
+  } catch (const UserError& e) {
+    const std::string msg = e.what();
+    CAPTURE(msg);
+    CHECK_THAT(msg, Catch::Contains("train.batch_size=4096"));
+    CHECK_THAT(msg, Catch::Contains("bytes") && Catch::Contains("free"));
+    CHECK_THAT(msg, Catch::Contains("parameters, gradients and optimizer state"));
+    CHECK(msg.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("cuda trainer: refusals name their key; a non-finite step is skipped", "[gpu][train]") {
+  test::TempDir data("ctdata"), run("ctrun");
+  test::write_markov_shards(data.str(), 64, 40000, 8000, 14);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"model.variant=moe", "moe.n_expert=4"}, "moe.n_expert"},
+      {{"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false"},
+       "model.variant = lipschitz"},
+      {{"spectral.method=normalize"}, "spectral.method"},
+      {{"model.norm=none"}, "model.norm"},
+      {{"dist.cpu_ranks=2"}, "dist.cpu_ranks"},
+      {{"optim.kind=muon"}, "optim.kind = muon"},
+      {{"train.batch_size=40000"}, "train.batch_size * model.n_head"},
+  };
+  int i = 0;
+  for (const auto& [sets, key] : cases) {
+    CAPTURE(key);
+    REQUIRE_THROWS_AS(train(run_config(data, "cuda", sets), {run / std::to_string(i), false, {}}), UserError);
+    REQUIRE_THROWS_WITH(train(run_config(data, "cuda", sets), {run / std::to_string(i++), false, {}}),
+                        Catch::Contains(key));
+  }
+  ::setenv("WORLD_SIZE", "2", 1), ::setenv("RANK", "0", 1), ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+  CHECK_THROWS_WITH(train(run_config(data, "cuda"), {run / "ws", false, {}}), Catch::Contains("WORLD_SIZE=2"));
+  ::unsetenv("WORLD_SIZE"), ::unsetenv("RANK"), ::unsetenv("MASTER_ADDR");
+
+  RunOptions ro{run / "nan", false, {}};
+  ro.after_backward = [](int step, std::span<float> g) {
+    if (step == 2) g[0] = NAN;
+  };
+  const RunSummary s = train(run_config(data, "cuda", {"train.max_steps=6"}), ro);
+  REQUIRE(s.steps_done == 6);
+  const auto recs = records(run / "nan");
+  CHECK(recs.at(1).at("skipped_steps").get<int>() == 0);
+  CHECK(recs.at(2).at("skipped_steps").get<int>() == 1);
+  CHECK(recs.back().at("skipped_steps").get<int>() == 1);
+  CHECK(std::isfinite(recs.back().at("train_loss").get<double>()));
+}
