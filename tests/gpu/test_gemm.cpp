@@ -214,3 +214,94 @@ TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {
   kernels::bias_bwd(d_dbias.data(), scratch.data(), d_dout.data(), Nrows, OC, nullptr);
   CHECK(rel_diff(download(d_dbias), dbias.buf) < kTolF32);
 }
+
+// fp16 and fp32 operands (Newton-Schulz at those precisions) and beta·C_in from a second input,
+// strided-batched. fp32 must be true fp32: at K = 512 TF32 (10-bit mantissa) would be off by
+// ~1e-3, fp32 by ~1e-7, hence 1e-5. fp16 output rounds once (2^-11): kTolBf16 / 4.
+TEST_CASE("gpu gemm: fp16 and fp32 operands, beta from a second input", "[gpu][gemm]") {
+  const uint64_t seed = 917;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int batch = 2, M = 24, N = 40, K = 512;
+  const int64_t sa = int64_t(M) * K, sb = int64_t(N) * K, sc = int64_t(M) * N;
+  for (cuda::InType in : {cuda::InType::F16, cuda::InType::F32}) {
+    CAPTURE(int(in));
+    Vec A = randn(rng, batch * sa), B = randn(rng, batch * sb);
+    const Vec C0 = randn(rng, batch * sc);
+    std::vector<__half> hA, hB, hC0;
+    if (in == cuda::InType::F16) {  // the reference runs on the fp16 values
+      for (auto& x : A) hA.push_back(__float2half_rn(float(x))), x = double(__half2float(hA.back()));
+      for (auto& x : B) hB.push_back(__float2half_rn(float(x))), x = double(__half2float(hB.back()));
+    }
+    auto fA = upload_f32(A), fB = upload_f32(B), fC0 = upload_f32(C0);
+    cuda::DeviceBuffer<__half> h16A, h16B, h16C(size_t(batch * sc)), h16C0;
+    cuda::DeviceBuffer<float> dC(size_t(batch * sc));
+    cuda::GemmArgs g;
+    g.M = M, g.N = N, g.K = K, g.trans_b = true, g.in_type = in, g.alpha = 0.5f, g.beta = -1.5f;
+    g.batch = batch, g.stride_a = sa, g.stride_b = sb, g.stride_c = sc;
+    Vec C0_used = C0;
+    if (in == cuda::InType::F16) {
+      for (auto& x : C0_used) hC0.push_back(__float2half_rn(float(x))), x = double(__half2float(hC0.back()));
+      h16A = upload(hA), h16B = upload(hB), h16C0 = upload(hC0);
+      g.A = h16A.data(), g.B = h16B.data(), g.C = h16C.data(), g.C_in = h16C0.data();
+      g.out_type = cuda::OutType::F16;
+    } else {
+      g.A = fA.data(), g.B = fB.data(), g.C = dC.data(), g.C_in = fC0.data();
+      g.out_type = cuda::OutType::F32;
+    }
+    runner.gemm(g);
+    stream.synchronize();
+    Vec got;
+    if (in == cuda::InType::F16) {
+      for (const __half& h : h16C.download()) got.push_back(double(__half2float(h)));
+    } else {
+      got = download(dC);
+    }
+    for (int b = 0; b < batch; ++b) {
+      const Vec ref = ref_gemm(Vec(A.begin() + b * sa, A.begin() + (b + 1) * sa), false,
+                               Vec(B.begin() + b * sb, B.begin() + (b + 1) * sb), true,
+                               Vec(C0_used.begin() + b * sc, C0_used.begin() + (b + 1) * sc), M, N, K, 0.5, -1.5);
+      const Vec part(got.begin() + b * sc, got.begin() + (b + 1) * sc);
+      CAPTURE(b);
+      CHECK(rel_diff(part, ref) < (in == cuda::InType::F32 ? 1e-5 : kTolBf16 / 4));
+    }
+    // C_in is read, C only written: the fp32 C_in is unchanged.
+    if (in == cuda::InType::F32) CHECK(download(fC0) == to_vec(cast<float>(C0)));
+  }
+}
+
+// Row strides: C's top-right block of a wider matrix from sub-blocks of A and B (ld > width),
+// as Newton-Schulz's X X^T by blocks uses them; the rest of C is left alone.
+TEST_CASE("gpu gemm: leading dimensions of sub-blocks", "[gpu][gemm]") {
+  const uint64_t seed = 918;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int M = 16, N = 24, K = 40, lda = 56, ldb = 48, ldc = 64;  // A [M, lda], B [N, ldb] (trans_b), C [M, ldc]
+  const Vec A = round_bf16(randn(rng, int64_t(M) * lda)), B = round_bf16(randn(rng, int64_t(N) * ldb));
+  const Vec C0 = randn(rng, int64_t(M) * ldc);
+  auto dA = upload_bf16(A), dB = upload_bf16(B);
+  auto dC = upload_f32(C0);
+  cuda::GemmArgs g;
+  g.M = M, g.N = N, g.K = K, g.trans_b = true, g.lda = lda, g.ldb = ldb, g.ldc = ldc;
+  g.A = dA.data() + 8, g.B = dB.data() + 8, g.C = dC.data() + 32, g.out_type = cuda::OutType::F32;  // column offsets
+  runner.gemm(g);
+  stream.synchronize();
+  const Vec got = download(dC);
+  Vec want = to_vec(cast<float>(C0));
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = 0.0;
+      for (int k = 0; k < K; ++k) s += A[size_t(m) * lda + 8 + k] * B[size_t(n) * ldb + 8 + k];
+      want[size_t(m) * ldc + 32 + n] = s;
+    }
+  CHECK(rel_diff(got, want) < 5e-4);
+  bool rest_untouched = true;
+  for (int m = 0; m < M; ++m)
+    for (int c = 0; c < ldc; ++c)
+      if (c < 32 || c >= 32 + N) rest_untouched &= got[size_t(m) * ldc + c] == want[size_t(m) * ldc + c];
+  CHECK(rest_untouched);
+}

@@ -22,11 +22,11 @@ struct GemmRunner::Plan {
 
 namespace {
 
-// A column-major layout of rows x cols (ld = rows), batched.
+// A column-major layout of rows x cols (ld = rows unless given), batched.
 cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int cols, int batch,
-                                   int64_t stride) {
+                                   int64_t stride, int ld = 0) {
   cublasLtMatrixLayout_t layout = nullptr;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, uint64_t(rows), uint64_t(cols), int64_t(rows)));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, uint64_t(rows), uint64_t(cols), int64_t(ld ? ld : rows)));
   if (batch > 1) {
     CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
                                                   &batch, sizeof(batch)));
@@ -34,6 +34,23 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int cols, int 
         layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
   }
   return layout;
+}
+
+cudaDataType_t data_type(InType t) {
+  switch (t) {
+    case InType::BF16: return CUDA_R_16BF;
+    case InType::F16: return CUDA_R_16F;
+    case InType::F32: return CUDA_R_32F;
+  }
+  return CUDA_R_16BF;
+}
+cudaDataType_t data_type(OutType t) {
+  switch (t) {
+    case OutType::F32: return CUDA_R_32F;
+    case OutType::BF16: return CUDA_R_16BF;
+    case OutType::F16: return CUDA_R_16F;
+  }
+  return CUDA_R_32F;
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -53,14 +70,14 @@ GemmRunner::~GemmRunner() {
 }
 
 GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
-  const Key key{g.M, g.N, g.K, g.trans_a, g.trans_b, int(g.out_type), int(g.epilogue), g.batch,
-                g.stride_a, g.stride_b, g.stride_c, g.beta != 0.f, int(g.in_type)};
+  const Key key{g.M, g.N, g.K, g.trans_a, g.trans_b, int(g.in_type), int(g.out_type), int(g.epilogue), g.batch,
+                g.stride_a, g.stride_b, g.stride_c, g.beta != 0.f, g.lda, g.ldb, g.ldc};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
 
   auto plan = std::make_unique<Plan>();
-  const cudaDataType_t out = g.out_type == OutType::F32 ? CUDA_R_32F : CUDA_R_16BF;
-  const cudaDataType_t in = g.in_type == InType::F32 ? CUDA_R_32F : g.in_type == InType::F16 ? CUDA_R_16F : CUDA_R_16BF;
+  const cudaDataType_t out = data_type(g.out_type);
+  const cudaDataType_t in = data_type(g.in_type);
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // Column-major view: D^T[N,M] = opB'(B^T) · opA'(A^T). Row-major B stored [K,N] is column-major
   // [N,K]: no transpose; stored [N,K] (trans_b) is column-major [K,N]: transpose. Likewise A.
@@ -95,11 +112,11 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
                                                 sizeof(out)));
   }
   // The stored shapes, column-major: first operand (our B) and second (our A).
-  plan->a = g.trans_b ? make_layout(in, g.K, g.N, g.batch, g.stride_b)
-                      : make_layout(in, g.N, g.K, g.batch, g.stride_b);
-  plan->b = g.trans_a ? make_layout(in, g.M, g.K, g.batch, g.stride_a)
-                      : make_layout(in, g.K, g.M, g.batch, g.stride_a);
-  plan->c = make_layout(out, g.N, g.M, g.batch, g.stride_c);
+  plan->a = g.trans_b ? make_layout(in, g.K, g.N, g.batch, g.stride_b, g.ldb)
+                      : make_layout(in, g.N, g.K, g.batch, g.stride_b, g.ldb);
+  plan->b = g.trans_a ? make_layout(in, g.M, g.K, g.batch, g.stride_a, g.lda)
+                      : make_layout(in, g.K, g.M, g.batch, g.stride_a, g.lda);
+  plan->c = make_layout(out, g.N, g.M, g.batch, g.stride_c, g.ldc);
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -121,8 +138,16 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
 
 void GemmRunner::gemm(const GemmArgs& g) {
   PG_CHECK(g.M > 0 && g.N > 0 && g.K > 0 && g.batch > 0, "gemm: empty shape");
-  PG_CHECK(aligned16(g.A) && aligned16(g.B) && aligned16(g.C), "gemm: pointers must be 16-byte aligned");
-  PG_CHECK(g.out_type == OutType::F32 || g.in_type == InType::BF16, "gemm: bf16 output needs bf16 operands");
+  PG_CHECK(aligned16(g.A) && aligned16(g.B) && aligned16(g.C) && aligned16(g.C_in),
+           "gemm: pointers must be 16-byte aligned");
+  PG_CHECK(g.out_type == OutType::F32 || (g.in_type == InType::BF16 && g.out_type == OutType::BF16) ||
+               (g.in_type == InType::F16 && g.out_type == OutType::F16),
+           "gemm: output type must be F32 or the operands' type");
+  PG_CHECK(g.epilogue == Epilogue::None || g.in_type == InType::BF16, "gemm: epilogues need bf16 operands");
+  PG_CHECK(g.lda >= 0 && g.ldb >= 0 && g.ldc >= 0 && (g.ldc == 0 || g.ldc >= g.N) &&
+               (g.lda == 0 || g.lda >= (g.trans_a ? g.M : g.K)) && (g.ldb == 0 || g.ldb >= (g.trans_b ? g.K : g.N)),
+           "gemm: a leading dimension is smaller than the stored width");
+  PG_CHECK(!has_aux(g.epilogue) || g.ldc == 0, "gemm: aux epilogues need a packed C");
   const bool has_bias =
       g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux;
   PG_CHECK(!has_bias || g.bias != nullptr, "gemm: bias epilogue without a bias");
@@ -144,7 +169,8 @@ void GemmRunner::gemm(const GemmArgs& g) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
                                                 sizeof(g.bias)));
   }
-  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &g.alpha, g.B, plan.a, g.A, plan.b, &g.beta, g.C,
+  const void* c_in = g.C_in ? g.C_in : g.C;
+  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &g.alpha, g.B, plan.a, g.A, plan.b, &g.beta, c_in,
                               plan.c, g.C, plan.c, &plan.algo, workspace_.data(), workspace_.bytes(),
                               stream_));
 }

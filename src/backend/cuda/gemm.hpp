@@ -1,5 +1,5 @@
-// The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands (or fp16 / fp32 ones, by
-// in_type), fp32 accumulation, fp32 or bf16 output, optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
+// The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands (fp16 and fp32 too, by
+// in_type: Newton-Schulz, the spectral ops), fp32 accumulation, fp32 or bf16 output (fp16 with fp16 operands), optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
 // bias-gradient epilogues, strided batches.
 //
 // Convention: ROW-MAJOR, as everywhere in polargpt.
@@ -11,10 +11,17 @@
 // for C^T = op(B)^T · op(A)^T, i.e. swap the operands; the bias then runs along its rows (our
 // columns), which is what a linear layer's bias does.
 //
+// Operand types (in_type, both operands alike): BF16 (the default, every model GEMM) with F32 or
+// BF16 output; F16 with F32 or F16 output; F32 with F32 output only. F32 is true fp32 on the
+// CUDA cores (CUBLAS_COMPUTE_32F, never TF32): the fp32 Newton-Schulz reference precision and
+// the spectral ops that need float32 products.
+// C_in (optional) is the matrix beta scales when it is not C itself: C = alpha·op(A)·op(B) +
+// beta·C_in, same type and layout as C (cuBLASLt's separate C and D); C_in may equal A or B.
+//
 // One GemmRunner per stream: it owns the cuBLASLt handle and workspace, and caches per shape the
 // descriptors and the algorithm the heuristic picked, so the step loop does no descriptor set-up
 // or heuristic query after the first step. Every pointer must be 16-byte aligned (the cached
-// algorithms assume it); leading dimensions are the packed ones.
+// algorithms assume it); leading dimensions are the packed ones unless lda/ldb/ldc say otherwise.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -31,11 +38,8 @@ namespace pg::cuda {
 
 using kernels::bf16;
 
-enum class OutType { F32, BF16 };
-// Operand type of A and B. BF16 (the default) and F16 run on the tensor cores with fp32
-// accumulation; F32 is plain fp32 (CUBLAS_COMPUTE_32F, no TF32 rounding) for the spectral ops that
-// need float32 products. BF16 output needs BF16 operands.
 enum class InType { BF16, F16, F32 };
+enum class OutType { F32, BF16, F16 };
 // GELU: the tanh approximation. *GeluAux also store the pre-activation (the GEMM + bias) in aux;
 // DGelu multiplies the product by gelu'(aux) elementwise (the backward of a GELU whose input was
 // stored by *GeluAux): C = (op(A)·op(B)) ∘ gelu'(aux).
@@ -45,13 +49,14 @@ enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu, B
 
 struct GemmArgs {
   int M = 0, N = 0, K = 0;
-  const void* A = nullptr;  // bf16*, __half* or float*, per in_type
+  const void* A = nullptr;  // of in_type
   bool trans_a = false;
-  const void* B = nullptr;
+  const void* B = nullptr;  // of in_type
   bool trans_b = false;
-  void* C = nullptr;  // float* or bf16*, per out_type; read when beta != 0
-  OutType out_type = OutType::F32;
+  void* C = nullptr;  // float*, bf16* or half*, per out_type; read when beta != 0 and C_in is null
   InType in_type = InType::BF16;
+  OutType out_type = OutType::F32;
+  const void* C_in = nullptr;  // when set, beta scales C_in instead of C (same type and layout)
   float alpha = 1.f, beta = 0.f;
   Epilogue epilogue = Epilogue::None;
   const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
@@ -60,6 +65,9 @@ struct GemmArgs {
   // Strided batches: matrix b of each operand starts at ptr + b·stride (elements).
   int batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+  // Row strides (elements) of the stored row-major A, B, C (C_in alike); 0 = packed (the stored
+  // width). Set for sub-blocks of larger matrices (Newton-Schulz's symmetric products).
+  int lda = 0, ldb = 0, ldc = 0;
 };
 
 class GemmRunner {
@@ -75,7 +83,7 @@ class GemmRunner {
 
  private:
   struct Plan;
-  using Key = std::tuple<int, int, int, bool, bool, int, int, int, int64_t, int64_t, int64_t, bool, int>;
+  using Key = std::tuple<int, int, int, bool, bool, int, int, int, int, int64_t, int64_t, int64_t, bool, int, int, int>;
   Plan& plan_for(const GemmArgs& a);
 
   cudaStream_t stream_;
