@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "kernels/adamw.cuh"
 #include "optim/adamw.hpp"
+#include "optim/cuda_muon.hpp"
 
 namespace pg {
 
@@ -58,8 +59,11 @@ std::vector<std::string> CudaAdamW::describe() const {
 }
 
 size_t cuda_optimizer_state_bytes(const OptimConfig& cfg, const ParamTable& table) {
-  // AdamW's m and v over the flat buffer (CudaMuon's momentum adds to this when it plugs in).
-  return 2 * sizeof(float) * size_t(table.total());
+  // AdamW's m and v over the flat buffer; Muon's momentum (its tensors only) and its Newton-Schulz
+  // workspace, which CudaMuon allocates at construction (counted there: CudaMuon::device_bytes).
+  size_t bytes = 2 * sizeof(float) * size_t(table.total());
+  if (cfg.kind == "muon") bytes += CudaMuon::device_bytes(cfg, table);
+  return bytes;
 }
 
 namespace {
@@ -102,9 +106,7 @@ std::unique_ptr<CudaOptimizer> make_cuda_optimizer(const OptimConfig& cfg, const
                                                    cudaStream_t stream) {
   if (cfg.kind != "muon") return std::make_unique<CudaAdamW>(cfg, table, stream);
   std::vector<std::unique_ptr<CudaOptimizer>> parts;
-  // >>> CudaMuon plugs in here (src/optim/cuda_muon.hpp), replacing the refusal below:
-  // parts.push_back(std::make_unique<CudaMuon>(cfg, table, stream));
-  throw UserError("optim.kind = muon: Muon is not available on --device cuda yet; use optim.kind = adamw or --device cpu");
+  parts.push_back(std::make_unique<CudaMuon>(cfg, table, stream));
   parts.push_back(std::make_unique<CudaAdamW>(cfg, table, stream));
   return std::make_unique<CudaComposite>(std::move(parts));
 }

@@ -1,6 +1,8 @@
 // Muon on the GPU (see cuda_muon.hpp; the math is muon.hpp's).
 #include "optim/cuda_muon.hpp"
 
+#include <algorithm>
+
 #include <spdlog/fmt/fmt.h>
 
 #include "core/error.hpp"
@@ -42,10 +44,21 @@ double checked_safety(const OptimConfig& cfg) {
     throw UserError("optim.muon_momentum: expected a value in [0, 1), got " + fmt::format("{}", cfg.muon_momentum));
   if (!(cfg.muon_lr > 0.0)) throw UserError("optim.muon_lr: expected a value > 0, got " + fmt::format("{}", cfg.muon_lr));
   muon_update_scale(cfg.muon_scale, 1, 1);  // validates the rule name
-  return prec == NsPrecision::fp16 ? 1.02 : 1.01;
+  return muon_ns_safety(prec);
 }
 
 }  // namespace
+
+size_t CudaMuon::device_bytes(const OptimConfig& cfg, const ParamTable& table) {
+  const size_t elem = parse_ns_precision(cfg.ns_precision, "optim.ns_precision") == NsPrecision::fp32 ? 4 : 2;
+  size_t bytes = 0;
+  for (const MatrixShape& s : muon_matrices(table).shapes) {
+    const size_t m = size_t(std::min(s.rows, s.cols)), n = size_t(std::max(s.rows, s.cols));
+    // momentum + the fp32 NS input, the two X buffers and the two [m, m] products
+    bytes += 2 * sizeof(float) * m * n + 2 * elem * m * n + 2 * elem * m * m;
+  }
+  return bytes;
+}
 
 CudaMuon::CudaMuon(const OptimConfig& cfg, const ParamTable& table, cudaStream_t stream)
     : cfg_(cfg),

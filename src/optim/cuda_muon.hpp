@@ -27,6 +27,9 @@ class CudaMuon final : public CudaOptimizer {
  public:
   // Throws UserError for bad settings, as Muon does. The table must outlive the optimizer.
   CudaMuon(const OptimConfig& cfg, const ParamTable& table, cudaStream_t stream);
+  // The device memory it allocates (momentum and Newton-Schulz workspace), for the run's memory
+  // plan before anything is allocated; within a few KiB (norm partials, offsets).
+  static size_t device_bytes(const OptimConfig& cfg, const ParamTable& table);
   void step(float* params, kernels::bf16* params_bf16, const float* grads, float grad_scale, double lr_factor,
             int64_t t) override;
   std::vector<StateTensor> download_state() override;

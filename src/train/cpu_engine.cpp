@@ -13,6 +13,7 @@
 #include "model/gpt.hpp"
 #include "optim/adamw.hpp"
 #include "spectral/constrain.hpp"
+#include "spectral/spectral_log.hpp"
 #include "train/checkpoint.hpp"
 #include "train/engine.hpp"
 
@@ -114,6 +115,10 @@ class CpuEngine final : public TrainEngine {
 
   std::span<const float> host_params() override {
     return std::span<const float>(params_).first(size_t(table_.total()));
+  }
+
+  std::vector<nlohmann::json> spectral_monitor(int64_t step) override {
+    return spectral_monitor_lines(cfg_, table_, host_params(), step);
   }
 
   CheckpointTensors checkpoint_tensors() override {

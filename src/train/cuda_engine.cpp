@@ -3,7 +3,12 @@
 //   master  fp32 [table.total()]  the weights the optimizer updates and checkpoints save
 //   work    bf16 [table.total()]  their working copy, which forward and backward read
 //   grads   fp32 [table.total()]  accumulated over the step's micro-batches
-//   + the optimizer's state (CudaOptimizer), CudaGpt's activation arena, the token batch.
+//   + the optimizer's state (CudaOptimizer), CudaGpt's activation arena, the token batch, and
+//     with spectral.method != none or spectral.monitor_every > 0 the CudaSpectral workspace (its
+//     power-iteration vectors and work buffers).
+// After each update CudaSpectral projects the constrained matrices of master (and refreshes
+// work); it also made the initial weights satisfy the constraint, and measures the monitor's
+// sigma_max on the device.
 // The update writes master and work in one pass (kernels/adamw.cuh). Host syncs per step: the
 // loss of each micro-batch (CudaGpt::forward reads it back) and the gradient norm, which decides
 // clipping and whether the step is skipped; the weights come to the host only for checkpoints,
@@ -19,6 +24,7 @@
 #include "model/gpt.hpp"
 #include "optim/cuda_adamw.hpp"
 #include "spectral/constrain.hpp"
+#include "spectral/cuda_constrain.hpp"
 #include "train/checkpoint.hpp"
 #include "train/engine.hpp"
 
@@ -36,9 +42,6 @@ class CudaEngine final : public TrainEngine {
     const size_t BT = size_t(cfg.train.batch_size) * size_t(cfg.model.seq_len);
     host_params_.assign(n, 0.0f);
     init_gpt_params(cfg, table_, host_params_, cfg.train.seed);
-    SpectralState spectral;
-    project_constrained(table_, host_params_, spectral, cfg, 0.0, 0);  // as the CPU engine (no-op for gpt)
-
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     cudaDeviceProp prop{};
@@ -54,6 +57,11 @@ class CudaEngine final : public TrainEngine {
     plan_.grads = n * sizeof(float);
     plan_.optimizer = cuda_optimizer_state_bytes(cfg.optim, table_);
     plan_.other = 2 * BT * sizeof(int32_t) + (kernels::kNormBlocks + 1) * sizeof(float);
+    // Allocated first, so the free memory CudaGpt checks against already excludes it.
+    if (cfg.spectral.method != "none" || cfg.spectral.monitor_every > 0) {
+      spectral_.emplace(cfg, table_, stream_.get());
+      plan_.spectral = spectral_->workspace_bytes();
+    }
     const size_t outside_arena = plan_.master + plan_.work + plan_.grads + plan_.optimizer + plan_.other;
     model_.emplace(cfg, table_, cfg.train.batch_size, stream_.get(), outside_arena);
     plan_.arena = model_->arena_bytes();
@@ -66,6 +74,7 @@ class CudaEngine final : public TrainEngine {
     norm_ = cuda::DeviceBuffer<float>(size_t(kernels::kNormBlocks) + 1);
     optimizer_ = make_cuda_optimizer(cfg.optim, table_, stream_.get());
     upload_params();
+    project(0.0, 0);  // start inside the constraint set, as the CPU engine
   }
 
   const ParamTable& table() const override { return table_; }
@@ -74,13 +83,14 @@ class CudaEngine final : public TrainEngine {
   double detected_peak_tflops() const override { return peak_tflops_for_device(device_name_); }
 
   std::vector<std::string> describe() const override {
-    const size_t total = plan_.master + plan_.work + plan_.grads + plan_.optimizer + plan_.arena + plan_.other;
+    const size_t total =
+        plan_.master + plan_.work + plan_.grads + plan_.optimizer + plan_.arena + plan_.other + plan_.spectral;
     std::vector<std::string> out = {
         fmt::format("device: cuda, {} ({} free before the run)", device_name_, gib(free_before_)),
         fmt::format("device memory: {} = params fp32 {} + bf16 {} + grads fp32 {} + optimizer state {} + "
-                    "activation arena {} + tokens and scratch {}",
+                    "activation arena {} + tokens and scratch {} + spectral {}",
                     gib(total), gib(plan_.master), gib(plan_.work), gib(plan_.grads), gib(plan_.optimizer),
-                    gib(plan_.arena), gib(plan_.other))};
+                    gib(plan_.arena), gib(plan_.other), gib(plan_.spectral))};
     for (const auto& line : optimizer_->describe()) out.push_back("optimizer " + line);
     return out;
   }
@@ -118,10 +128,13 @@ class CudaEngine final : public TrainEngine {
 
   void update(float grad_scale, double lr_factor, double lr, int64_t t, int step) override {
     optimizer_->step(master_.data(), work_.data(), grads_.data(), grad_scale, lr_factor, t);
-    // >>> Post-step hook: the device spectral projection of the constrained matrices (spectral.method,
-    // model.variant = lipschitz) goes here, on master_ with work_ refreshed; refused until then
-    // (cuda_trainer_unsupported).
+    project(lr, step + 1);
     host_stale_ = true;
+  }
+
+  std::vector<nlohmann::json> spectral_monitor(int64_t step) override {
+    PG_CHECK(spectral_.has_value(), "CudaEngine: spectral monitor without spectral.monitor_every");
+    return spectral_->monitor_lines(master_.data(), step);
   }
 
   double eval_batch(std::span<const int32_t> x, std::span<const int32_t> y, int64_t* n_correct) override {
@@ -143,6 +156,11 @@ class CudaEngine final : public TrainEngine {
     CheckpointTensors c;
     c.params = host_params();
     c.optimizer = optimizer_->download_state();
+    if (projects()) {
+      spectral_state_ = spectral_->download_state();
+      for (const StateTensor& s : spectral_state_)
+        c.extra.push_back({s.name, "F32", s.shape, s.data, size_t(s.numel) * sizeof(float)});
+    }
     return c;
   }
 
@@ -152,11 +170,27 @@ class CudaEngine final : public TrainEngine {
     const std::vector<StateTensor> views = optimizer_->download_state();  // the host mirror to load into
     load_optimizer_state(dir, views);
     optimizer_->upload_state();
+    if (projects() && cfg_.spectral.warm_start) {  // the power vectors the checkpoint holds (none: cold start)
+      const io::SafetensorsReader r(dir + "/optimizer.safetensors");
+      bool any = false;
+      for (const StateTensor& s : spectral_->download_state())
+        if (r.has(s.name)) {
+          r.read_into(s.name, s.data, "F32", s.shape);
+          any = true;
+        }
+      if (any) spectral_->upload_state();
+    }
   }
 
   void start() override { stream_.synchronize(); }
 
  private:
+  bool projects() const { return spectral_.has_value() && cfg_.spectral.method != "none"; }
+  // The spectral projection of master_ (work_ refreshed), after the update at learning rate lr.
+  void project(double lr, int64_t step) {
+    if (projects()) spectral_->project(master_.data(), work_.data(), lr, step);
+  }
+
   // host_params_ -> master_ and its bf16 copy work_.
   void upload_params() {
     stream_.synchronize();
@@ -172,7 +206,7 @@ class CudaEngine final : public TrainEngine {
   }
 
   struct MemoryPlan {
-    size_t master = 0, work = 0, grads = 0, optimizer = 0, arena = 0, other = 0;
+    size_t master = 0, work = 0, grads = 0, optimizer = 0, arena = 0, other = 0, spectral = 0;
   };
 
   Config cfg_;
@@ -182,6 +216,8 @@ class CudaEngine final : public TrainEngine {
   size_t free_before_ = 0;
   MemoryPlan plan_;
   cuda::Stream stream_;
+  std::optional<CudaSpectral> spectral_;
+  std::vector<StateTensor> spectral_state_;  // host mirrors of its vectors, for checkpoints
   std::optional<CudaGpt> model_;
   cuda::DeviceBuffer<float> master_, grads_, norm_;  // norm_: [0] the norm, [1..] its partial sums
   cuda::DeviceBuffer<kernels::bf16> work_;

@@ -68,8 +68,10 @@ class TrainEngine {
   // The mean loss of one val micro-batch; *n_correct receives its argmax hits.
   virtual double eval_batch(std::span<const int32_t> x, std::span<const int32_t> y, int64_t* n_correct) = 0;
 
-  // fp32 master weights on the host (table layout), for the certificate, the spectral monitor
-  // and sampling; valid until the next update.
+  // The spectral.jsonl records of this step (spectral_log.hpp), measured where the weights live.
+  virtual std::vector<nlohmann::json> spectral_monitor(int64_t step) = 0;
+  // fp32 master weights on the host (table layout), for the certificate and sampling; valid until
+  // the next update.
   virtual std::span<const float> host_params() = 0;
   // What a checkpoint writes. A collective under ZeRO-1: every rank calls it.
   virtual CheckpointTensors checkpoint_tensors() = 0;

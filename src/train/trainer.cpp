@@ -238,8 +238,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt, TrainEngine& e
       spdlog::info("mfu: {:.3g} GFLOP per token (6 N + 12 L T C) against a peak of {:g} TFLOP/s", flops_token / 1e9,
                    peak_tflops);
   }
-  std::optional<io::JsonlWriter> spectral_log;
-  if (lead && cfg.spectral.monitor_every > 0) spectral_log.emplace(opt.run_dir + "/spectral.jsonl", /*append=*/opt.resume);
+  // spectral.jsonl, and with TensorBoard on its sigma_max scalars per matrix (sigma_max/<name>).
+  std::optional<io::MetricsLog> spectral_log;
+  if (lead && cfg.spectral.monitor_every > 0)
+    spectral_log.emplace(opt.run_dir, "spectral", /*append=*/opt.resume, cfg.train.tensorboard);
 
   auto save = [&](int step) {
     nlohmann::json st = {{"step", step},
@@ -300,7 +302,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt, TrainEngine& e
     summary.steps_done = done;
     summary.final_train_loss = loss;
     if (spectral_log && done % cfg.spectral.monitor_every == 0)  // inside the timed step
-      for (const auto& line : spectral_monitor_lines(cfg, table, engine.host_params(), done)) spectral_log->write(line);
+      for (const auto& line : engine.spectral_monitor(done)) spectral_log->write(line);
 
     const bool last = done == max_steps;
     const bool stop = shared[1] > 0;
