@@ -15,6 +15,9 @@
 
 #include <unistd.h>
 
+// --set values are whole strings: a comma belongs to the value (spectral.roles=attn,mlp), it does
+// not separate several of them (cxxopts splits vector options on ',' by default).
+#define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
 #include <spdlog/spdlog.h>
 

@@ -80,6 +80,11 @@ TEST_CASE("cli: a bad config is refused with one line naming the key", "[cli]") 
   REQUIRE(r.code == 2);
   REQUIRE_THAT(r.output, Catch::Contains("missing.json"));
 
+  // A comma is part of a --set value (lists such as spectral.roles), not a separator.
+  r = run("config --set spectral.roles=attn,mlp --set spectral.monitor_filter=h.0.*,lm_head.weight", true);
+  REQUIRE(r.code == 0);
+  REQUIRE_THAT(r.output, Catch::Contains("\"attn,mlp\"") && Catch::Contains("\"h.0.*,lm_head.weight\""));
+
   r = run("config --set model.n_layer=abc");
   REQUIRE(r.code == 2);
   REQUIRE(lines(r.output) == 1);
