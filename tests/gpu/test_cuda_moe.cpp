@@ -6,7 +6,8 @@
 // stored in fp32: kTolF32 (1e-4); the fp64 router losses: 1e-5 (fp32 probabilities summed in
 // fp64); token rows stored in bf16: kTolBf16 (1e-2); integers (selection, plan, counts) exactly.
 // The block: y and dx 3e-2 (two bf16 GEMMs with bf16 intermediates, kTolGemm and a margin), each
-// parameter gradient 5e-2 (as the whole-model test), the stats exactly / 1e-4.
+// parameter gradient 5e-2 (as the whole-model test), the stats exactly / 1e-4; a second run of
+// the block is bit-identical (no float atomics).
 //
 // Selections are exact only where no two scores are closer than the GPU's rounding: inputs are
 // redrawn on the host until every token's k-th and (k+1)-th scores differ by more than 1e-3,
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -393,6 +395,17 @@ void check_block(const std::vector<std::string>& sets, uint64_t seed, bool expec
     ++checked;
   }
   CHECK(checked >= 3);
+
+  // Deterministic: a second step on the same inputs gives bit-identical outputs and gradients.
+  const std::vector<bf16> y1 = d_y.download(), dx1 = d_dx.download();
+  d_G.zero(stream.get());
+  gpu_block.forward(d_P.data(), d_x.data(), d_y.data(), N);
+  gpu_block.backward(d_P.data(), d_G.data(), d_dy.data(), d_dx.data(), loss_scale);
+  stream.synchronize();
+  const std::vector<bf16> y2 = d_y.download(), dx2 = d_dx.download();
+  CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(bf16)) == 0);
+  CHECK(std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(bf16)) == 0);
+  CHECK(d_G.download() == gG);
 }
 
 }  // namespace
