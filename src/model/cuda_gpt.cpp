@@ -213,7 +213,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
       if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
       else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
     }
-    linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
+    if (!moe_[size_t(l)]) linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
   }
   kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
                              P + lnf_w_, par(lnf_b_), N, C_, eps, kind, stream_);
