@@ -63,6 +63,9 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
     fused_qkv_ = fused_qkv_ && ((w.qb < 0 && w.kb < 0 && w.vb < 0) || (w.kb == w.qb + C_ && w.vb == w.kb + C_));
   }
 
+  for (int l = 0; l < L_; ++l)  // an MoE block replaces the dense MLP (model.variant = moe only)
+    moe_.push_back(cfg.is_moe_layer(l) ? std::make_unique<CudaMoe>(cfg, t, l, max_batch * S_, gemm_, stream_)
+                                       : nullptr);
   acts_.resize(size_t(L_));
   const size_t need = layout(nullptr);
   size_t free_bytes = 0, total_bytes = 0;
@@ -82,7 +85,10 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
 size_t CudaGpt::layout(std::byte* base) {
   Carver a{base};
   const int64_t N = int64_t(max_batch_) * S_, NC = N * C_, NF = N * F_, NR = N * NH_;
-  for (auto& x : acts_) {
+  const bool any_moe = std::any_of(moe_.begin(), moe_.end(), [](const auto& b) { return b != nullptr; });
+  std::byte* moe_scratch = any_moe ? a.take<std::byte>(int64_t(CudaMoe::scratch_bytes(cfg_, int(N)))) : nullptr;
+  for (size_t l = 0; l < acts_.size(); ++l) {
+    LayerActs& x = acts_[l];
     x.res_in = a.take<bf16>(NC), x.ln1 = a.take<bf16>(NC);
     x.ln1_mean = a.take<float>(N), x.ln1_rstd = a.take<float>(N);
     // q, k, v: thirds of one [N, 3C] block, interleaved per token when fused (token stride 3C),
@@ -99,7 +105,13 @@ size_t CudaGpt::layout(std::byte* base) {
     x.lse = a.take<float>(NR), x.att = a.take<bf16>(NC);
     x.res_mid = a.take<bf16>(NC), x.ln2 = a.take<bf16>(NC);
     x.ln2_mean = a.take<float>(N), x.ln2_rstd = a.take<float>(N);
-    x.fc = a.take<bf16>(NF), x.act = a.take<bf16>(NF);
+    if (moe_[l]) {
+      x.fc = x.act = nullptr;
+      std::byte* m = a.take<std::byte>(int64_t(CudaMoe::activation_bytes(cfg_, int(N))));
+      if (base) moe_[l]->bind(m, moe_scratch);
+    } else {
+      x.fc = a.take<bf16>(NF), x.act = a.take<bf16>(NF);
+    }
   }
   branch_ = a.take<bf16>(NC), res_final_ = a.take<bf16>(NC), lnf_ = a.take<bf16>(NC);
   lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
@@ -191,7 +203,9 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
     kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
                                par(w.ln2_b), N, C_, eps, kind, stream_);
-    if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
+    if (CudaMoe* moe = moe_[size_t(l)].get()) {
+      moe->forward(P, a.ln2, branch_, N);
+    } else if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
       cuda::GemmArgs g;
       g.M = N, g.N = F_, g.K = C_, g.A = a.ln2, g.B = P + w.fc, g.trans_b = true, g.C = a.act, g.aux = a.fc;
       g.out_type = cuda::OutType::BF16;
@@ -203,7 +217,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
       if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
       else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
     }
-    linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
+    if (!moe_[size_t(l)]) linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
   }
   kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
                              P + lnf_w_, par(lnf_b_), N, C_, eps, kind, stream_);
@@ -249,14 +263,18 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
     const Layer& w = layers_[size_t(l)];
     const LayerActs& a = acts_[size_t(l)];
     // MLP branch: dres holds d(block output); it also flows straight through to res_mid.
-    if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
-      linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, 1.f, a.fc);
+    if (CudaMoe* moe = moe_[size_t(l)].get()) {
+      moe->backward(P, G, dres_, dln_, loss_scale);  // writes dln_
     } else {
-      linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
-      if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
-      else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+      if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
+        linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, 1.f, a.fc);
+      } else {
+        linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
+        if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+        else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
+      }
+      linear_bwd(dln_, false, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
     }
-    linear_bwd(dln_, false, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
     kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), norm_scratch_, dln_, a.res_mid, P + w.ln2_w,
                       a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
     // Attention branch.
@@ -284,6 +302,20 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
   }
   kernels::embedding_bwd(G + wte_, gpar(wpe_), dres_, inputs_, B, Tn, C_, stream_);
   targets_ = nullptr;
+}
+
+double CudaGpt::moe_objective() const {
+  double sum = 0.0;
+  for (const auto& b : moe_)
+    if (b) sum += b->objective();
+  return sum;
+}
+
+std::vector<MoeLayerStats> CudaGpt::moe_stats() const {
+  std::vector<MoeLayerStats> out;
+  for (const auto& b : moe_)
+    if (b) out.push_back(b->stats());
+  return out;
 }
 
 }  // namespace pg

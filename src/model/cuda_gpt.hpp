@@ -12,15 +12,22 @@
 // into `grads` (fp32, laid out by the ParamTable). inputs and targets are device arrays [B, Tn].
 // The residual adds are fused into the next norm (kernels/norm.cuh), so model.norm = none is not
 // supported here yet.
+//
+// MoE (model.variant = moe): the blocks cfg.is_moe_layer marks run a CudaMoe (model/cuda_moe.hpp)
+// in place of the dense MLP, its activations and its shared scratch carved from the same arena; as
+// CpuGpt, forward() returns the cross-entropy alone, moe_objective() is the weighted router losses
+// the objective adds, and backward() includes their gradients (scaled by loss_scale).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
 #include "kernels/types.cuh"
+#include "model/cuda_moe.hpp"
 #include "model/gpt.hpp"
 #include "model/param_table.hpp"
 
@@ -37,8 +44,13 @@ class CudaGpt {
   // *n_correct (if given) receives the number of rows whose argmax is the target.
   double forward(const bf16* params, const int32_t* inputs, const int32_t* targets, int B, int Tn,
                  int64_t* n_correct = nullptr);
-  // grads += d(loss_scale · mean loss)/d params.
+  // grads += d(loss_scale · (mean loss + moe_objective()))/d params.
   void backward(const bf16* params, float* grads, double loss_scale);
+
+  // MoE: the weighted router losses of the last forward (0 for a dense model) and each MoE
+  // block's routing stats; valid after a forward with targets (which synchronises the stream).
+  double moe_objective() const;
+  std::vector<MoeLayerStats> moe_stats() const;
 
   // [B·Tn, vocab_size] of the last forward without targets; a forward with targets leaves
   // d(mean loss)/d logits there instead (computed in the same pass as the losses).
@@ -67,6 +79,7 @@ class CudaGpt {
   std::vector<Layer> layers_;
   cudaStream_t stream_;
   cuda::GemmRunner gemm_;
+  std::vector<std::unique_ptr<CudaMoe>> moe_;  // per layer; null for a dense MLP
 
   cuda::DeviceBuffer<std::byte> arena_;
   std::vector<LayerActs> acts_;
