@@ -22,6 +22,7 @@
 #include "kernels/adamw.cuh"
 #include "model/cuda_gpt.hpp"
 #include "model/gpt.hpp"
+#include "model/moe_balance.hpp"
 #include "optim/cuda_adamw.hpp"
 #include "spectral/constrain.hpp"
 #include "spectral/cuda_constrain.hpp"
@@ -95,17 +96,21 @@ class CudaEngine final : public TrainEngine {
     return out;
   }
 
-  void begin_step() override { grads_.zero(stream_.get()); }
+  void begin_step() override {
+    grads_.zero(stream_.get());
+    moe_step_.clear();
+  }
 
   double micro_step(std::span<const int32_t> x, std::span<const int32_t> y, double loss_scale) override {
     upload_tokens(x, y);
     const double loss = model_->forward(work_.data(), tokens_x_.data(), tokens_y_.data(), cfg_.train.batch_size,
                                         cfg_.model.seq_len);
     model_->backward(work_.data(), grads_.data(), loss_scale);
+    if (cfg_.moe.n_expert > 0) moe_step_.add(model_->moe_stats());  // read back by forward's sync
     return loss;
   }
 
-  const MoeStepStats& moe_step() const override { return moe_step_; }  // dense only (MoE is refused)
+  const MoeStepStats& moe_step() const override { return moe_step_; }
 
   double reduce_grads(int step) override {
     const int64_t n = table_.total();
@@ -129,6 +134,7 @@ class CudaEngine final : public TrainEngine {
   void update(float grad_scale, double lr_factor, double lr, int64_t t, int step) override {
     optimizer_->step(master_.data(), work_.data(), grads_.data(), grad_scale, lr_factor, t);
     project(lr, step + 1);
+    update_score_bias_on_device();
     host_stale_ = true;
   }
 
@@ -185,6 +191,26 @@ class CudaEngine final : public TrainEngine {
   void start() override { stream_.synchronize(); }
 
  private:
+  // moe.balance = bias: the selection biases (E floats per MoE block) make a round trip through
+  // host_params_, where update_score_bias (moe_balance.hpp) moves them as on the CPU.
+  void update_score_bias_on_device() {
+    if (cfg_.moe.balance != "bias" || moe_step_.empty()) return;
+    std::vector<const ParamInfo*> biases;
+    for (const auto& p : table_.entries())
+      if (p.name.ends_with(".moe.router.score_bias")) biases.push_back(&p);
+    for (const ParamInfo* b : biases)
+      CUDA_CHECK(cudaMemcpyAsync(host_params_.data() + b->offset, master_.data() + b->offset,
+                                 size_t(b->numel) * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+    stream_.synchronize();
+    update_score_bias(cfg_, table_, host_params_, moe_step_);
+    for (const ParamInfo* b : biases) {
+      CUDA_CHECK(cudaMemcpyAsync(master_.data() + b->offset, host_params_.data() + b->offset,
+                                 size_t(b->numel) * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
+      kernels::copy_to_bf16(work_.data() + b->offset, master_.data() + b->offset, b->numel, stream_.get());
+    }
+    stream_.synchronize();  // the host copy is read by the next update's copies: keep it stable
+  }
+
   bool projects() const { return spectral_.has_value() && cfg_.spectral.method != "none"; }
   // The spectral projection of master_ (work_ refreshed), after the update at learning rate lr.
   void project(double lr, int64_t step) {

@@ -18,8 +18,10 @@ std::string cuda_world_size_unsupported(int world_size) {
 
 std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
   const std::string tail = " is not supported on --device cuda yet; use --device cpu";
-  if (cfg.moe.n_expert > 0 || cfg.model.variant == "moe")
-    return "moe.n_expert = " + std::to_string(cfg.moe.n_expert) + ": mixture of experts" + tail;
+  // MoE runs on the GPU (CudaMoe inside CudaGpt); the bias balance reads each rank's own routing
+  // stats, as on the CPU, so it needs one rank.
+  if (world_size > 1 && cfg.moe.n_expert > 0 && cfg.moe.balance == "bias")
+    return "moe.balance = bias: not supported with more than one data-parallel rank yet; use moe.balance = aux";
   // The variant's blocks (convex residuals without norms, scaled GELU and attention) are CPU-only;
   // the spectral projection itself runs on the GPU for every other model (CudaSpectral).
   if (cfg.model.variant == "lipschitz") return "model.variant = lipschitz: the Lipschitz blocks are" + tail.substr(3);

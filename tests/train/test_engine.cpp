@@ -32,7 +32,6 @@ Config tiny_run(const test::TempDir& data, std::vector<std::string> extra = {}) 
 
 TEST_CASE("engine: --device cuda refuses what the CUDA trainer lacks, naming the key", "[train]") {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-      {{"model.variant=moe", "moe.n_expert=4"}, "moe.n_expert"},
       {{"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false"}, "model.variant = lipschitz"},
       {{"model.norm=none"}, "model.norm"},
       {{"dist.cpu_ranks=2"}, "dist.cpu_ranks"},
@@ -50,6 +49,9 @@ TEST_CASE("engine: --device cuda refuses what the CUDA trainer lacks, naming the
             .empty());
   // Muon and the spectral projection run on the GPU (CudaMuon, CudaSpectral).
   CHECK(cuda_trainer_unsupported(default_config({"optim.kind=muon", "spectral.method=hardcap"}), 1).empty());
+  CHECK(cuda_trainer_unsupported(default_config({"model.variant=moe", "moe.n_expert=4"}), 1).empty());
+  CHECK_THAT(cuda_trainer_unsupported(default_config({"model.variant=moe", "moe.n_expert=4", "moe.balance=bias"}), 2),
+             Catch::Contains("moe.balance = bias"));
 }
 
 TEST_CASE("engine: --device cuda without a GPU or CUDA backend is one line naming train.device", "[train]") {
