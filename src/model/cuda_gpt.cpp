@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "backend/cuda/arena_carver.hpp"
 #include "backend/cuda/check.hpp"
 #include "core/error.hpp"
 #include "kernels/activation.cuh"
@@ -17,20 +18,6 @@
 namespace pg {
 
 namespace {
-
-// Bump allocation from one arena, every buffer 256-byte aligned; with base == nullptr it only
-// counts, so the same code sizes the arena and then carves it.
-struct Carver {
-  std::byte* base;
-  size_t used = 0;
-  template <typename T>
-  T* take(int64_t n) {
-    used = (used + 255) & ~size_t(255);
-    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
-    used += size_t(n) * sizeof(T);
-    return p;
-  }
-};
 
 constexpr float kLayerNormEps = 1e-5f, kRmsNormEps = 1e-6f;  // the CPU reference's defaults
 
@@ -83,7 +70,7 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
 }
 
 size_t CudaGpt::layout(std::byte* base) {
-  Carver a{base};
+  cuda::ArenaCarver a{base};
   const int64_t N = int64_t(max_batch_) * S_, NC = N * C_, NF = N * F_, NR = N * NH_;
   const bool any_moe = std::any_of(moe_.begin(), moe_.end(), [](const auto& b) { return b != nullptr; });
   std::byte* moe_scratch = any_moe ? a.take<std::byte>(int64_t(CudaMoe::scratch_bytes(cfg_, int(N)))) : nullptr;

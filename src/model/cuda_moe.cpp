@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/arena_carver.hpp"
 #include "backend/cuda/check.hpp"
 #include "core/error.hpp"
 #include "kernels/activation.cuh"
@@ -16,19 +17,6 @@
 namespace pg {
 
 namespace {
-
-// Bump allocation, every buffer 256-byte aligned; base == nullptr only counts.
-struct Bump {
-  std::byte* base;
-  size_t used = 0;
-  template <typename T>
-  T* take(int64_t n) {
-    used = (used + 255) & ~size_t(255);
-    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
-    used += size_t(n) * sizeof(T);
-    return p;
-  }
-};
 
 int capacity_for(double cf, int N, int k, int E) {
   if (cf <= 0) return N;
@@ -85,7 +73,7 @@ int CudaMoe::capacity(int N) const { return capacity_for(capacity_factor_, N, K_
 
 size_t CudaMoe::activation_bytes(const Config& cfg, int max_rows) {
   const Dims d = dims_of(cfg, max_rows);
-  Bump a{nullptr};
+  cuda::ArenaCarver a{nullptr};
   a.take<float>(d.N * d.E), a.take<float>(d.N), a.take<float>(d.N * d.K);
   a.take<int32_t>(d.N * d.K), a.take<int32_t>(d.N * d.K), a.take<int32_t>(d.E * d.cap), a.take<int32_t>(d.E);
   a.take<bf16>(d.E * d.cap * d.C), a.take<bf16>(d.E * d.cap * d.F), a.take<bf16>(d.E * d.cap * d.F);
@@ -97,7 +85,7 @@ size_t CudaMoe::activation_bytes(const Config& cfg, int max_rows) {
 size_t CudaMoe::scratch_bytes(const Config& cfg, int max_rows) {
   const Dims d = dims_of(cfg, max_rows);
   const int64_t rows = d.E * d.cap, hrows = std::max(rows, d.N);
-  Bump s{nullptr};
+  cuda::ArenaCarver s{nullptr};
   s.take<float>(d.N * d.E), s.take<float>(d.N * d.K), s.take<float>(std::max(d.C, d.F));
   s.take<bf16>(d.N * d.E), s.take<bf16>(rows * d.C), s.take<bf16>(hrows * d.F), s.take<bf16>(hrows * d.F);
   s.take<bf16>(rows * d.C);
@@ -110,7 +98,7 @@ void CudaMoe::bind(std::byte* acts, std::byte* scratch) {
   PG_CHECK((reinterpret_cast<uintptr_t>(acts) & 255) == 0 && (reinterpret_cast<uintptr_t>(scratch) & 255) == 0,
            "CudaMoe::bind: buffers must be 256-byte aligned");
   const int64_t N = max_rows_, E = E_, K = K_, C = C_, F = F_, S = S_, cap = cap_max_;
-  Bump a{acts};
+  cuda::ArenaCarver a{acts};
   probs_ = a.take<float>(N * E), lse_ = a.take<float>(N), gates_ = a.take<float>(N * K);
   sel_ = a.take<int32_t>(N * K), slot_ = a.take<int32_t>(N * K), row_src_ = a.take<int32_t>(E * cap);
   counts_ = a.take<int32_t>(E);
@@ -118,7 +106,7 @@ void CudaMoe::bind(std::byte* acts, std::byte* scratch) {
   eo_ = a.take<bf16>(E * cap * C), sh_fc_act_ = a.take<bf16>(S * N * F), sh_act_ = a.take<bf16>(S * N * F);
   losses_ = a.take<double>(2);
   const int64_t rows = E * cap, hrows = std::max(rows, N);
-  Bump s{scratch};
+  cuda::ArenaCarver s{scratch};
   logits_ = s.take<float>(N * E), dgates_ = s.take<float>(N * K), bias_grad_ = s.take<float>(std::max(C, F));
   dlogits_ = s.take<bf16>(N * E), deo_ = s.take<bf16>(rows * C), dh1_ = s.take<bf16>(hrows * F);
   dh2_ = s.take<bf16>(hrows * F), dxe_ = s.take<bf16>(rows * C);

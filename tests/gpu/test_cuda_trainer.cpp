@@ -64,6 +64,22 @@ void cut_run(const std::string& from, const std::string& to, int step) {
   fs::copy_file(from + "/metrics.jsonl", to + "/metrics.jsonl");
 }
 
+// Trains the same config on both backends into c and g (20 steps) and checks that the loss curves
+// agree to kTolBackends at every step and that the GPU run learned (its loss fell by `fall`).
+void train_both_and_compare(const test::TempDir& data, const std::vector<std::string>& sets, const std::string& c,
+                            const std::string& g, double fall) {
+  train(run_config(data, "cpu", sets), {c, false, {}});
+  train(run_config(data, "cuda", sets), {g, false, {}});
+  const auto lc = losses(c), lg = losses(g);
+  REQUIRE(lc.size() == 20);
+  REQUIRE(lg.size() == 20);
+  for (size_t i = 0; i < 20; ++i) {
+    CAPTURE(i, lc[i], lg[i]);
+    CHECK(rel(lg[i], lc[i]) < kTolBackends);
+  }
+  CHECK(lg.back() < lg.front() - fall);
+}
+
 }  // namespace
 
 TEST_CASE("cuda trainer: 20 steps agree with the cpu run to bf16 tolerance; mfu is logged", "[gpu][train]") {
@@ -207,16 +223,8 @@ TEST_CASE("cuda trainer: muon + spectral projection agree with the cpu run; boun
                                            "spectral.roles=attn,mlp",  "spectral.monitor_every=10",
                                            "spectral.monitor_filter=h.*", "spectral.warm_start=true"};
     const std::string c = run / (method + "_cpu"), g = run / (method + "_cuda");
-    train(run_config(data, "cpu", sets), {c, false, {}});
-    train(run_config(data, "cuda", sets), {g, false, {}});
+    train_both_and_compare(data, sets, c, g, 0.3);
     const auto lc = losses(c), lg = losses(g);
-    REQUIRE(lc.size() == 20);
-    REQUIRE(lg.size() == 20);
-    for (size_t i = 0; i < 20; ++i) {
-      CAPTURE(i, lc[i], lg[i]);
-      CHECK(rel(lg[i], lc[i]) < kTolBackends);
-    }
-    CHECK(lg.back() < lg.front() - 0.3);
 
     // The GPU run's final weights: every constrained matrix within w_max (normalize: up to the
     // power iteration's under-estimate, 1e-2 as in the CPU tests).
@@ -281,16 +289,7 @@ TEST_CASE("cuda trainer: moe agrees with the cpu run; expert load logged; bias b
                                            "moe.aux_loss_coef=0.01", "moe.z_loss_coef=0.001",
                                            "moe.balance=" + balance};
     const std::string c = run / (balance + "_cpu"), g = run / (balance + "_cuda");
-    train(run_config(data, "cpu", sets), {c, false, {}});
-    train(run_config(data, "cuda", sets), {g, false, {}});
-    const auto lc = losses(c), lg = losses(g);
-    REQUIRE(lc.size() == 20);
-    REQUIRE(lg.size() == 20);
-    for (size_t i = 0; i < 20; ++i) {
-      CAPTURE(i, lc[i], lg[i]);
-      CHECK(rel(lg[i], lc[i]) < kTolBackends);
-    }
-    CHECK(lg.back() < lg.front() - 0.3);
+    train_both_and_compare(data, sets, c, g, 0.3);
     const auto rg = records(g);
     REQUIRE(rg.back().contains("expert_load"));
     CHECK(rg.back().at("expert_load").size() == 2);  // one list per MoE block
@@ -303,9 +302,14 @@ TEST_CASE("cuda trainer: moe agrees with the cpu run; expert load logged; bias b
       load_model_weights(*io::find_latest_checkpoint(g), table, wg);
       load_model_weights(*io::find_latest_checkpoint(c), table, wc);
       const ParamInfo& b = table.get("h.0.moe.router.score_bias");
-      double moved = 0.0;
-      for (int64_t e = 0; e < b.numel; ++e) moved += std::abs(wg[size_t(b.offset + e)]);
-      CHECK(moved > 0.0);
+      double moved_g = 0.0, moved_c = 0.0;
+      for (int64_t e = 0; e < b.numel; ++e) {
+        moved_g += std::abs(wg[size_t(b.offset + e)]);
+        moved_c += std::abs(wc[size_t(b.offset + e)]);
+      }
+      CAPTURE(moved_g, moved_c);
+      CHECK(moved_g > 0.0);
+      CHECK(moved_c > 0.0);
     }
   }
 }
