@@ -20,10 +20,6 @@ std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
   const std::string tail = " is not supported on --device cuda yet; use --device cpu";
   if (cfg.moe.n_expert > 0 || cfg.model.variant == "moe")
     return "moe.n_expert = " + std::to_string(cfg.moe.n_expert) + ": mixture of experts" + tail;
-  // The variant's blocks (convex residuals without norms, scaled GELU and attention) are CPU-only;
-  // the spectral projection itself runs on the GPU for every other model (CudaSpectral).
-  if (cfg.model.variant == "lipschitz") return "model.variant = lipschitz: the Lipschitz blocks are" + tail.substr(3);
-  if (cfg.model.norm == "none") return "model.norm = none: residual adds are fused into the norms on the GPU;" + tail.substr(1);
   if (cfg.dist.cpu_ranks > 1)
     return "dist.cpu_ranks = " + std::to_string(cfg.dist.cpu_ranks) + ": ranks as threads are a CPU feature; use 1 on --device cuda";
   if (world_size > 1) return cuda_world_size_unsupported(world_size);
