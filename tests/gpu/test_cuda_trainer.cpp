@@ -296,7 +296,7 @@ TEST_CASE("cuda trainer: lipschitz variant with hardcap agrees with the cpu run,
   }
   CAPTURE(sc.final_val_loss, sg.final_val_loss);
   CHECK(rel(sg.final_val_loss, sc.final_val_loss) < kTolBackends);
-  CHECK(lg.back() < lg.front() - 0.1);  // it learned
+  CHECK(lg.back() < lg.front() - 0.3);  // it learned (the CPU run: 4.16 -> 3.43)
 
   // The certificate at the eval steps (10, 20) only, on both backends.
   const auto rc = records(c), rg = records(g);
