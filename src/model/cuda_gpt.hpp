@@ -14,7 +14,8 @@
 // none, and model.variant = lipschitz, docs/lipschitz.md) each residual is folded into the GEMM
 // that ends its branch instead: x_out = s·(branch_in · W^T) + keep·x_in through the GEMM's alpha,
 // beta and C_in, with keep = 1 - a, s = a/3 (attention) or a/1.129 (MLP; the stored activation is
-// the unscaled GELU) for the lipschitz variant, keep = s = 1 otherwise. Its backward scales the
+// the unscaled GELU), a = 1/(2 n_layer), and attention logits at attn_scale/d_head for the
+// lipschitz variant; keep = s = 1 otherwise. Its backward scales the
 // branch's GEMMs by s and folds keep·dx + (input gradient) into the q/k/v and fc dX GEMMs' beta.
 #pragma once
 #include <cstddef>

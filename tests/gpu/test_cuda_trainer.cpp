@@ -318,7 +318,8 @@ TEST_CASE("cuda trainer: lipschitz variant with hardcap agrees with the cpu run,
     REQUIRE(rg[i].contains("log10_lipschitz_bound_wmax"));
     CHECK(rg[i].at("log10_lipschitz_bound_wmax").get<double>() ==
           Approx(rc[i].at("log10_lipschitz_bound_wmax").get<double>()).epsilon(1e-12));
-    CHECK(bg <= rg[i].at("log10_lipschitz_bound_wmax").get<double>() + 1e-3);  // measured within the guarantee
+    // Measured within the guarantee, up to the hard cap's accuracy (1e-3 per matrix, 13 matrices).
+    CHECK(bg <= rg[i].at("log10_lipschitz_bound_wmax").get<double>() + 1e-2);
   }
   CHECK(n_cert == 2);
 
