@@ -3,13 +3,16 @@
 // seq 1024) on random tokens: forward + backward + AdamW over the flat buffer. Prints the median
 // step time over `steps` steps after `warmup` steps, tokens/s, model FLOP/s and MFU, the arena
 // and the device memory in use.
-//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3]
+//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3] [variant=gpt|lipschitz]
+// variant lipschitz: the same size as model.variant = lipschitz (no norms, RoPE, no biases, untied
+// head; configs/lipschitz-gpt2.json's model), to set its step beside the standard one's.
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/device.hpp"
@@ -29,8 +32,17 @@ int main(int argc, char** argv) {
   const int B = argc > 1 ? std::atoi(argv[1]) : 8, T = 1024;
   const int n_steps = argc > 2 ? std::atoi(argv[2]) : 10, n_warmup = argc > 3 ? std::atoi(argv[3]) : 3;
   constexpr double kPeakTflops = 989.0;
-  const Config cfg = default_config({"model.n_layer=12", "model.n_head=12", "model.d_model=768",
-                                     "model.vocab_size=50304", "model.seq_len=1024"});
+  const std::string variant = argc > 4 ? argv[4] : "gpt";
+  if (variant != "gpt" && variant != "lipschitz") {
+    std::fprintf(stderr, "gpt_step_bench: variant: expected gpt or lipschitz, got %s\n", variant.c_str());
+    return 2;
+  }
+  std::vector<std::string> sets = {"model.n_layer=12", "model.n_head=12", "model.d_model=768",
+                                   "model.vocab_size=50304", "model.seq_len=1024"};
+  if (variant == "lipschitz")
+    sets.insert(sets.end(), {"model.variant=lipschitz", "model.norm=none", "model.pos=rope", "model.bias=false",
+                             "model.tie_embeddings=false"});
+  const Config cfg = default_config(sets);
   const ParamTable table = build_gpt_params(cfg);
   std::vector<float> host(size_t(table.total()), 0.f);
   init_gpt_params(cfg, table, host, 1);
@@ -46,7 +58,7 @@ int main(int argc, char** argv) {
   cuda::DeviceBuffer<int32_t> d_tok{std::span<const int32_t>(tok)}, d_tgt{std::span<const int32_t>(tgt)};
 
   CudaGpt model(cfg, table, B, stream.get());
-  std::printf("gpt_step_bench: GPT-2 124M (%lld params), B=%d T=%d, arena %.2f GiB\n",
+  std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(model.arena_bytes()) / (1 << 30));
   kernels::AdamWStep s;
   s.lr = 1e-4f, s.weight_decay = 0.f;
@@ -72,9 +84,11 @@ int main(int argc, char** argv) {
   std::printf("gpt_step_bench: loss %.4f, median %.2f ms/step, %.0f tokens/s, device memory in use %.2f GiB\n", loss,
               med, double(B) * T / (med * 1e-3), double(total_b - free_b) / (1 << 30));
   const double tok_s = double(B) * T / (med * 1e-3);
-  const double flops_tok = 6.0 * double(table.n_params()) + 12.0 * 12 * 768 * T;
+  // Untied (lipschitz): wte is a lookup, only the head is a matmul, so one V x C is left out.
+  const double n_matmul = double(table.n_params()) - (variant == "lipschitz" ? 50304.0 * 768 : 0.0);
+  const double flops_tok = 6.0 * n_matmul + 12.0 * 12 * 768 * T;
   const double tflops = flops_tok * tok_s * 1e-12;
-  std::printf("ours B=%d T=%d ms=%.2f tokens_s=%.0f tflops=%.1f mfu=%.3f device_used_gib=%.2f\n", B, T, med, tok_s,
-              tflops, tflops / kPeakTflops, double(total_b - free_b) / (1 << 30));
+  std::printf("ours B=%d T=%d ms=%.2f tokens_s=%.0f tflops=%.1f mfu=%.3f device_used_gib=%.2f variant=%s\n", B, T, med,
+              tok_s, tflops, tflops / kPeakTflops, double(total_b - free_b) / (1 << 30), variant.c_str());
   return 0;
 }

@@ -14,6 +14,7 @@
 #include "kernels/embedding.cuh"
 #include "kernels/norm.cuh"
 #include "kernels/rope.cuh"
+#include "model/cpu_gpt.hpp"
 
 namespace pg {
 
@@ -28,18 +29,28 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
   const auto& m = cfg.model;
   L_ = m.n_layer, C_ = m.d_model, F_ = cfg.d_ff(), V_ = m.vocab_size, NH_ = m.n_head, HS_ = cfg.d_head();
   S_ = m.seq_len;
-  if (m.norm == "none") throw UserError("model.norm: the cuda backend needs layernorm or rmsnorm (got none)");
   if (HS_ != 32 && HS_ != 64 && HS_ != 128)
     throw UserError("model.d_model / model.n_head: the cuda backend needs a head size of 32, 64 or 128 (got " +
                     std::to_string(HS_) + ")");
-  ln_ = m.norm == "layernorm", rope_ = m.pos == "rope", qk_norm_ = m.qk_norm, gelu_ = m.activation == "gelu";
+  ln_ = m.norm == "layernorm", has_norm_ = m.norm != "none", rope_ = m.pos == "rope", qk_norm_ = m.qk_norm;
+  gelu_ = m.activation == "gelu";
   tied_ = m.tie_embeddings, softcap_ = float(m.logit_softcap);
+  lip_ = m.variant == "lipschitz";
+  if (lip_) {  // as CpuGpt: convex residuals with a = 1 / (2 n_layer), attention / 3, GELU / 1.129
+    const double a = 1.0 / (2.0 * L_);
+    res_keep_ = float(1.0 - a), attn_out_scale_ = float(a / 3.0), mlp_out_scale_ = float(a / kLipschitzGeluDivisor);
+    attn_logit_scale_ = float(m.attn_scale / HS_);
+  }
 
   const GptOffsets o = gpt_offsets(cfg, t);
   wte_ = o.wte, wpe_ = o.wpe, lnf_w_ = o.lnf_w, lnf_b_ = o.lnf_b, head_ = o.head;
   layers_ = o.layers;
-  PG_CHECK(lnf_w_ >= 0, "parameter table lacks the final norm");
-  for (const Layer& w : layers_) PG_CHECK(w.ln1_w >= 0 && w.ln2_w >= 0, "parameter table lacks a block's norms");
+  PG_CHECK(!has_norm_ || lnf_w_ >= 0, "parameter table lacks the final norm");
+  for (const Layer& w : layers_) {
+    PG_CHECK(!has_norm_ || (w.ln1_w >= 0 && w.ln2_w >= 0), "parameter table lacks a block's norms");
+    // A bias would be scaled with its branch on the CPU, not by the GEMM's alpha (the config forbids it).
+    PG_CHECK(!lip_ || (w.ob < 0 && w.projb < 0), "model.variant = lipschitz with biases");
+  }
   // One [3C, C] q/k/v GEMM when the three weights (and biases, if any) lie back to back, which
   // build_gpt_params arranges; per-head q/k norms and RoPE work on separate q and k.
   fused_qkv_ = !rope_ && !qk_norm_;
@@ -50,6 +61,11 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
     fused_qkv_ = fused_qkv_ && ((w.qb < 0 && w.kb < 0 && w.vb < 0) || (w.kb == w.qb + C_ && w.vb == w.kb + C_));
   }
 
+  // An MoE block writes its output for the next norm's residual add; without norms that add would
+  // have to move into the MoE combine.
+  if (!has_norm_ && cfg.moe.n_expert > 0)
+    throw UserError("model.norm = none: MoE blocks need norms on the GPU (their output joins the residual in the "
+                    "next norm); use model.norm = layernorm or rmsnorm");
   for (int l = 0; l < L_; ++l)  // an MoE block replaces the dense MLP (model.variant = moe only)
     moe_.push_back(cfg.is_moe_layer(l) ? std::make_unique<CudaMoe>(cfg, t, l, max_batch * S_, gemm_, stream_)
                                        : nullptr);
@@ -76,8 +92,9 @@ size_t CudaGpt::layout(std::byte* base) {
   std::byte* moe_scratch = any_moe ? a.take<std::byte>(int64_t(CudaMoe::scratch_bytes(cfg_, int(N)))) : nullptr;
   for (size_t l = 0; l < acts_.size(); ++l) {
     LayerActs& x = acts_[l];
-    x.res_in = a.take<bf16>(NC), x.ln1 = a.take<bf16>(NC);
-    x.ln1_mean = a.take<float>(N), x.ln1_rstd = a.take<float>(N);
+    x.res_in = a.take<bf16>(NC);
+    if (has_norm_) x.ln1 = a.take<bf16>(NC), x.ln1_mean = a.take<float>(N), x.ln1_rstd = a.take<float>(N);
+    else x.ln1 = x.res_in, x.ln1_mean = x.ln1_rstd = nullptr;  // the block reads the stream itself
     // q, k, v: thirds of one [N, 3C] block, interleaved per token when fused (token stride 3C),
     // else three [N, C] tensors one after the other.
     bf16* qkv = a.take<bf16>(3 * NC);
@@ -90,8 +107,9 @@ size_t CudaGpt::layout(std::byte* base) {
       x.q_raw = x.q, x.k_raw = x.k, x.q_rstd = x.k_rstd = nullptr;
     }
     x.lse = a.take<float>(NR), x.att = a.take<bf16>(NC);
-    x.res_mid = a.take<bf16>(NC), x.ln2 = a.take<bf16>(NC);
-    x.ln2_mean = a.take<float>(N), x.ln2_rstd = a.take<float>(N);
+    x.res_mid = a.take<bf16>(NC);
+    if (has_norm_) x.ln2 = a.take<bf16>(NC), x.ln2_mean = a.take<float>(N), x.ln2_rstd = a.take<float>(N);
+    else x.ln2 = x.res_mid, x.ln2_mean = x.ln2_rstd = nullptr;
     if (moe_[l]) {
       x.fc = x.act = nullptr;
       std::byte* m = a.take<std::byte>(int64_t(CudaMoe::activation_bytes(cfg_, int(N))));
@@ -100,8 +118,9 @@ size_t CudaGpt::layout(std::byte* base) {
       x.fc = a.take<bf16>(NF), x.act = a.take<bf16>(NF);
     }
   }
-  branch_ = a.take<bf16>(NC), res_final_ = a.take<bf16>(NC), lnf_ = a.take<bf16>(NC);
-  lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
+  branch_ = a.take<bf16>(NC), res_final_ = a.take<bf16>(NC);
+  if (has_norm_) lnf_ = a.take<bf16>(NC), lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
+  else lnf_ = res_final_, lnf_mean_ = lnf_rstd_ = nullptr;
   logits_ = a.take<bf16>(N * V_), losses_ = a.take<float>(N), correct_ = a.take<int32_t>(N);
   dres_ = a.take<bf16>(NC), dln_ = a.take<bf16>(NC), datt_ = a.take<bf16>(NC);
   bf16* dqkv = a.take<bf16>(3 * NC);  // laid out as q, k, v above
@@ -112,6 +131,7 @@ size_t CudaGpt::layout(std::byte* base) {
   bias_scratch_ = a.take<float>(std::max({3 * C_, F_, V_}));  // a bias gradient from a GEMM epilogue
   kernels::AttentionDims dims;
   dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
+  dims.scale = attn_logit_scale_;
   attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
   return a.used;
 }
@@ -125,17 +145,28 @@ void CudaGpt::linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, i
   gemm_.gemm(g);
 }
 
-// dinp[N,IC] (=, or += when accumulate) α·dout · W ; dW[OC,IC] += α·dout^T · inp ; db += Σ_rows dout
+void CudaGpt::residual_linear_fwd(bf16* out, const bf16* res, float keep, const bf16* inp, const bf16* P, int64_t w,
+                                  int64_t b, int N, int IC, int OC, float scale) {
+  PG_CHECK(b < 0 || scale == 1.f, "residual_linear_fwd: a scaled branch with a bias");
+  cuda::GemmArgs g;
+  g.M = N, g.N = OC, g.K = IC, g.A = inp, g.B = P + w, g.trans_b = true, g.C = out, g.C_in = res;
+  g.out_type = cuda::OutType::BF16;
+  g.alpha = scale, g.beta = keep;
+  if (b >= 0) g.epilogue = cuda::Epilogue::Bias, g.bias = P + b;
+  gemm_.gemm(g);
+}
+
+// dinp[N,IC] (= beta·dinp +) α·dout · W ; dW[OC,IC] += α·dout^T · inp ; db += Σ_rows dout
 // (α = scale; only used without a bias). With gelu_pre, dinp = (dout · W) ∘ gelu'(gelu_pre): the
 // gradient through a GELU whose input gelu_pre the forward stored (not with accumulate).
-void CudaGpt::linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp,
+void CudaGpt::linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, const bf16* inp,
                          const bf16* P, int64_t w, int64_t b, int N, int IC, int OC, float scale,
                          const bf16* gelu_pre) {
   PG_CHECK(b < 0 || scale == 1.f, "linear_bwd: a scaled gradient with a bias");
-  PG_CHECK(!gelu_pre || !accumulate, "linear_bwd: a GELU gradient cannot accumulate");
+  PG_CHECK(!gelu_pre || beta == 0.f, "linear_bwd: a GELU gradient cannot accumulate");
   cuda::GemmArgs d;
   d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
-  d.alpha = scale, d.beta = accumulate ? 1.f : 0.f;
+  d.alpha = scale, d.beta = beta;
   if (gelu_pre) d.epilogue = cuda::Epilogue::DGelu, d.aux = const_cast<bf16*>(gelu_pre);
   gemm_.gemm(d);
   cuda::GemmArgs g;
@@ -157,16 +188,18 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   auto par = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };
   kernels::AttentionDims dims;
   dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
+  dims.scale = attn_logit_scale_;
 
   kernels::embedding_fwd(acts_[0].res_in, inputs, P + wte_, par(wpe_), B, Tn, C_, stream_);
   for (int l = 0; l < L_; ++l) {
     const Layer& w = layers_[size_t(l)];
     LayerActs& a = acts_[size_t(l)];
     // x = res_mid(l-1) + mlp(l-1) (the residual add of the previous block), ln1 = norm(x).
-    if (l == 0)
+    // Without norms the previous block's last GEMM wrote x to res_in, which ln1 aliases.
+    if (has_norm_ && l == 0)
       kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
                                  par(w.ln1_b), N, C_, eps, kind, stream_);
-    else
+    else if (has_norm_)
       kernels::residual_norm_fwd(a.res_in, a.ln1, a.ln1_mean, a.ln1_rstd, acts_[size_t(l) - 1].res_mid, branch_,
                                  P + w.ln1_w, par(w.ln1_b), N, C_, eps, kind, stream_);
     if (fused_qkv_) {
@@ -187,10 +220,14 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
       kernels::rope_fwd(a.k, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
     }
     kernels::attention_fwd(a.att, a.lse, a.q, a.k, a.v, dims, stream_);
-    linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
-    kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
-                               par(w.ln2_b), N, C_, eps, kind, stream_);
-    if (CudaMoe* moe = moe_[size_t(l)].get()) {
+    if (has_norm_) {
+      linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
+      kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
+                                 par(w.ln2_b), N, C_, eps, kind, stream_);
+    } else {  // res_mid = keep·res_in + s·(att W_o^T), which ln2 aliases
+      residual_linear_fwd(a.res_mid, a.res_in, res_keep_, a.att, P, w.o, w.ob, N, C_, C_, attn_out_scale_);
+    }
+    if (CudaMoe* moe = moe_[size_t(l)].get()) {  // MoE blocks have norms (the constructor checks)
       moe->forward(P, a.ln2, branch_, N);
     } else if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
       cuda::GemmArgs g;
@@ -204,10 +241,16 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
       if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
       else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
     }
-    if (!moe_[size_t(l)]) linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);
+    if (has_norm_) {
+      if (!moe_[size_t(l)]) linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);  // MoE wrote branch_
+    } else {  // the next block's input (or the head's) = keep·res_mid + s·(act W_proj^T)
+      residual_linear_fwd(l + 1 < L_ ? acts_[size_t(l) + 1].res_in : res_final_, a.res_mid, res_keep_, a.act, P,
+                          w.proj, w.projb, N, F_, C_, mlp_out_scale_);
+    }
   }
-  kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
-                             P + lnf_w_, par(lnf_b_), N, C_, eps, kind, stream_);
+  if (has_norm_)  // without norms lnf_ aliases res_final_, which the last block wrote
+    kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
+                               P + lnf_w_, par(lnf_b_), N, C_, eps, kind, stream_);
   cuda::GemmArgs g;
   g.M = N, g.N = V_, g.K = C_, g.A = lnf_, g.B = P + head_, g.trans_b = true, g.C = logits_;
   g.out_type = cuda::OutType::BF16;
@@ -241,31 +284,39 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
   auto gpar = [&](int64_t o) { return o >= 0 ? G + o : nullptr; };
   kernels::AttentionDims dims;
   dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
+  dims.scale = attn_logit_scale_;
+  // Without norms the input gradients of the q/k/v and fc GEMMs land on the residual stream's
+  // gradient directly: dres = keep·dres + dX (beta = keep).
+  bf16* dln = has_norm_ ? dln_ : dres_;
+  const float dx_beta = has_norm_ ? 0.f : res_keep_;
 
   // logits_ holds d(mean loss)/d logits since the forward.
-  linear_bwd(dln_, false, G, logits_, lnf_, P, head_, -1, N, C_, V_, float(loss_scale));
-  kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_,
-                    lnf_rstd_, N, C_, kind, stream_);
+  linear_bwd(dln, 0.f, G, logits_, lnf_, P, head_, -1, N, C_, V_, float(loss_scale));
+  if (has_norm_)
+    kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_,
+                      lnf_rstd_, N, C_, kind, stream_);
   for (int l = L_ - 1; l >= 0; --l) {
     const Layer& w = layers_[size_t(l)];
     const LayerActs& a = acts_[size_t(l)];
-    // MLP branch: dres holds d(block output); it also flows straight through to res_mid.
+    // MLP branch: dres holds d(block output); it also flows straight through to res_mid
+    // (scaled by keep, without norms, in the fc dX GEMM below).
     if (CudaMoe* moe = moe_[size_t(l)].get()) {
-      moe->backward(P, G, dres_, dln_, loss_scale);  // writes dln_
+      moe->backward(P, G, dres_, dln_, loss_scale);  // writes dln_ (MoE blocks have norms)
     } else {
       if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
-        linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, 1.f, a.fc);
+        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, mlp_out_scale_, a.fc);
       } else {
-        linear_bwd(dact_, false, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_);
+        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, mlp_out_scale_);
         if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
         else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
       }
-      linear_bwd(dln_, false, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
+      linear_bwd(dln, dx_beta, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
     }
-    kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), norm_scratch_, dln_, a.res_mid, P + w.ln2_w,
-                      a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
+    if (has_norm_)
+      kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), norm_scratch_, dln_, a.res_mid, P + w.ln2_w,
+                        a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
     // Attention branch.
-    linear_bwd(datt_, false, G, dres_, a.att, P, w.o, w.ob, N, C_, C_);
+    linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, w.ob, N, C_, C_, attn_out_scale_);
     kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_);
     if (rope_) {
       kernels::rope_bwd(dq_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
@@ -278,14 +329,15 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
                         HS_, kernels::NormKind::RMSNorm, stream_);
     }
     if (fused_qkv_) {
-      linear_bwd(dln_, false, G, dq_, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
+      linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
     } else {
-      linear_bwd(dln_, false, G, dq_, a.ln1, P, w.q, w.qb, N, C_, C_);
-      linear_bwd(dln_, true, G, dk_, a.ln1, P, w.k, w.kb, N, C_, C_);
-      linear_bwd(dln_, true, G, dv_, a.ln1, P, w.v, w.vb, N, C_, C_);
+      linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, C_);
+      linear_bwd(dln, 1.f, G, dk_, a.ln1, P, w.k, w.kb, N, C_, C_);
+      linear_bwd(dln, 1.f, G, dv_, a.ln1, P, w.v, w.vb, N, C_, C_);
     }
-    kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b), norm_scratch_, dln_, a.res_in, P + w.ln1_w,
-                      a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
+    if (has_norm_)
+      kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b), norm_scratch_, dln_, a.res_in, P + w.ln1_w,
+                        a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
   }
   kernels::embedding_bwd(G + wte_, gpar(wpe_), dres_, inputs_, B, Tn, C_, stream_);
   targets_ = nullptr;

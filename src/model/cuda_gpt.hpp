@@ -10,13 +10,19 @@
 //
 // Contract (as CpuGpt): backward() follows a forward() with targets, once; gradients ACCUMULATE
 // into `grads` (fp32, laid out by the ParamTable). inputs and targets are device arrays [B, Tn].
-// The residual adds are fused into the next norm (kernels/norm.cuh), so model.norm = none is not
-// supported here yet.
+// The residual adds are fused into the next norm (kernels/norm.cuh). Without norms (model.norm =
+// none, and model.variant = lipschitz, docs/lipschitz.md) each residual is folded into the GEMM
+// that ends its branch instead: x_out = s·(branch_in · W^T) + keep·x_in through the GEMM's alpha,
+// beta and C_in, with keep = 1 - a, s = a/3 (attention) or a/1.129 (MLP; the stored activation is
+// the unscaled GELU), a = 1/(2 n_layer), and attention logits at attn_scale/d_head for the
+// lipschitz variant; keep = s = 1 otherwise. Its backward scales the
+// branch's GEMMs by s and folds keep·dx + (input gradient) into the q/k/v and fc dX GEMMs' beta.
 //
 // MoE (model.variant = moe): the blocks cfg.is_moe_layer marks run a CudaMoe (model/cuda_moe.hpp)
 // in place of the dense MLP, its activations and its shared scratch carved from the same arena; as
 // CpuGpt, forward() returns the cross-entropy alone, moe_objective() is the weighted router losses
-// the objective adds, and backward() includes their gradients (scaled by loss_scale).
+// the objective adds, and backward() includes their gradients (scaled by loss_scale). MoE needs
+// norms here (the constructor refuses model.norm = none with MoE blocks).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -66,15 +72,24 @@ class CudaGpt {
   // Carves the arena (base == nullptr: only counts); returns the bytes used.
   size_t layout(std::byte* base);
   void linear_fwd(bf16* out, const bf16* inp, const bf16* P, int64_t w, int64_t b, int N, int IC, int OC);
-  void linear_bwd(bf16* dinp, bool accumulate, float* G, const bf16* dout, const bf16* inp, const bf16* P,
+  // out = scale·(inp · W^T) (+ b) + keep·res: a branch's last linear layer and the residual
+  // around it in one GEMM (no norm after it).
+  void residual_linear_fwd(bf16* out, const bf16* res, float keep, const bf16* inp, const bf16* P, int64_t w,
+                           int64_t b, int N, int IC, int OC, float scale);
+  // beta: 0 writes dinp, 1 accumulates into it, anything else dinp = beta·dinp + (dout·W) (the
+  // residual stream's gradient through a convex residual).
+  void linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, const bf16* inp, const bf16* P,
                   int64_t w, int64_t b, int N, int IC, int OC, float scale = 1.f,
                   const bf16* gelu_pre = nullptr);
   int64_t qkv_stride() const { return fused_qkv_ ? 3 * int64_t(C_) : int64_t(C_); }
 
   Config cfg_;
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
-  bool ln_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
+  bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
   float softcap_;
+  // Residuals without norms (see above): stream weight, branch scales, attention logit scale
+  // (0: the kernel's default 1/sqrt(d_head)).
+  float res_keep_ = 1.f, attn_out_scale_ = 1.f, mlp_out_scale_ = 1.f, attn_logit_scale_ = 0.f;
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, head_ = -1;
   std::vector<Layer> layers_;
   cudaStream_t stream_;

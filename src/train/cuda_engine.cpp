@@ -7,8 +7,9 @@
 //     with spectral.method != none or spectral.monitor_every > 0 the CudaSpectral workspace (its
 //     power-iteration vectors and work buffers).
 // After each update CudaSpectral projects the constrained matrices of master (and refreshes
-// work); it also made the initial weights satisfy the constraint, and measures the monitor's
-// sigma_max on the device.
+// work), and with model.variant = lipschitz max-norms the embedding rows (whatever
+// spectral.method); it also made the initial weights satisfy the constraint, and measures the
+// monitor's sigma_max and the Lipschitz certificate's on the device.
 // The update writes master and work in one pass (kernels/adamw.cuh). Host syncs per step: the
 // loss of each micro-batch (CudaGpt::forward reads it back) and the gradient norm, which decides
 // clipping and whether the step is skipped; the weights come to the host only for checkpoints,
@@ -59,7 +60,7 @@ class CudaEngine final : public TrainEngine {
     plan_.optimizer = cuda_optimizer_state_bytes(cfg.optim, table_);
     plan_.other = 2 * BT * sizeof(int32_t) + (kernels::kNormBlocks + 1) * sizeof(float);
     // Allocated first, so the free memory CudaGpt checks against already excludes it.
-    if (cfg.spectral.method != "none" || cfg.spectral.monitor_every > 0) {
+    if (cfg.spectral.method != "none" || cfg.spectral.monitor_every > 0 || lipschitz()) {
       spectral_.emplace(cfg, table_, stream_.get());
       plan_.spectral = spectral_->workspace_bytes();
     }
@@ -149,6 +150,11 @@ class CudaEngine final : public TrainEngine {
                            cfg_.model.seq_len, n_correct);
   }
 
+  std::optional<nlohmann::json> device_certificate() override {
+    if (!lipschitz()) return std::nullopt;
+    return spectral_->certificate(master_.data()).to_json();
+  }
+
   std::span<const float> host_params() override {
     if (host_stale_) {
       stream_.synchronize();
@@ -211,7 +217,9 @@ class CudaEngine final : public TrainEngine {
     stream_.synchronize();  // the host copy is read by the next update's copies: keep it stable
   }
 
-  bool projects() const { return spectral_.has_value() && cfg_.spectral.method != "none"; }
+  bool lipschitz() const { return cfg_.model.variant == "lipschitz"; }
+  // Whether project() changes anything: a spectral.method, or lipschitz's embedding max-norm.
+  bool projects() const { return spectral_.has_value() && (cfg_.spectral.method != "none" || lipschitz()); }
   // The spectral projection of master_ (work_ refreshed), after the update at learning rate lr.
   void project(double lr, int64_t step) {
     if (projects()) spectral_->project(master_.data(), work_.data(), lr, step);

@@ -22,10 +22,11 @@ std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
   // stats, as on the CPU, so it needs one rank.
   if (world_size > 1 && cfg.moe.n_expert > 0 && cfg.moe.balance == "bias")
     return "moe.balance = bias: not supported with more than one data-parallel rank yet; use moe.balance = aux";
-  // The variant's blocks (convex residuals without norms, scaled GELU and attention) are CPU-only;
-  // the spectral projection itself runs on the GPU for every other model (CudaSpectral).
-  if (cfg.model.variant == "lipschitz") return "model.variant = lipschitz: the Lipschitz blocks are" + tail.substr(3);
-  if (cfg.model.norm == "none") return "model.norm = none: residual adds are fused into the norms on the GPU;" + tail.substr(1);
+  // Without norms each residual is folded into its branch's last GEMM; an MoE block's output would
+  // need that inside the MoE combine.
+  if (cfg.moe.n_expert > 0 && cfg.model.norm == "none")
+    return "model.norm = none: MoE blocks need norms on --device cuda; use model.norm = layernorm or rmsnorm, or "
+           "--device cpu";
   if (cfg.dist.cpu_ranks > 1)
     return "dist.cpu_ranks = " + std::to_string(cfg.dist.cpu_ranks) + ": ranks as threads are a CPU feature; use 1 on --device cuda";
   if (world_size > 1) return cuda_world_size_unsupported(world_size);

@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -73,6 +74,9 @@ class TrainEngine {
   // fp32 master weights on the host (table layout), for the certificate and sampling; valid until
   // the next update.
   virtual std::span<const float> host_params() = 0;
+  // The Lipschitz certificate's metrics.jsonl fields (model.variant = lipschitz) when the engine
+  // measures it where the weights live; nullopt: the trainer computes it from host_params().
+  virtual std::optional<nlohmann::json> device_certificate() { return std::nullopt; }
   // What a checkpoint writes. A collective under ZeRO-1: every rank calls it.
   virtual CheckpointTensors checkpoint_tensors() = 0;
   // Loads weights, optimizer state (and spectral vectors when kept) from a checkpoint directory.

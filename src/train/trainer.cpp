@@ -334,7 +334,9 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt, TrainEngine& e
           summary.final_val_acc = ev.acc;
           evalmsg = fmt::format(" | val {:.4f} acc {:.3f}", ev.loss, ev.acc);
           if (m.variant == "lipschitz") {
-            const nlohmann::json cert = lipschitz_certificate(cfg, table, engine.host_params()).to_json();
+            const std::optional<nlohmann::json> on_device = engine.device_certificate();
+            const nlohmann::json cert =
+                on_device ? *on_device : lipschitz_certificate(cfg, table, engine.host_params()).to_json();
             rec.update(cert);
             evalmsg += fmt::format(" | log10 L {:.3f}", cert.at("log10_lipschitz_bound").get<double>());
           }

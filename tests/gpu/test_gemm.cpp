@@ -1,7 +1,8 @@
 // The cuBLASLt GEMM layer (backend/cuda/gemm.hpp) against float64 loops on the same bf16 inputs:
 // every transpose combination, alpha/beta, fp32 and bf16 outputs, bias and bias+GELU epilogues
 // (also storing the pre-activation, and the GELU-gradient epilogue),
-// strided batches (as Newton-Schulz uses them), the linear layer against cpu::matmul_fwd/bwd,
+// strided batches (as Newton-Schulz uses them), a bf16 residual scaled by beta (separate input or
+// in place), the linear layer against cpu::matmul_fwd/bwd,
 // and the per-shape plan cache.
 // Tolerances: fp32 output 5e-4 (fp32 accumulation on the tensor cores over K <= 256);
 // bf16 output kTolBf16.
@@ -304,4 +305,35 @@ TEST_CASE("gpu gemm: leading dimensions of sub-blocks", "[gpu][gemm]") {
     for (int c = 0; c < ldc; ++c)
       if (c < 32 || c >= 32 + N) rest_untouched &= got[size_t(m) * ldc + c] == want[size_t(m) * ldc + c];
   CHECK(rest_untouched);
+}
+
+// The residual of a branch without a norm after it (CudaGpt, model.norm = none and the lipschitz
+// variant): bf16 out = alpha·(inp·W^T) + beta·res with res a second bf16 input (the convex
+// residual a/3, 1 - a), and in place (beta·C, C_in null: the gradient dres = keep·dres + dX).
+// bf16 output: kTolBf16; the residual input is left unchanged.
+TEST_CASE("gpu gemm: bf16 output plus beta times a bf16 residual, separate and in place", "[gpu][gemm]") {
+  const uint64_t seed = 919;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int M = 64, N = 96, K = 128;
+  const double alpha = 0.25 / 3.0, beta = 0.75;
+  const Vec A = round_bf16(randn(rng, int64_t(M) * K)), W = round_bf16(randn(rng, int64_t(N) * K, 0.2));
+  const Vec R = round_bf16(randn(rng, int64_t(M) * N));
+  const Vec ref = ref_gemm(A, false, W, true, R, M, N, K, alpha, beta);
+  auto dA = upload_bf16(A), dW = upload_bf16(W), dR = upload_bf16(R);
+  cuda::DeviceBuffer<bf16> dC(size_t(M) * N);
+  cuda::GemmArgs g;
+  g.M = M, g.N = N, g.K = K, g.A = dA.data(), g.B = dW.data(), g.trans_b = true, g.C = dC.data(), g.C_in = dR.data();
+  g.out_type = cuda::OutType::BF16, g.alpha = float(alpha), g.beta = float(beta);
+  runner.gemm(g);
+  stream.synchronize();
+  CHECK(rel_diff(download(dC), ref) < kTolBf16);
+  CHECK(download(dR) == R);
+  // In place: C starts as R.
+  g.C = dR.data(), g.C_in = nullptr;
+  runner.gemm(g);
+  stream.synchronize();
+  CHECK(rel_diff(download(dR), ref) < kTolBf16);
 }

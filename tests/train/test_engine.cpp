@@ -32,8 +32,7 @@ Config tiny_run(const test::TempDir& data, std::vector<std::string> extra = {}) 
 
 TEST_CASE("engine: --device cuda refuses what the CUDA trainer lacks, naming the key", "[train]") {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-      {{"model.variant=lipschitz", "model.norm=none", "model.bias=false", "model.tie_embeddings=false"}, "model.variant = lipschitz"},
-      {{"model.norm=none"}, "model.norm"},
+      {{"model.variant=moe", "moe.n_expert=4", "model.norm=none"}, "model.norm = none"},
       {{"dist.cpu_ranks=2"}, "dist.cpu_ranks"},
       {{"train.batch_size=40000", "model.n_head=2", "model.d_model=64"}, "train.batch_size * model.n_head"},
   };
@@ -46,6 +45,12 @@ TEST_CASE("engine: --device cuda refuses what the CUDA trainer lacks, naming the
   CHECK_THAT(cuda_trainer_unsupported(default_config(), 2), Catch::Contains("WORLD_SIZE=2"));
   CHECK(cuda_trainer_unsupported(default_config(), 1).empty());
   CHECK(cuda_trainer_unsupported(default_config({"model.pos=rope", "model.qk_norm=true", "model.norm=rmsnorm"}), 1)
+            .empty());
+  // Models without norms, the Lipschitz variant among them, train on the GPU.
+  CHECK(cuda_trainer_unsupported(default_config({"model.norm=none"}), 1).empty());
+  CHECK(cuda_trainer_unsupported(default_config({"model.variant=lipschitz", "model.norm=none", "model.bias=false",
+                                                 "model.tie_embeddings=false", "model.pos=rope"}),
+                                 1)
             .empty());
   // Muon and the spectral projection run on the GPU (CudaMuon, CudaSpectral).
   CHECK(cuda_trainer_unsupported(default_config({"optim.kind=muon", "spectral.method=hardcap"}), 1).empty());
