@@ -54,7 +54,8 @@ set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/gpu/main.cpp PROPERTIES SK
 # tests/gpu/main.cpp exits with 77 when no CUDA device is present: ctest reports "Skipped".
 set(POLARGPT_GPU_SKIP_CODE 77)
 target_compile_definitions(polargpt_gpu_tests PRIVATE
-  POLARGPT_SOURCE_DIR="${CMAKE_SOURCE_DIR}" POLARGPT_GPU_SKIP_CODE=${POLARGPT_GPU_SKIP_CODE})
+  POLARGPT_SOURCE_DIR="${CMAKE_SOURCE_DIR}" POLARGPT_GPU_SKIP_CODE=${POLARGPT_GPU_SKIP_CODE}
+  POLARGPT_BINARY="$<TARGET_FILE:polargpt>")
 add_test(NAME gpu COMMAND polargpt_gpu_tests "[gpu]" WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(gpu PROPERTIES SKIP_RETURN_CODE ${POLARGPT_GPU_SKIP_CODE})
 

@@ -277,7 +277,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   return sum / N;
 }
 
-void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
+void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::function<void(int)>& after_stage) {
   PG_CHECK(targets_ != nullptr, "backward without a forward with targets");
   const int B = B_, Tn = Tn_, N = B * Tn;
   const auto kind = ln_ ? kernels::NormKind::LayerNorm : kernels::NormKind::RMSNorm;
@@ -295,6 +295,7 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
   if (has_norm_)
     kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_,
                       lnf_rstd_, N, C_, kind, stream_);
+  if (after_stage) after_stage(L_);
   for (int l = L_ - 1; l >= 0; --l) {
     const Layer& w = layers_[size_t(l)];
     const LayerActs& a = acts_[size_t(l)];
@@ -338,6 +339,7 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale) {
     if (has_norm_)
       kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b), norm_scratch_, dln_, a.res_in, P + w.ln1_w,
                         a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
+    if (after_stage) after_stage(l);
   }
   kernels::embedding_bwd(G + wte_, gpar(wpe_), dres_, inputs_, B, Tn, C_, stream_);
   targets_ = nullptr;

@@ -26,6 +26,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -50,8 +51,13 @@ class CudaGpt {
   // *n_correct (if given) receives the number of rows whose argmax is the target.
   double forward(const bf16* params, const int32_t* inputs, const int32_t* targets, int B, int Tn,
                  int64_t* n_correct = nullptr);
-  // grads += d(loss_scale · (mean loss + moe_objective()))/d params.
-  void backward(const bf16* params, float* grads, double loss_scale);
+  // grads += d(loss_scale · (mean loss + moe_objective()))/d params. after_stage (optional), called on the host as
+  // the work is enqueued: after_stage(n_layer) once the head's and ln_f's gradients are enqueued,
+  // then after_stage(l) once layer l's are (l = n_layer-1 .. 0); wte and wpe come last. Work
+  // enqueued after the call no longer writes the gradients it announced (data parallelism starts
+  // their reduction there).
+  void backward(const bf16* params, float* grads, double loss_scale,
+                const std::function<void(int)>& after_stage = {});
 
   // MoE: the weighted router losses of the last forward (0 for a dense model) and each MoE
   // block's routing stats; valid after a forward with targets (which synchronises the stream).

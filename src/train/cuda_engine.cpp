@@ -1,11 +1,13 @@
-// The CUDA engine (engine.hpp): CudaGpt on one GPU. Device buffers, all allocated here, before
-// the first step, and all used on one stream:
+// The CUDA engine (engine.hpp): CudaGpt on one GPU per rank. Device buffers, all allocated here,
+// before the first step; compute on one stream:
 //   master  fp32 [table.total()]  the weights the optimizer updates and checkpoints save
 //   work    bf16 [table.total()]  their working copy, which forward and backward read
-//   grads   fp32 [table.total()]  accumulated over the step's micro-batches
+//   grads   fp32 [padded_total]   accumulated over the step's micro-batches (padded to the bucket
+//                                 layout of dist/data_parallel.hpp; the padding stays 0)
 //   + the optimizer's state (CudaOptimizer), CudaGpt's activation arena, the token batch, and
 //     with spectral.method != none or spectral.monitor_every > 0 the CudaSpectral workspace (its
-//     power-iteration vectors and work buffers).
+//     power-iteration vectors and work buffers); with a comm, one bucket of bf16 gradients
+//     (dist.grad_dtype = bf16) and a few doubles for sum().
 // After each update CudaSpectral projects the constrained matrices of master (and refreshes
 // work), and with model.variant = lipschitz max-norms the embedding rows (whatever
 // spectral.method); it also made the initial weights satisfy the constraint, and measures the
@@ -14,13 +16,42 @@
 // loss of each micro-batch (CudaGpt::forward reads it back) and the gradient norm, which decides
 // clipping and whether the step is skipped; the weights come to the host only for checkpoints,
 // the spectral monitor and samples.
+//
+// Data parallelism (a CudaDistComm: one process per GPU through NcclComm, LOCAL_RANK's device):
+//   start()        rank 0's master weights broadcast to every rank, work recast: identical
+//                  replicas however initialised or loaded;
+//   reduce_grads   after the step's last backward, the gradients averaged over ranks bucket by
+//                  bucket (make_buckets: backward order, dist.bucket_mb), on the comm's stream,
+//                  in fp32 or in bf16 (dist.grad_dtype: rounded to bf16 before the collective,
+//                  widened after it, kernels/grad_cast.cuh); then the global norm of the
+//                  averaged gradient, the same on every rank;
+//   update         every rank runs the whole optimizer on the whole averaged gradient, so the
+//                  replicas stay identical (Muon: every rank runs all of CudaMuon's Newton-Schulz
+//                  work; splitting it over ranks as dist/muon_split does on the CPU is not done
+//                  here yet);
+//   sum            doubles all-reduced through a device buffer (losses, the stop flag, eval sums);
+//   checkpoints    written by rank 0 (the other ranks skip the download), full fp32 state, so
+//                  they resume on any world size.
+// Overlap with backward: during the step's last micro-batch, CudaGpt::backward reports each stage
+// it has enqueued (head + ln_f, then layers n_layer-1 .. 0; after_stage). A bucket is ready once
+// every tensor it overlaps belongs to a finished stage (gpt_bucket_stages, engine.hpp: the
+// lowest stage among them; wte and wpe, and the head when tied to wte, finish last), and the buckets are launched in
+// their (backward) order as soon as the next one is ready: the comm's stream waits on an event
+// recorded on the compute stream at that point, so NCCL reduces bucket k while the compute
+// stream runs the backward of the layers below it. reduce_grads launches what is left and makes
+// the compute stream wait for all of it. With RunOptions::after_backward (a test hook that edits
+// the gradients before the reduction) every bucket is reduced in reduce_grads instead.
+// dist.zero = 1 is refused on cuda (cuda_trainer_unsupported).
+#include <algorithm>
 #include <optional>
 
 #include <spdlog/fmt/fmt.h>
 
 #include "backend/cuda/device.hpp"
 #include "core/error.hpp"
+#include "dist/data_parallel.hpp"
 #include "kernels/adamw.cuh"
+#include "kernels/grad_cast.cuh"
 #include "model/cuda_gpt.hpp"
 #include "model/gpt.hpp"
 #include "model/moe_balance.hpp"
@@ -38,9 +69,25 @@ std::string gib(size_t bytes) { return fmt::format("{:.2f} GiB", double(bytes) /
 
 class CudaEngine final : public TrainEngine {
  public:
-  CudaEngine(const Config& cfg, const RunOptions& opt)
-      : cfg_(cfg), opt_(opt), table_(with_constraints(cfg, build_gpt_params(cfg))) {
+  CudaEngine(const Config& cfg, const RunOptions& opt, CudaDistComm comm)
+      : cfg_(cfg),
+        opt_(opt),
+        table_(with_constraints(cfg, build_gpt_params(cfg))),
+        comm_(comm.comm),
+        comm_stream_(comm.comm ? comm.stream : nullptr),
+        rank_(comm.comm ? comm.comm->rank() : 0),
+        world_size_(comm.comm ? comm.comm->world_size() : 1),
+        layout_(dist::make_buckets(table_, world_size_, cfg.dist.bucket_mb)),
+        bf16_grads_(comm.comm && world_size_ > 1 && cfg.dist.grad_dtype == "bf16") {
+    if (cfg.dist.zero != 0)
+      throw UserError("dist.zero = " + std::to_string(cfg.dist.zero) +
+                      ": ZeRO-1 is not supported on --device cuda yet; use dist.zero = 0");
+    bucket_stage_ = gpt_bucket_stages(cfg, table_, layout_.buckets);
     const size_t n = size_t(table_.total());
+    const size_t padded = size_t(layout_.padded_total);
+    int64_t longest_bucket = 0;
+    for (const dist::Bucket& b : layout_.buckets) longest_bucket = std::max(longest_bucket, b.end - b.begin);
+    const size_t staging = bf16_grads_ ? size_t(longest_bucket) : 0;
     const size_t BT = size_t(cfg.train.batch_size) * size_t(cfg.model.seq_len);
     host_params_.assign(n, 0.0f);
     init_gpt_params(cfg, table_, host_params_, cfg.train.seed);
@@ -56,9 +103,10 @@ class CudaEngine final : public TrainEngine {
     // anything big is allocated.
     plan_.master = n * sizeof(float);
     plan_.work = n * sizeof(kernels::bf16);
-    plan_.grads = n * sizeof(float);
+    plan_.grads = padded * sizeof(float);
     plan_.optimizer = cuda_optimizer_state_bytes(cfg.optim, table_);
-    plan_.other = 2 * BT * sizeof(int32_t) + (kernels::kNormBlocks + 1) * sizeof(float);
+    plan_.other = 2 * BT * sizeof(int32_t) + (kernels::kNormBlocks + 1) * sizeof(float) +
+                  staging * sizeof(kernels::bf16) + kSumSlots * sizeof(double);
     // Allocated first, so the free memory CudaGpt checks against already excludes it.
     if (cfg.spectral.method != "none" || cfg.spectral.monitor_every > 0 || lipschitz()) {
       spectral_.emplace(cfg, table_, stream_.get());
@@ -70,7 +118,10 @@ class CudaEngine final : public TrainEngine {
 
     master_ = cuda::DeviceBuffer<float>(n);
     work_ = cuda::DeviceBuffer<kernels::bf16>(n);
-    grads_ = cuda::DeviceBuffer<float>(n);
+    grads_ = cuda::DeviceBuffer<float>(padded);
+    grads_.zero(stream_.get());  // the padding past table.total() is never written again
+    staging_ = cuda::DeviceBuffer<kernels::bf16>(staging);
+    if (comm_) sums_ = cuda::DeviceBuffer<double>(kSumSlots);
     tokens_x_ = cuda::DeviceBuffer<int32_t>(BT);
     tokens_y_ = cuda::DeviceBuffer<int32_t>(BT);
     norm_ = cuda::DeviceBuffer<float>(size_t(kernels::kNormBlocks) + 1);
@@ -80,8 +131,8 @@ class CudaEngine final : public TrainEngine {
   }
 
   const ParamTable& table() const override { return table_; }
-  int rank() const override { return 0; }
-  int world_size() const override { return 1; }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
   double detected_peak_tflops() const override { return peak_tflops_for_device(device_name_); }
 
   std::vector<std::string> describe() const override {
@@ -94,19 +145,28 @@ class CudaEngine final : public TrainEngine {
                     gib(total), gib(plan_.master), gib(plan_.work), gib(plan_.grads), gib(plan_.optimizer),
                     gib(plan_.arena), gib(plan_.other), gib(plan_.spectral))};
     for (const auto& line : optimizer_->describe()) out.push_back("optimizer " + line);
+    if (comm_)
+      out.push_back(fmt::format("dist: {} rank(s), one GPU each; {} gradient buckets in {} (reduced during backward); "
+                                "every rank runs the whole optimizer step",
+                                world_size_, layout_.buckets.size(), world_size_ > 1 ? cfg_.dist.grad_dtype : "fp32"));
     return out;
   }
 
   void begin_step() override {
     grads_.zero(stream_.get());
     moe_step_.clear();
+    micro_ = 0;
+    launched_ = 0;
   }
 
   double micro_step(std::span<const int32_t> x, std::span<const int32_t> y, double loss_scale) override {
     upload_tokens(x, y);
     const double loss = model_->forward(work_.data(), tokens_x_.data(), tokens_y_.data(), cfg_.train.batch_size,
                                         cfg_.model.seq_len);
-    model_->backward(work_.data(), grads_.data(), loss_scale);
+    // The step's last micro-batch starts the reduction of each bucket as backward finishes it.
+    const bool overlap = comm_ && !opt_.after_backward && ++micro_ == cfg_.train.grad_accum;
+    if (overlap) model_->backward(work_.data(), grads_.data(), loss_scale, [this](int stage) { launch_ready(stage); });
+    else model_->backward(work_.data(), grads_.data(), loss_scale);
     if (cfg_.moe.n_expert > 0) moe_step_.add(model_->moe_stats());  // read back by forward's sync
     return loss;
   }
@@ -118,11 +178,12 @@ class CudaEngine final : public TrainEngine {
     if (opt_.after_backward) {  // a test hook: the gradients make a round trip through the host
       stream_.synchronize();
       host_grads_.resize(size_t(n));
-      CUDA_CHECK(cudaMemcpy(host_grads_.data(), grads_.data(), grads_.bytes(), cudaMemcpyDeviceToHost));
+      const size_t bytes = size_t(n) * sizeof(float);  // the padding past table.total() stays 0
+      CUDA_CHECK(cudaMemcpy(host_grads_.data(), grads_.data(), bytes, cudaMemcpyDeviceToHost));
       opt_.after_backward(step, host_grads_);
-      CUDA_CHECK(cudaMemcpy(grads_.data(), host_grads_.data(), grads_.bytes(), cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(grads_.data(), host_grads_.data(), bytes, cudaMemcpyHostToDevice));
     }
-    // Data-parallel runs would all-reduce grads_ here (NcclComm on device buffers) before the norm.
+    if (comm_) all_reduce_grads();
     kernels::global_grad_norm(norm_.data(), norm_.data() + 1, grads_.data(), n, stream_.get());
     float norm = 0.0f;
     CUDA_CHECK(cudaMemcpyAsync(&norm, norm_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
@@ -130,7 +191,15 @@ class CudaEngine final : public TrainEngine {
     return double(norm);
   }
 
-  void sum(std::span<double>) override {}  // one rank
+  void sum(std::span<double> x) override {
+    if (!comm_) return;  // one rank
+    PG_CHECK(x.size() <= size_t(kSumSlots), "CudaEngine::sum: at most " + std::to_string(kSumSlots) + " values");
+    // Its own device buffer, only touched on the comm's stream: no ordering with compute needed.
+    CUDA_CHECK(cudaMemcpyAsync(sums_.data(), x.data(), x.size_bytes(), cudaMemcpyHostToDevice, comm_stream_));
+    comm_->all_reduce(sums_.data(), int64_t(x.size()), dist::DType::f64, dist::ReduceOp::sum);
+    CUDA_CHECK(cudaMemcpyAsync(x.data(), sums_.data(), x.size_bytes(), cudaMemcpyDeviceToHost, comm_stream_));
+    CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
+  }
 
   void update(float grad_scale, double lr_factor, double lr, int64_t t, int step) override {
     optimizer_->step(master_.data(), work_.data(), grads_.data(), grad_scale, lr_factor, t);
@@ -166,6 +235,7 @@ class CudaEngine final : public TrainEngine {
 
   CheckpointTensors checkpoint_tensors() override {
     CheckpointTensors c;
+    if (rank_ != 0) return c;  // rank 0 writes the checkpoint; the replicas are identical
     c.params = host_params();
     c.optimizer = optimizer_->download_state();
     if (projects()) {
@@ -194,9 +264,61 @@ class CudaEngine final : public TrainEngine {
     }
   }
 
-  void start() override { stream_.synchronize(); }
+  void start() override {
+    if (comm_) {  // identical replicas: rank 0's master weights, and their bf16 copy recast
+      comm_after_compute();
+      comm_->broadcast(master_.data(), table_.total(), dist::DType::f32, 0);
+      compute_after_comm();
+      kernels::copy_to_bf16(work_.data(), master_.data(), table_.total(), stream_.get());
+      host_stale_ = true;
+    }
+    stream_.synchronize();
+  }
 
  private:
+  static constexpr int kSumSlots = 8;
+
+  // The comm's stream waits for the work enqueued on the compute stream so far; and the reverse.
+  void comm_after_compute() {
+    compute_done_.record(stream_.get());
+    CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_done_.get(), 0));
+  }
+  void compute_after_comm() {
+    comm_done_.record(comm_stream_);
+    CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), comm_done_.get(), 0));
+  }
+
+  // Launches the reduction of the buckets, in order, that the backward has finished once stage
+  // `stage` is enqueued (after_stage of CudaGpt::backward; -1: the whole backward).
+  void launch_ready(int stage) {
+    const size_t first = launched_;
+    while (launched_ < layout_.buckets.size() && bucket_stage_[launched_] >= stage) ++launched_;
+    if (launched_ == first) return;
+    comm_after_compute();
+    for (size_t k = first; k < launched_; ++k) reduce_bucket(layout_.buckets[k]);
+  }
+
+  // The bucket's gradients <- their average over the ranks, on the comm's stream (one rank with
+  // a comm: an fp32 all-reduce over one rank, which leaves them bitwise unchanged).
+  void reduce_bucket(const dist::Bucket& b) {
+    float* g = grads_.data() + b.begin;
+    const int64_t len = b.end - b.begin;
+    if (!bf16_grads_) {
+      comm_->all_reduce(g, len, dist::DType::f32, dist::ReduceOp::avg);
+    } else {  // one staging bucket, reused: the comm's stream runs the buckets in order
+      kernels::copy_to_bf16(staging_.data(), g, len, comm_stream_);
+      comm_->all_reduce(staging_.data(), len, dist::DType::bf16, dist::ReduceOp::avg);
+      kernels::copy_from_bf16(g, staging_.data(), len, comm_stream_);
+    }
+  }
+
+  // grads_ <- their average over the ranks: the buckets the backward did not launch yet, then
+  // the compute stream waits for every bucket.
+  void all_reduce_grads() {
+    launch_ready(-1);
+    compute_after_comm();
+  }
+
   // moe.balance = bias: the selection biases (E floats per MoE block) make a round trip through
   // host_params_, where update_score_bias (moe_balance.hpp) moves them as on the CPU.
   void update_score_bias_on_device() {
@@ -246,6 +368,14 @@ class CudaEngine final : public TrainEngine {
   Config cfg_;
   const RunOptions& opt_;
   ParamTable table_;
+  dist::Comm* comm_;           // null: one rank without collectives
+  cudaStream_t comm_stream_;   // where comm_'s collectives run
+  int rank_, world_size_;
+  dist::BucketLayout layout_;
+  bool bf16_grads_;
+  std::vector<int> bucket_stage_;  // gpt_bucket_stages(), per bucket of layout_
+  int micro_ = 0;                  // micro-batches of this step so far
+  size_t launched_ = 0;            // buckets of this step whose reduction is enqueued
   std::string device_name_;
   size_t free_before_ = 0;
   MemoryPlan plan_;
@@ -254,7 +384,9 @@ class CudaEngine final : public TrainEngine {
   std::vector<StateTensor> spectral_state_;  // host mirrors of its vectors, for checkpoints
   std::optional<CudaGpt> model_;
   cuda::DeviceBuffer<float> master_, grads_, norm_;  // norm_: [0] the norm, [1..] its partial sums
-  cuda::DeviceBuffer<kernels::bf16> work_;
+  cuda::DeviceBuffer<kernels::bf16> work_, staging_;  // staging_: one bucket of bf16 gradients
+  cuda::DeviceBuffer<double> sums_;                     // sum()'s values on the device
+  cuda::Event compute_done_, comm_done_;
   cuda::DeviceBuffer<int32_t> tokens_x_, tokens_y_;
   std::unique_ptr<CudaOptimizer> optimizer_;
   std::vector<float> host_params_, host_grads_;
@@ -264,8 +396,9 @@ class CudaEngine final : public TrainEngine {
 
 }  // namespace
 
-std::unique_ptr<TrainEngine> make_cuda_engine(const Config& cfg, const RunOptions& opt) {
-  return std::make_unique<CudaEngine>(cfg, opt);
+std::unique_ptr<TrainEngine> make_cuda_engine(const Config& cfg, const RunOptions& opt, CudaDistComm comm) {
+  PG_CHECK(!comm.comm || comm.stream, "make_cuda_engine: a comm needs the stream its collectives run on");
+  return std::make_unique<CudaEngine>(cfg, opt, comm);
 }
 
 }  // namespace pg

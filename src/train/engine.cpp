@@ -1,6 +1,10 @@
 // What the engines share that needs no device: which configs the CUDA trainer takes, whether it
-// exists here, and the FLOP count behind MFU (engine.hpp).
+// exists here, the backward stage of each gradient bucket, and the FLOP count behind MFU
+// (engine.hpp).
 #include "train/engine.hpp"
+
+#include <algorithm>
+#include <map>
 
 #include "model/gpt.hpp"
 
@@ -11,9 +15,14 @@
 namespace pg {
 
 std::string cuda_world_size_unsupported(int world_size) {
+#ifdef POLARGPT_WITH_NCCL
+  (void)world_size;
+  return "";
+#else
   return "WORLD_SIZE=" + std::to_string(world_size) +
-         ": multi-GPU data parallelism (NCCL) is not supported on --device cuda yet; train in one process "
-         "(without scripts/launch.sh)";
+         ": multi-GPU data parallelism needs NCCL, which this build lacks (configure with nccl.h and libnccl "
+         "present); train in one process (without scripts/launch.sh)";
+#endif
 }
 
 std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
@@ -29,7 +38,10 @@ std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
            "--device cpu";
   if (cfg.dist.cpu_ranks > 1)
     return "dist.cpu_ranks = " + std::to_string(cfg.dist.cpu_ranks) + ": ranks as threads are a CPU feature; use 1 on --device cuda";
-  if (world_size > 1) return cuda_world_size_unsupported(world_size);
+  if (world_size > 1 && !cuda_world_size_unsupported(world_size).empty()) return cuda_world_size_unsupported(world_size);
+  if (cfg.dist.zero != 0)
+    return "dist.zero = " + std::to_string(cfg.dist.zero) +
+           ": ZeRO-1 (sharded AdamW state) is not supported on --device cuda yet; use dist.zero = 0 (or --device cpu)";
   const int hs = cfg.d_head();
   if (hs != 32 && hs != 64 && hs != 128)
     return "model.d_model / model.n_head: the cuda backend needs a head size of 32, 64 or 128 (got " +
@@ -39,6 +51,34 @@ std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
     return "train.batch_size * model.n_head = " + std::to_string(int64_t(cfg.train.batch_size) * cfg.model.n_head) +
            ": the cuda attention kernels take at most 65535; use a smaller train.batch_size and more train.grad_accum";
   return "";
+}
+
+std::vector<int> gpt_bucket_stages(const Config& cfg, const ParamTable& table, std::span<const dist::Bucket> buckets) {
+  const GptOffsets o = gpt_offsets(cfg, table);
+  const int L = cfg.model.n_layer;
+  std::map<int64_t, int> stage_at;  // tensor offset -> stage; absent: -1
+  auto put = [&](int64_t off, int stage) {
+    if (off >= 0) stage_at[off] = stage;
+  };
+  put(o.lnf_w, L), put(o.lnf_b, L);
+  if (o.head != o.wte) put(o.head, L);
+  for (int l = 0; l < int(o.layers.size()); ++l) {
+    const GptLayerOffsets& w = o.layers[size_t(l)];
+    for (int64_t off : {w.ln1_w, w.ln1_b, w.q, w.k, w.v, w.qb, w.kb, w.vb, w.o, w.ob, w.ln2_w, w.ln2_b, w.fc, w.fcb,
+                        w.proj, w.projb})
+      put(off, l);
+  }
+  std::vector<int> out;
+  for (const dist::Bucket& b : buckets) {
+    int stage = L;
+    for (const ParamInfo& e : table.entries())
+      if (e.offset < b.end && e.offset + e.numel > b.begin) {
+        const auto it = stage_at.find(e.offset);
+        stage = std::min(stage, it == stage_at.end() ? -1 : it->second);
+      }
+    out.push_back(stage);
+  }
+  return out;
 }
 
 bool cuda_trainer_available(std::string* why) {

@@ -4,10 +4,13 @@
 // against this interface; two implementations:
 //   CpuEngine  (train/cpu_engine.cpp)   CpuGpt<float> + Optimizer + dist::DataParallel on host
 //                                       buffers, ranks as threads (dist.cpu_ranks) or one rank;
-//   CudaEngine (train/cuda_engine.cpp)  CudaGpt on one GPU: fp32 master weights, their bf16
-//                                       working copy, fp32 gradients and the CudaOptimizer's state
-//                                       in device buffers allocated at start-up, all work on one
-//                                       stream, no allocation in the step loop.
+//   CudaEngine (train/cuda_engine.cpp)  CudaGpt on one GPU per rank: fp32 master weights, their
+//                                       bf16 working copy, fp32 gradients and the CudaOptimizer's
+//                                       state in device buffers allocated at start-up, compute on
+//                                       one stream, no allocation in the step loop; data
+//                                       parallelism over a Comm on device buffers (NcclComm, one
+//                                       process per GPU; or any Comm that takes device buffers),
+//                                       its bucket reductions overlapped with backward.
 // One step, as the loop calls it:
 //   begin_step(); micro_step(x, y, 1/A) × A; gnorm = reduce_grads(step);
 //   [finite] update(clip_scale, ...);   [every eval] eval_batch(...) × n
@@ -23,11 +26,16 @@
 
 #include "config/config.hpp"
 #include "dist/comm.hpp"
+#include "dist/data_parallel.hpp"
 #include "io/safetensors.hpp"
 #include "model/moe_balance.hpp"
 #include "model/param_table.hpp"
 #include "optim/optimizer.hpp"
 #include "train/trainer.hpp"
+
+#ifdef POLARGPT_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 namespace pg {
 
@@ -91,16 +99,32 @@ std::unique_ptr<TrainEngine> make_cpu_engine(const Config& cfg, const RunOptions
 // Why --device cuda cannot train this config ("" when it can): the features the CUDA trainer
 // does not have yet, each named by its key. Checkable without a GPU.
 std::string cuda_trainer_unsupported(const Config& cfg, int world_size);
-// The line of that refusal for WORLD_SIZE > 1 (the NCCL engine is not written yet: gradients
-// would be all-reduced on the device buffers in CudaEngine::reduce_grads).
+// The line of that refusal for WORLD_SIZE > 1: "" when this build has NCCL (the multi-process
+// CUDA run), else why not.
 std::string cuda_world_size_unsupported(int world_size);
+// For each gradient bucket (dist::make_buckets), the backward stage of CudaGpt after which every
+// tensor it overlaps holds its final gradient: stages run n_layer (the head and ln_f), then
+// n_layer-1 .. 0 (the blocks), then -1 (wte, wpe, and the head when tied to wte, whose gradient
+// the embedding backward adds to; also, conservatively, any tensor outside the dense plan's
+// offsets, such as an MoE block's router and experts); a bucket's stage is the lowest of its
+// tensors'. The CUDA engine
+// launches a bucket's reduction after that stage (overlap with backward).
+std::vector<int> gpt_bucket_stages(const Config& cfg, const ParamTable& table, std::span<const dist::Bucket> buckets);
 // Whether this build has the CUDA trainer and this machine a GPU; otherwise *why says which.
 bool cuda_trainer_available(std::string* why);
 
 #ifdef POLARGPT_WITH_CUDA
+// The data-parallel comm of a CUDA rank: collectives on device buffers, enqueued on `stream` in
+// call order (NcclComm and its stream()); the engine orders that stream after its compute stream
+// before each collective and its compute stream after the collective. comm = nullptr: one rank,
+// no collectives.
+struct CudaDistComm {
+  dist::Comm* comm = nullptr;
+  cudaStream_t stream = nullptr;
+};
 // The CUDA engine on the current device (train/cuda_engine.cpp); the config must have passed
 // cuda_trainer_unsupported(). Throws UserError when the run does not fit in the GPU's memory.
-std::unique_ptr<TrainEngine> make_cuda_engine(const Config& cfg, const RunOptions& opt);
+std::unique_ptr<TrainEngine> make_cuda_engine(const Config& cfg, const RunOptions& opt, CudaDistComm comm = {});
 #endif
 
 // FLOPs of one token's forward + backward (for MFU): 6·N + 12·n_layer·seq_len·d_model, where N

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "data/shard.hpp"
 #include "data/tokenizer.hpp"
 #include "dist/in_process_comm.hpp"
+#include "dist/nccl_comm.hpp"
 #include "dist/rendezvous.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
@@ -138,18 +140,27 @@ std::string resolve_device(const Config& cfg, int world_size) {
 RunSummary train(const Config& cfg, const RunOptions& opt) {
   const dist::DistEnv env = dist::dist_env_from_environment();
   const std::string device = resolve_device(cfg, env.world_size);
-  if (env.world_size > 1) {  // an explicit --device cuda was refused by resolve_device already
-    if (cuda_trainer_available(nullptr))
-      throw UserError(cuda_world_size_unsupported(env.world_size));
+  if (env.world_size > 1 && device != "cuda") {  // an explicit --device cuda was refused by resolve_device already
+    const std::string no_cuda = cuda_trainer_unsupported(cfg, env.world_size);
     throw UserError("WORLD_SIZE=" + std::to_string(env.world_size) +
-                    ": multi-process training runs over NCCL and needs the CUDA backend; on the CPU run "
-                    "ranks as threads with --set dist.cpu_ranks=N");
+                    ": multi-process training runs over NCCL on --device cuda, one GPU per rank" +
+                    (cfg.train.device == "auto" && !no_cuda.empty() ? " (not this config: " + no_cuda + ")" : "") +
+                    "; on the CPU run ranks as threads with --set dist.cpu_ranks=N");
   }
   set_threads(cfg.train);  // sampling runs on the CPU on either device
   SignalGuard signals;
 #ifdef POLARGPT_WITH_CUDA
   if (device == "cuda") {
     prepare_run_dir(opt);
+#ifdef POLARGPT_WITH_NCCL
+    // Started by scripts/launch.sh (or torchrun, Slurm): one rank of a data-parallel run over
+    // NCCL, on GPU LOCAL_RANK, even at WORLD_SIZE=1.
+    if (std::getenv("WORLD_SIZE") != nullptr) {
+      dist::NcclComm comm(env, cfg.dist.timeout_s);  // selects the device before the engine allocates
+      const std::unique_ptr<TrainEngine> engine = make_cuda_engine(cfg, opt, {&comm, comm.stream()});
+      return run_training(cfg, opt, *engine);
+    }
+#endif
     const std::unique_ptr<TrainEngine> engine = make_cuda_engine(cfg, opt);
     return run_training(cfg, opt, *engine);
   }

@@ -41,6 +41,8 @@ struct RunSummary {
 // picks the engine (train/engine.hpp): cpu, cuda (one GPU), or auto (cuda when this build and
 // machine have a GPU and the CUDA trainer supports the config, else cpu). With
 // dist.cpu_ranks = N > 1 the CPU run is data-parallel over N ranks as threads of this process.
+// With WORLD_SIZE in the environment (scripts/launch.sh) a cuda run is one rank of a
+// data-parallel run over NCCL on GPU LOCAL_RANK (any WORLD_SIZE, 1 included).
 RunSummary train(const Config& cfg, const RunOptions& opt);
 
 // One rank of a data-parallel run (world size 1 = the plain single-process run): rank r reads its

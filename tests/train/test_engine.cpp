@@ -3,7 +3,9 @@
 // CUDA backend, MFU's FLOP count and peak, and the mfu field in metrics.jsonl.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "common/synthetic_data.hpp"
 #include "common/temp_dir.hpp"
@@ -34,6 +36,7 @@ TEST_CASE("engine: --device cuda refuses what the CUDA trainer lacks, naming the
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"model.variant=moe", "moe.n_expert=4", "model.norm=none"}, "model.norm = none"},
       {{"dist.cpu_ranks=2"}, "dist.cpu_ranks"},
+      {{"dist.zero=1"}, "dist.zero = 1"},
       {{"train.batch_size=40000", "model.n_head=2", "model.d_model=64"}, "train.batch_size * model.n_head"},
   };
   for (const auto& [sets, key] : cases) {
@@ -42,7 +45,17 @@ TEST_CASE("engine: --device cuda refuses what the CUDA trainer lacks, naming the
     CHECK_THAT(why, Catch::Contains(key));
     CHECK(why.find('\n') == std::string::npos);
   }
+  // Several processes (scripts/launch.sh) train over NCCL where the build has it; else one line
+  // naming WORLD_SIZE. dist.grad_dtype = bf16 and Muon are taken on any world size.
+#ifdef POLARGPT_WITH_NCCL
+  CHECK(cuda_trainer_unsupported(default_config(), 2).empty());
+  CHECK(cuda_world_size_unsupported(8).empty());
+  CHECK(cuda_trainer_unsupported(default_config({"dist.grad_dtype=bf16", "optim.kind=muon"}), 8).empty());
+  CHECK_THAT(cuda_trainer_unsupported(default_config({"dist.zero=1"}), 2), Catch::Contains("dist.zero = 1"));
+#else
   CHECK_THAT(cuda_trainer_unsupported(default_config(), 2), Catch::Contains("WORLD_SIZE=2"));
+  CHECK(cuda_trainer_unsupported(default_config(), 2).find('\n') == std::string::npos);
+#endif
   CHECK(cuda_trainer_unsupported(default_config(), 1).empty());
   CHECK(cuda_trainer_unsupported(default_config({"model.pos=rope", "model.qk_norm=true", "model.norm=rmsnorm"}), 1)
             .empty());
@@ -109,4 +122,49 @@ TEST_CASE("engine: mfu is in metrics.jsonl exactly when a peak is known", "[trai
   }
   train(tiny_run(data, {"train.device=cpu"}), {run / "n", false, {}});
   for (const auto& r : io::read_jsonl(run / "n/metrics.jsonl")) REQUIRE_FALSE(r.contains("mfu"));
+}
+
+TEST_CASE("engine: WORLD_SIZE > 1 on the cpu is one line naming WORLD_SIZE and dist.cpu_ranks", "[train]") {
+  ::setenv("WORLD_SIZE", "2", 1), ::setenv("RANK", "1", 1);
+  std::string what;
+  try {
+    train(default_config({"train.device=cpu"}), {"unused_run_dir", false, {}});
+  } catch (const UserError& e) {
+    what = e.what();
+  }
+  ::unsetenv("WORLD_SIZE"), ::unsetenv("RANK");
+  CHECK_THAT(what, Catch::Contains("WORLD_SIZE=2"));
+  CHECK_THAT(what, Catch::Contains("dist.cpu_ranks"));
+  CHECK(what.find('\n') == std::string::npos);
+}
+
+TEST_CASE("engine: a gradient bucket's backward stage is the earliest-finishing block among its tensors", "[train]") {
+  // Tensor names give each tensor's stage independently of the offsets the engine reads:
+  // h.<l>.* -> l, ln_f and an untied lm_head -> n_layer, everything else (wte, wpe) -> -1.
+  const bool tied = GENERATE(true, false);
+  const int W = GENERATE(1, 3);
+  CAPTURE(tied, W);
+  const Config cfg = default_config({"model.n_layer=3", "model.d_model=64", "model.n_head=2", "model.vocab_size=96",
+                                     std::string("model.tie_embeddings=") + (tied ? "true" : "false")});
+  const ParamTable table = build_gpt_params(cfg);
+  const dist::BucketLayout layout = dist::make_buckets(table, W, 0.02);  // ~5K floats: several per block
+  REQUIRE(layout.buckets.size() > 6);
+  const std::vector<int> stages = gpt_bucket_stages(cfg, table, layout.buckets);
+  REQUIRE(stages.size() == layout.buckets.size());
+  auto stage_of = [&](const std::string& name) {
+    if (name.rfind("h.", 0) == 0) return std::stoi(name.substr(2, name.find('.', 2) - 2));
+    if (name.rfind("ln_f", 0) == 0 || name.rfind("lm_head", 0) == 0) return cfg.model.n_layer;
+    return -1;
+  };
+  for (size_t k = 0; k < stages.size(); ++k) {
+    const dist::Bucket& b = layout.buckets[k];
+    int want = cfg.model.n_layer;
+    for (const ParamInfo& e : table.entries())
+      if (e.offset < b.end && e.offset + e.numel > b.begin) want = std::min(want, stage_of(e.name));
+    CAPTURE(k, b.begin, b.end);
+    CHECK(stages[k] == want);
+    if (k > 0) CHECK(stages[k] <= stages[k - 1]);  // backward order: ready buckets form a prefix
+  }
+  CHECK(stages.front() >= cfg.model.n_layer - 1);  // the first bucket is ready early in the backward
+  CHECK(stages.back() == -1);                       // the one holding wte only at the end
 }

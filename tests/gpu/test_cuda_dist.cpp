@@ -1,0 +1,286 @@
+// Data-parallel training on --device cuda, on the one GPU a test machine has:
+//   - the bf16 casts around a bf16 gradient collective, against the host rounding (bitwise);
+//   - scripts/launch.sh --nproc-per-node 1 -- polargpt train --device cuda: a rank through the
+//     whole NCCL start-up at WORLD_SIZE=1, with the losses of the plain single-process run;
+//   - 2 ranks as threads sharing the GPU: CudaEngine over a test comm that stages its device
+//     buffers through host memory into the in-process comm (dist/in_process_comm.hpp). Their
+//     losses equal one rank's with the same global batch (with 1 and 2 micro-batches per step),
+//     their replicas stay bitwise identical, bf16 gradient reduction stays close, Muon runs, and
+//     the 2-rank checkpoint resumes on one rank. The staging comm copies a bucket to the host
+//     when the backward hook launches it, so a bucket launched before the backward finished
+//     writing it would make the ranks' weights differ: the identical-replica checks also check
+//     which buckets the overlap with backward launches when.
+//
+// Tolerances. Same run twice on the GPU: 5e-3 relative per step (the order of atomic adds in a
+// few backward kernels differs, as in test_cuda_trainer.cpp's resume). One rank of 8 sequences
+// against two of 4: 1e-2 relative per step (kTolBf16: the GEMMs see other shapes, so bf16
+// rounding differs from the first step on, and the difference grows a little each step); the
+// first step's loss to 2e-3 (forward only, same weights). bf16 against fp32 gradient reduction:
+// 2e-2 (one more bf16 rounding of every gradient per step).
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "common/free_port.hpp"
+#include "common/synthetic_data.hpp"
+#include "common/temp_dir.hpp"
+#include "config/config.hpp"
+#include "core/rng.hpp"
+#include "dist/in_process_comm.hpp"
+#include "gpu_testing.hpp"
+#include "io/checkpoint_dir.hpp"
+#include "io/jsonl.hpp"
+#include "kernels/adamw.cuh"
+#include "kernels/grad_cast.cuh"
+#include "train/engine.hpp"
+#include "train/trainer.hpp"
+
+using namespace pg;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kTolRerun = 5e-3, kTolSplit = 1e-2, kTolFirst = 2e-3, kTolBf16Grads = 2e-2;
+
+bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+// A Comm on device buffers over a Comm on host buffers: every collective copies its inputs to
+// the host (after everything enqueued on its stream), runs the host collective, and copies the
+// results back before returning. Slow and synchronous, but it lets ranks that are threads share
+// one GPU.
+class HostStagingComm final : public dist::Comm {
+ public:
+  explicit HostStagingComm(dist::Comm& host) : host_(host) {}
+  int rank() const override { return host_.rank(); }
+  int world_size() const override { return host_.world_size(); }
+  cudaStream_t stream() const { return stream_.get(); }
+
+  void all_reduce(void* buf, int64_t count, dist::DType t, dist::ReduceOp op) override {
+    down(a_, buf, bytes(count, t));
+    host_.all_reduce(a_.data(), count, t, op);
+    up(buf, a_, bytes(count, t));
+  }
+  void reduce_scatter(const void* send, void* recv, int64_t recv_count, dist::DType t, dist::ReduceOp op) override {
+    down(a_, send, bytes(recv_count * world_size(), t));
+    b_.resize(a_.size());
+    host_.reduce_scatter(a_.data(), b_.data(), recv_count, t, op);
+    up(recv, b_, bytes(recv_count, t));
+  }
+  void all_gather(const void* send, void* recv, int64_t send_count, dist::DType t) override {
+    down(a_, send, bytes(send_count, t));
+    b_.resize(size_t(world_size()) * a_.size());
+    host_.all_gather(a_.data(), b_.data(), send_count, t);
+    up(recv, b_, bytes(send_count * world_size(), t));
+  }
+  void broadcast(void* buf, int64_t count, dist::DType t, int root) override {
+    down(a_, buf, bytes(count, t));
+    host_.broadcast(a_.data(), count, t, root);
+    up(buf, a_, bytes(count, t));
+  }
+  void barrier() override { host_.barrier(); }
+
+ private:
+  static size_t bytes(int64_t count, dist::DType t) { return size_t(count) * dist::dtype_size(t); }
+  // Host buffers of doubles: aligned for every dtype.
+  void down(std::vector<double>& h, const void* dev, size_t n_bytes) {
+    h.resize((n_bytes + 7) / 8);
+    CUDA_CHECK(cudaMemcpyAsync(h.data(), dev, n_bytes, cudaMemcpyDeviceToHost, stream_.get()));
+    stream_.synchronize();
+  }
+  void up(void* dev, const std::vector<double>& h, size_t n_bytes) {
+    CUDA_CHECK(cudaMemcpyAsync(dev, h.data(), n_bytes, cudaMemcpyHostToDevice, stream_.get()));
+    stream_.synchronize();
+  }
+
+  dist::Comm& host_;
+  cuda::Stream stream_;
+  std::vector<double> a_, b_;
+};
+
+Config run_config(const test::TempDir& data, int batch_size, std::vector<std::string> extra = {}) {
+  std::vector<std::string> sets = {"model.n_layer=2",       "model.n_head=2",        "model.d_model=64",
+                                   "model.d_ff=128",        "model.vocab_size=64",   "model.seq_len=32",
+                                   "train.max_steps=20",    "train.eval_every=10",   "train.eval_batches=4",
+                                   "train.log_every=1",     "train.checkpoint_every=10", "optim.warmup_steps=2",
+                                   "optim.lr=3e-3",         "train.threads=2",       "train.device=cuda",
+                                   "dist.bucket_mb=0.05",  // several buckets for this small model
+                                   "train.batch_size=" + std::to_string(batch_size),
+                                   "data.train=" + data / "syn_train_*.bin", "data.val=" + data / "syn_val_*.bin"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return default_config(sets);
+}
+
+std::vector<double> column(const std::string& run_dir, const char* key) {
+  std::vector<double> out;
+  for (const auto& j : io::read_jsonl(run_dir + "/metrics.jsonl"))
+    if (j.contains(key)) out.push_back(j.at(key).get<double>());
+  return out;
+}
+
+double rel(double a, double b) { return std::abs(a - b) / std::abs(b); }
+
+void require_close(const std::vector<double>& got, const std::vector<double>& ref, double tol) {
+  REQUIRE(got.size() == ref.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i, got[i], ref[i]);
+    REQUIRE(rel(got[i], ref[i]) < tol);
+  }
+}
+
+// `world` ranks as threads on the current GPU, each a CudaEngine over a HostStagingComm; returns
+// every rank's final fp32 master weights.
+std::vector<std::vector<float>> train_threads(int world, const Config& cfg, const RunOptions& opt) {
+  std::vector<std::vector<float>> finals(static_cast<size_t>(world));
+  dist::run_ranks(world, 120.0, [&](dist::Comm& host) {
+    CUDA_CHECK(cudaSetDevice(0));
+    HostStagingComm comm(host);
+    prepare_run_dir(opt);
+    const std::unique_ptr<TrainEngine> engine = make_cuda_engine(cfg, opt, {&comm, comm.stream()});
+    run_training(cfg, opt, *engine);
+    const std::span<const float> p = engine->host_params();
+    finals[size_t(comm.rank())].assign(p.begin(), p.end());
+  });
+  return finals;
+}
+
+int sh(const std::string& cmd) {
+  const int st = std::system(("bash -c '" + cmd + "'").c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+}  // namespace
+
+TEST_CASE("cuda dist: bf16 gradient casts round to nearest even and widen exactly", "[gpu][dist]") {
+  if (!have_gpu()) {
+    WARN("no GPU: skipped");
+    return;
+  }
+  const int64_t n = 100003;  // not a multiple of the block
+  Rng rng(19);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = float(rng.normal() * std::exp(4.0 * rng.normal()));  // many binades
+  cuda::Stream s;
+  cuda::DeviceBuffer<float> d_x{static_cast<size_t>(n)}, d_back{static_cast<size_t>(n)};
+  cuda::DeviceBuffer<kernels::bf16> d_b{static_cast<size_t>(n)};
+  d_x.upload(x);
+  kernels::copy_to_bf16(d_b.data(), d_x.data(), n, s.get());
+  kernels::copy_from_bf16(d_back.data(), d_b.data(), n, s.get());
+  s.synchronize();
+  std::vector<float> back(static_cast<size_t>(n));
+  CUDA_CHECK(cudaMemcpy(back.data(), d_back.data(), d_back.bytes(), cudaMemcpyDeviceToHost));
+  // Tolerance 0: the device's rounding is the host's (dist::bf16_bits), widening is exact.
+  int64_t bad = 0;
+  double err2 = 0, ref2 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float want = dist::bf16_value(dist::bf16_bits(x[size_t(i)]));
+    bad += back[size_t(i)] != want;
+    err2 += double(back[size_t(i)] - x[size_t(i)]) * double(back[size_t(i)] - x[size_t(i)]);
+    ref2 += double(x[size_t(i)]) * double(x[size_t(i)]);
+  }
+  CHECK(bad == 0);
+  CHECK(std::sqrt(err2 / ref2) < test::kTolBf16);  // and it did round: not far, not exact
+  CHECK(std::sqrt(err2 / ref2) > 0.0);
+}
+
+TEST_CASE("cuda dist: launch.sh --nproc-per-node 1 trains through NCCL with the single-process losses",
+          "[gpu][dist]") {
+#ifndef POLARGPT_WITH_NCCL
+  WARN("this build has no NCCL: skipped");
+  return;
+#endif
+  if (!have_gpu()) {
+    WARN("no GPU: skipped");
+    return;
+  }
+  test::TempDir data("cddata"), run("cdrun");
+  test::write_markov_shards(data.str(), 64, 40000, 8000, 11);
+  const RunSummary plain = train(run_config(data, 8), {run / "plain", false, {}});
+  REQUIRE(plain.steps_done == 20);
+
+  // The launched rank trains the plain run's exact config (config.json in its run directory).
+  const std::string log = run / "launch.log";
+  const std::string cmd = std::string(POLARGPT_SOURCE_DIR) + "/scripts/launch.sh --nproc-per-node 1 --master-port " +
+                          std::to_string(test::free_port()) + " -- " + POLARGPT_BINARY + " train --device cuda --config " +
+                          run / "plain/config.json" + " --out " + run / "launched" + " > " + log + " 2>&1";
+  const int rc = sh(cmd);
+  std::ifstream f(log);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  CAPTURE(text);
+  REQUIRE(rc == 0);
+  CHECK(text.find("[rank 0] ") != std::string::npos);
+  CHECK(text.find("dist: 1 rank(s)") != std::string::npos);  // the NCCL engine, not the plain one
+
+  const auto ref = column(run / "plain", "train_loss"), got = column(run / "launched", "train_loss");
+  REQUIRE(ref.size() == 20);
+  CHECK(got.at(0) == ref.at(0));  // same init, same first batch, same forward
+  require_close(got, ref, kTolRerun);
+  require_close(column(run / "launched", "val_loss"), column(run / "plain", "val_loss"), kTolRerun);
+  REQUIRE(io::find_latest_checkpoint(run / "launched").has_value());
+}
+
+TEST_CASE("cuda dist: 2 ranks sharing the GPU give one rank's losses with the same global batch; replicas "
+          "stay identical; bf16 reduction is close; the checkpoint resumes on 1 rank",
+          "[gpu][dist]") {
+  if (!have_gpu()) {
+    WARN("no GPU: skipped");
+    return;
+  }
+  test::TempDir data("cddata"), run("cdrun");
+  test::write_markov_shards(data.str(), 64, 40000, 8000, 11);
+  // One rank through the same engine code path (a comm of one rank) and batch 8 ...
+  const auto one = train_threads(1, run_config(data, 8), {run / "w1", false, {}});
+  const auto ref = column(run / "w1", "train_loss"), ref_val = column(run / "w1", "val_loss");
+  REQUIRE(ref.size() == 20);
+  REQUIRE(ref_val.size() == 2);
+  REQUIRE(ref.back() < ref.front() - 0.2);  // it learns
+  // ... and the plain engine without a comm agrees with it.
+  train(run_config(data, 8), {run / "plain", false, {}});
+  require_close(column(run / "plain", "train_loss"), ref, kTolRerun);
+
+  // Two ranks of 4 sequences: the same global batch of 8.
+  const auto two = train_threads(2, run_config(data, 4), {run / "w2", false, {}});
+  const auto got = column(run / "w2", "train_loss");
+  REQUIRE(got.size() == 20);
+  CHECK(rel(got[0], ref[0]) < kTolFirst);
+  require_close(got, ref, kTolSplit);
+  require_close(column(run / "w2", "val_loss"), ref_val, kTolSplit);
+  // Every rank ran the same update on the same averaged gradient.
+  REQUIRE(two.size() == 2);
+  REQUIRE(two[0].size() == two[1].size());
+  CHECK(two[0] == two[1]);
+  REQUIRE(one.size() == 1);
+
+  // Two micro-batches per step: only the last one's backward launches the bucket reductions.
+  train_threads(1, run_config(data, 8, {"train.grad_accum=2", "train.max_steps=10"}), {run / "a1", false, {}});
+  const auto acc2 = train_threads(2, run_config(data, 4, {"train.grad_accum=2", "train.max_steps=10"}),
+                                  {run / "a2", false, {}});
+  require_close(column(run / "a2", "train_loss"), column(run / "a1", "train_loss"), kTolSplit);
+  CHECK(acc2[0] == acc2[1]);
+
+  // bf16 gradient collectives: close to the fp32 ones.
+  train_threads(2, run_config(data, 4, {"dist.grad_dtype=bf16"}), {run / "w2bf16", false, {}});
+  require_close(column(run / "w2bf16", "train_loss"), got, kTolBf16Grads);
+
+  // Muon: every rank runs all of CudaMuon on the averaged gradient.
+  train_threads(1, run_config(data, 8, {"optim.kind=muon", "optim.lr=0.02"}), {run / "m1", false, {}});
+  train_threads(2, run_config(data, 4, {"optim.kind=muon", "optim.lr=0.02"}), {run / "m2", false, {}});
+  require_close(column(run / "m2", "train_loss"), column(run / "m1", "train_loss"), kTolSplit);
+
+  // Rank 0's step-10 checkpoint of the 2-rank run resumes on one rank of 8 sequences.
+  const std::string cut = run / "resumed";
+  fs::create_directories(cut + "/checkpoints");
+  fs::copy(run / "w2/checkpoints/00000010", cut + "/checkpoints/00000010", fs::copy_options::recursive);
+  fs::copy_file(run / "w2/metrics.jsonl", cut + "/metrics.jsonl");
+  const RunSummary s = train(run_config(data, 8), {cut, true, {}});
+  REQUIRE(s.steps_done == 20);
+  require_close(column(cut, "train_loss"), got, kTolSplit);
+}
