@@ -7,13 +7,19 @@
 //   kTolBf16 = 1e-2  results stored in bf16 (one rounding, 2^-9 ≈ 2e-3 relative, plus fp32 math)
 //   kTolGemm = 2e-2  bf16 GEMM operands stored from bf16 outputs
 #pragma once
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/device.hpp"
 #include "backend/ops_testing.hpp"
 #include "kernels/types.cuh"
+#include "model/param_table.hpp"
 
 namespace pg::test {
 
@@ -72,5 +78,28 @@ cuda::DeviceBuffer<T> upload(const std::vector<T>& v) {
 }
 inline Vec download(const cuda::DeviceBuffer<bf16>& b) { return to_vec(b.download()); }
 inline Vec download(const cuda::DeviceBuffer<float>& b) { return to_vec(b.download()); }
+
+// Every parameter's gradient of a whole model, GPU (got, fp32) against the float64 CPU reference
+// (ref), both laid out by the table: each tensor within 5e-2 relative (bf16 activations through
+// the whole network), except tensors whose reference gradient is negligible (below 1e-6 of the
+// largest tensor norm), which must stay below 1e-2 of it.
+inline void check_every_gradient(const ParamTable& table, const Vec& ref_all, const std::vector<float>& got_all) {
+  double max_norm = 0.0;
+  for (const auto& p : table.entries()) {
+    double n2 = 0.0;
+    for (int64_t i = 0; i < p.numel; ++i) n2 += ref_all[size_t(p.offset + i)] * ref_all[size_t(p.offset + i)];
+    max_norm = std::max(max_norm, std::sqrt(n2));
+  }
+  for (const auto& p : table.entries()) {
+    const Vec ref(ref_all.begin() + p.offset, ref_all.begin() + p.offset + p.numel);
+    const Vec got(got_all.begin() + p.offset, got_all.begin() + p.offset + p.numel);
+    double r2 = 0.0, g2 = 0.0;
+    for (size_t i = 0; i < ref.size(); ++i) r2 += ref[i] * ref[i], g2 += got[i] * got[i];
+    const std::string name = p.name;
+    CAPTURE(name, std::sqrt(r2), max_norm);
+    if (std::sqrt(r2) < 1e-6 * max_norm) CHECK(std::sqrt(g2) < 1e-2 * max_norm);
+    else CHECK(rel_diff(got, ref) < 5e-2);
+  }
+}
 
 }  // namespace pg::test

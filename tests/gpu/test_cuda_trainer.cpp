@@ -69,11 +69,12 @@ void cut_run(const std::string& from, const std::string& to, int step) {
 }
 
 // Trains the same config on both backends into c and g (20 steps) and checks that the loss curves
-// agree to kTolBackends at every step and that the GPU run learned (its loss fell by `fall`).
-void train_both_and_compare(const test::TempDir& data, const std::vector<std::string>& sets, const std::string& c,
-                            const std::string& g, double fall) {
-  train(run_config(data, "cpu", sets), {c, false, {}});
-  train(run_config(data, "cuda", sets), {g, false, {}});
+// and the final val losses agree to kTolBackends and that the GPU run learned (its loss fell by
+// `fall`). Returns the two summaries (cpu, cuda).
+std::pair<RunSummary, RunSummary> train_both_and_compare(const test::TempDir& data, const std::vector<std::string>& sets,
+                                                         const std::string& c, const std::string& g, double fall) {
+  const RunSummary sc = train(run_config(data, "cpu", sets), {c, false, {}});
+  const RunSummary sg = train(run_config(data, "cuda", sets), {g, false, {}});
   const auto lc = losses(c), lg = losses(g);
   REQUIRE(lc.size() == 20);
   REQUIRE(lg.size() == 20);
@@ -81,7 +82,22 @@ void train_both_and_compare(const test::TempDir& data, const std::vector<std::st
     CAPTURE(i, lc[i], lg[i]);
     CHECK(rel(lg[i], lc[i]) < kTolBackends);
   }
+  CAPTURE(sc.final_val_loss, sg.final_val_loss);
+  CHECK(rel(sg.final_val_loss, sc.final_val_loss) < kTolBackends);
   CHECK(lg.back() < lg.front() - fall);
+  return {sc, sg};
+}
+
+// The largest row RMS of an embedding matrix in the weights w (the max-norm bounds it by 1).
+double max_row_rms(const std::vector<float>& w, const ParamInfo& p) {
+  double max_rms = 0.0;
+  for (int64_t r = 0; r < p.rows(); ++r) {
+    const float* row = w.data() + p.offset + r * p.cols();
+    double s = 0.0;
+    for (int64_t j = 0; j < p.cols(); ++j) s += double(row[j]) * row[j];
+    max_rms = std::max(max_rms, std::sqrt(s / double(p.cols())));
+  }
+  return max_rms;
 }
 
 }  // namespace
@@ -89,19 +105,9 @@ void train_both_and_compare(const test::TempDir& data, const std::vector<std::st
 TEST_CASE("cuda trainer: 20 steps agree with the cpu run to bf16 tolerance; mfu is logged", "[gpu][train]") {
   test::TempDir data("ctdata"), run("ctrun");
   test::write_markov_shards(data.str(), 64, 40000, 8000, 11);
-  const RunSummary c = train(run_config(data, "cpu"), {run / "cpu", false, {}});
-  const RunSummary g = train(run_config(data, "cuda"), {run / "cuda", false, {}});
-  const auto lc = losses(run / "cpu"), lg = losses(run / "cuda");
-  REQUIRE(lc.size() == 20);
-  REQUIRE(lg.size() == 20);
-  for (size_t i = 0; i < 20; ++i) {
-    CAPTURE(i, lc[i], lg[i]);
-    CHECK(rel(lg[i], lc[i]) < kTolBackends);
-  }
-  CAPTURE(c.final_val_loss, g.final_val_loss);
-  CHECK(rel(g.final_val_loss, c.final_val_loss) < kTolBackends);
+  // A fall of 0.5: it learned, so the comparison is not of noise.
+  const auto [c, g] = train_both_and_compare(data, {}, run / "cpu", run / "cuda", 0.5);
   CHECK(std::abs(g.final_val_acc - c.final_val_acc) < 0.05);
-  CHECK(lg.back() < lg.front() - 0.5);  // it learned: the comparison is not of noise
 
   // MFU: on an H100/H200 the peak is known; with train.peak_tflops it is whatever is given.
   const auto rg = records(run / "cuda");
@@ -343,18 +349,7 @@ TEST_CASE("cuda trainer: lipschitz variant with hardcap agrees with the cpu run,
                                          "spectral.w_max=1.0",         "spectral.w_max_head=16",
                                          "spectral.roles=attn,mlp,head", "optim.lr=5e-3"};
   const std::string c = run / "cpu", g = run / "cuda";
-  const RunSummary sc = train(run_config(data, "cpu", sets), {c, false, {}});
-  const RunSummary sg = train(run_config(data, "cuda", sets), {g, false, {}});
-  const auto lc = losses(c), lg = losses(g);
-  REQUIRE(lc.size() == 20);
-  REQUIRE(lg.size() == 20);
-  for (size_t i = 0; i < 20; ++i) {
-    CAPTURE(i, lc[i], lg[i]);
-    CHECK(rel(lg[i], lc[i]) < kTolBackends);
-  }
-  CAPTURE(sc.final_val_loss, sg.final_val_loss);
-  CHECK(rel(sg.final_val_loss, sc.final_val_loss) < kTolBackends);
-  CHECK(lg.back() < lg.front() - 0.3);  // it learned (the CPU run: 4.16 -> 3.43)
+  train_both_and_compare(data, sets, c, g, 0.3);  // it learned (the CPU run: 4.16 -> 3.43)
 
   // The certificate at the eval steps (10, 20) only, on both backends.
   const auto rc = records(c), rg = records(g);
@@ -395,13 +390,7 @@ TEST_CASE("cuda trainer: lipschitz variant with hardcap agrees with the cpu run,
   CHECK(std::abs(device - host) < 2e-3);
   const ParamInfo* wte = table.find("wte");
   REQUIRE(wte);
-  double max_rms = 0.0;
-  for (int64_t r = 0; r < wte->rows(); ++r) {
-    const float* row = w.data() + wte->offset + r * wte->cols();
-    double s = 0.0;
-    for (int64_t j = 0; j < wte->cols(); ++j) s += double(row[j]) * row[j];
-    max_rms = std::max(max_rms, std::sqrt(s / double(wte->cols())));
-  }
+  const double max_rms = max_row_rms(w, *wte);
   CAPTURE(max_rms);
   CHECK(max_rms <= 1.0 + 1e-5);
   CHECK(max_rms > 0.5);  // rows start at RMS ~1 (the init): the check sees real rows
@@ -426,14 +415,7 @@ TEST_CASE("cuda trainer: lipschitz variant without a spectral method keeps the e
   const std::vector<std::string> sets = {"model.variant=lipschitz", "model.norm=none", "model.bias=false",
                                          "model.tie_embeddings=false", "spectral.method=none", "optim.lr=1e-2"};
   const std::string c = run / "cpu", g = run / "cuda";
-  train(run_config(data, "cpu", sets), {c, false, {}});
-  train(run_config(data, "cuda", sets), {g, false, {}});
-  const auto lc = losses(c), lg = losses(g);
-  REQUIRE(lg.size() == 20);
-  for (size_t i = 0; i < 20; ++i) {
-    CAPTURE(i, lc[i], lg[i]);
-    CHECK(rel(lg[i], lc[i]) < kTolBackends);
-  }
+  train_both_and_compare(data, sets, c, g, 0.0);
   const auto rc = records(c), rg = records(g);
   REQUIRE(rg.back().contains("log10_lipschitz_bound"));
   CHECK_FALSE(rg.back().contains("log10_lipschitz_bound_wmax"));
@@ -451,13 +433,7 @@ TEST_CASE("cuda trainer: lipschitz variant without a spectral method keeps the e
   for (const char* name : {"wte", "wpe"}) {  // learned positions: both are max-normed
     const ParamInfo* p = table.find(name);
     REQUIRE(p);
-    double max_rms = 0.0;
-    for (int64_t r = 0; r < p->rows(); ++r) {
-      const float* row = w.data() + p->offset + r * p->cols();
-      double s = 0.0;
-      for (int64_t j = 0; j < p->cols(); ++j) s += double(row[j]) * row[j];
-      max_rms = std::max(max_rms, std::sqrt(s / double(p->cols())));
-    }
+    const double max_rms = max_row_rms(w, *p);
     CAPTURE(name, max_rms);
     CHECK(max_rms <= 1.0 + 1e-5);
     CHECK(max_rms > 0.5);
