@@ -264,3 +264,46 @@ TEST_CASE("tensorboard: a training run with train.tensorboard writes the trainer
   train(off, {run2.str(), false, {}});
   REQUIRE(event_files(run2.str()).empty());
 }
+
+// The scalars the issue lists beyond the basic ones: MFU (with a peak given), expert load (MoE),
+// and per-matrix sigma_max from the spectral monitor, which has its own event file beside the
+// metrics one (stem "spectral"), one event per spectral.jsonl line tagged sigma_max/<name>.
+TEST_CASE("tensorboard: mfu, expert load and the monitor's per-matrix sigma_max reach event files", "[sweep]") {
+  test::TempDir data("tbdata"), run("tbrun");
+  test::write_markov_shards(data.str(), 32, 4000, 1000, 5);
+  const Config cfg = default_config(
+      {"model.variant=moe", "moe.n_expert=4", "moe.top_k=2", "moe.d_ff_expert=16", "model.n_layer=1",
+       "model.n_head=2", "model.d_model=16", "model.vocab_size=32", "model.seq_len=8", "train.batch_size=2",
+       "train.max_steps=4", "train.eval_every=2", "train.eval_batches=1", "train.log_every=1", "train.threads=1",
+       "train.tensorboard=true", "train.peak_tflops=0.001", "spectral.monitor_every=2",
+       "spectral.monitor_filter=h.*", "data.train=" + data / "syn_train_*.bin", "data.val=" + data / "syn_val_*.bin"});
+  train(cfg, {run.str(), false, {}});
+  const auto files = event_files(run.str());
+  REQUIRE(files.size() == 2);
+  const std::string metrics_file = files[0].ends_with(".metrics") ? files[0] : files[1];
+  const std::string spectral_file = files[0].ends_with(".spectral") ? files[0] : files[1];
+  REQUIRE(metrics_file.ends_with(".metrics"));
+  REQUIRE(spectral_file.ends_with(".spectral"));
+
+  const auto ev = read_events(metrics_file);
+  const auto recs = io::read_jsonl(run / "metrics.jsonl");
+  REQUIRE(ev.size() == recs.size() + 1);
+  const auto& last = recs.back();
+  REQUIRE(last.contains("mfu"));
+  CHECK(ev.back().values.at("mfu") == float(last.at("mfu").get<double>()));
+  REQUIRE(last.at("expert_load").size() == 1);  // one MoE block, 4 experts
+  for (int e = 0; e < 4; ++e)
+    CHECK(ev.back().values.at("expert_load/0/" + std::to_string(e)) ==
+          float(last.at("expert_load").at(0).at(size_t(e)).get<double>()));
+
+  const auto sev = read_events(spectral_file);
+  const auto lines = io::read_jsonl(run / "spectral.jsonl");
+  REQUIRE(!lines.empty());
+  REQUIRE(sev.size() == lines.size() + 1);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string tag = "sigma_max/" + lines[i].at("name").get<std::string>();
+    CAPTURE(tag);
+    CHECK(sev[i + 1].step == lines[i].at("step").get<int64_t>());
+    CHECK(sev[i + 1].values.at(tag) == float(lines[i].at("sigma_max").get<double>()));
+  }
+}
