@@ -99,8 +99,11 @@ std::vector<Scalar> scalars_of(const nlohmann::json& record) {
   if (!record.is_object()) return out;
   std::string suffix;
   if (auto it = record.find("name"); it != record.end() && it->is_string()) suffix = "/" + it->get<std::string>();
+  const auto slice = record.find("slice");  // one of a 3-D tensor's matrices: tagged apart
+  const bool sliced = !suffix.empty() && slice != record.end() && slice->is_number_integer();
+  if (sliced) suffix += "/" + std::to_string(slice->get<int64_t>());
   for (const auto& [k, v] : record.items())
-    if (k != "step") flatten(v, k, suffix, out);
+    if (k != "step" && !(sliced && k == "slice")) flatten(v, k, suffix, out);
   return out;
 }
 

@@ -37,7 +37,8 @@ std::string frame_record(std::string_view data);
 // "step" itself, its tag the key path joined by '/' ("train_loss", "sigma_max/h.0.attn.q.weight",
 // "expert_load/3"). A record that names its subject with a string "name" (one line per matrix,
 // as in spectral.jsonl) gets that name as the last tag component: {"name": "wte", "sigma_max": 2}
-// gives "sigma_max/wte". Booleans, strings and nulls are not scalars and are left out, so any
+// gives "sigma_max/wte", and with an integer "slice" (one matrix of a 3-D expert tensor) the slice
+// after it: "sigma_max/h.0.moe.experts.fc.weight/3". Booleans, strings and nulls are not scalars and are left out, so any
 // metric added to a record later reaches TensorBoard without a change here.
 std::vector<Scalar> scalars_of(const nlohmann::json& record);
 

@@ -195,6 +195,10 @@ TEST_CASE("tensorboard: metrics records flatten to scalars generically", "[sweep
   // A per-matrix line (spectral.jsonl style) is tagged by its name.
   const auto line = io::scalars_of(nlohmann::json::parse(R"({"step": 5, "name": "wte", "sigma_max": 3.0})"));
   REQUIRE(line == std::vector<io::Scalar>{{"sigma_max/wte", 3.0f}});
+  // One slice of a 3-D tensor (an expert's matrix) gets a tag of its own.
+  const auto sl = io::scalars_of(
+      nlohmann::json::parse(R"({"step": 5, "name": "h.0.moe.experts.fc.weight", "slice": 3, "sigma_max": 2.0})"));
+  REQUIRE(sl == std::vector<io::Scalar>{{"sigma_max/h.0.moe.experts.fc.weight/3", 2.0f}});
 }
 
 TEST_CASE("tensorboard: a metrics log round-trips through its event file, and resume rebuilds it", "[sweep]") {
@@ -267,7 +271,8 @@ TEST_CASE("tensorboard: a training run with train.tensorboard writes the trainer
 
 // The scalars the issue lists beyond the basic ones: MFU (with a peak given), expert load (MoE),
 // and per-matrix sigma_max from the spectral monitor, which has its own event file beside the
-// metrics one (stem "spectral"), one event per spectral.jsonl line tagged sigma_max/<name>.
+// metrics one (stem "spectral"), one event per spectral.jsonl line tagged sigma_max/<name> (and
+// /<slice> for each expert's matrix of a 3-D tensor).
 TEST_CASE("tensorboard: mfu, expert load and the monitor's per-matrix sigma_max reach event files", "[sweep]") {
   test::TempDir data("tbdata"), run("tbrun");
   test::write_markov_shards(data.str(), 32, 4000, 1000, 5);
@@ -301,7 +306,8 @@ TEST_CASE("tensorboard: mfu, expert load and the monitor's per-matrix sigma_max 
   REQUIRE(!lines.empty());
   REQUIRE(sev.size() == lines.size() + 1);
   for (size_t i = 0; i < lines.size(); ++i) {
-    const std::string tag = "sigma_max/" + lines[i].at("name").get<std::string>();
+    std::string tag = "sigma_max/" + lines[i].at("name").get<std::string>();
+    if (lines[i].contains("slice")) tag += "/" + std::to_string(lines[i].at("slice").get<int64_t>());  // experts
     CAPTURE(tag);
     CHECK(sev[i + 1].step == lines[i].at("step").get<int64_t>());
     CHECK(sev[i + 1].values.at(tag) == float(lines[i].at("sigma_max").get<double>()));
