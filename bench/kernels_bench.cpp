@@ -5,10 +5,10 @@
 // twice and written once). Run by scripts/gpu_check.sh; figures go to bench/RESULTS.md.
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <vector>
 
 #include "backend/cuda/device.hpp"
+#include "bench/bench_timing.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "core/rng.hpp"
 #include "kernels/adamw.cuh"
@@ -18,21 +18,6 @@ using namespace pg;
 using kernels::bf16;
 
 namespace {
-
-float median_ms(cuda::Stream& stream, const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> ms;
-  cuda::Event start, stop;
-  for (int i = 0; i < 20; ++i) {
-    start.record(stream.get());
-    fn();
-    stop.record(stream.get());
-    stop.synchronize();
-    ms.push_back(stop.elapsed_ms_since(start));
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 // Device buffer of n random values, filled on the device from a random fp32 upload.
 cuda::DeviceBuffer<bf16> random_bf16(size_t n, uint64_t seed, float scale, cuda::Stream& stream) {
@@ -80,7 +65,7 @@ int main() {
     a.M = g.M, a.N = g.N, a.K = g.K, a.A = A.data(), a.trans_a = g.ta, a.B = B.data(), a.trans_b = g.tb;
     a.out_type = g.out;
     a.C = g.out == cuda::OutType::F32 ? static_cast<void*>(Cf.data()) : static_cast<void*>(Cb.data());
-    const float ms = median_ms(stream, [&] { runner.gemm(a); });
+    const float ms = bench::median_ms(stream, [&] { runner.gemm(a); });
     std::printf("gemm %-36s %8.3f ms %7.1f TFLOP/s\n", g.name, ms, 2.0 * g.M * g.N * g.K / (ms * 1e-3) / 1e12);
   }
 

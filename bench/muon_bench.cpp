@@ -16,12 +16,12 @@
 //   usage: muon_bench [config=configs/moe-gpt2.json]
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/device.hpp"
+#include "bench/bench_timing.hpp"
 #include "config/config.hpp"
 #include "core/rng.hpp"
 #include "model/gpt.hpp"
@@ -32,21 +32,6 @@
 using namespace pg;
 
 namespace {
-
-float median_ms(cuda::Stream& stream, const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> ms;
-  cuda::Event start, stop;
-  for (int i = 0; i < 20; ++i) {
-    start.record(stream.get());
-    fn();
-    stop.record(stream.get());
-    stop.synchronize();
-    ms.push_back(stop.elapsed_ms_since(start));
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 cuda::DeviceBuffer<float> random_f32(size_t n, uint64_t seed, float scale) {
   Rng rng(seed);
@@ -122,24 +107,24 @@ void bench_set(const std::string& name, const ParamTable& table, cuda::Stream& s
     CudaNewtonSchulz ns(shapes, offsets, schedule, NsPrecision::bf16, 1.01, stream.get(), true);
     groups = int(ns.groups().size());
     ns.run(params.data());  // fills the inputs that orthogonalise() reads
-    ns_batched = median_ms(stream, [&] { ns.orthogonalise(); });
+    ns_batched = bench::median_ms(stream, [&] { ns.orthogonalise(); });
   }
   {
     CudaNewtonSchulz ns(shapes, offsets, schedule, NsPrecision::bf16, 1.01, stream.get(), true, true);
     ns.run(params.data());
-    ns_blocks = median_ms(stream, [&] { ns.orthogonalise(); });
+    ns_blocks = bench::median_ms(stream, [&] { ns.orthogonalise(); });
   }
   {
     CudaNewtonSchulz ns(shapes, offsets, schedule, NsPrecision::bf16, 1.01, stream.get(), false);
     ns.run(params.data());
-    ns_single = median_ms(stream, [&] { ns.orthogonalise(); });
+    ns_single = bench::median_ms(stream, [&] { ns.orthogonalise(); });
   }
   {
     auto grads = random_f32(total, 2, 1.f);
     cuda::DeviceBuffer<kernels::bf16> params_bf16(total);
     CudaMuon muon(cfg, table, stream.get());
     int64_t t = 0;
-    step = median_ms(stream, [&] { muon.step(params.data(), params_bf16.data(), grads.data(), 1.f, 1.0, ++t); });
+    step = bench::median_ms(stream, [&] { muon.step(params.data(), params_bf16.data(), grads.data(), 1.f, 1.0, ++t); });
   }
   std::printf("ours set=%s matrices=%zu groups=%d params=%lld ns_batched_ms=%.3f ns_blocks_xxt_ms=%.3f "
               "ns_per_matrix_ms=%.3f step_ms=%.3f ns_tflops=%.1f\n",

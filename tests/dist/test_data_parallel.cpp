@@ -13,6 +13,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "common/run_metrics.hpp"
 #include "common/synthetic_data.hpp"
 #include "common/temp_dir.hpp"
 #include "config/config.hpp"
@@ -47,12 +48,6 @@ Config dp_run(const test::TempDir& data, int world, std::vector<std::string> ext
   return default_config(sets);
 }
 
-std::vector<double> column(const std::string& run_dir, const char* key) {
-  std::vector<double> out;
-  for (const auto& j : io::read_jsonl(run_dir + "/metrics.jsonl"))
-    if (j.contains(key)) out.push_back(j.at(key).get<double>());
-  return out;
-}
 
 void require_close(const std::vector<double>& a, const std::vector<double>& b, double tol) {
   REQUIRE(a.size() == b.size());
@@ -140,8 +135,8 @@ TEST_CASE("dist: 1, 2, 3 and 4 in-process ranks give the same losses as one rank
   const std::string zero = GENERATE(std::string("0"), std::string("1"));
   CAPTURE(zero);
   train(dp_run(data, 1, {"dist.zero=" + zero}), {run / "w1", false, {}});
-  const auto ref = column(run / "w1", "train_loss");
-  const auto ref_val = column(run / "w1", "val_loss");
+  const auto ref = test::run_column(run / "w1", "train_loss");
+  const auto ref_val = test::run_column(run / "w1", "val_loss");
   REQUIRE(ref.size() == 10);
   REQUIRE(ref_val.size() == 2);
   REQUIRE(ref.back() < ref.front() - 0.3);  // it learns
@@ -150,8 +145,8 @@ TEST_CASE("dist: 1, 2, 3 and 4 in-process ranks give the same losses as one rank
     const std::string dir = run / ("w" + std::to_string(W));
     const RunSummary s = train(dp_run(data, W, {"dist.zero=" + zero}), {dir, false, {}});
     REQUIRE(s.steps_done == 10);
-    require_close(column(dir, "train_loss"), ref, kLossTol);
-    require_close(column(dir, "val_loss"), ref_val, kLossTol);
+    require_close(test::run_column(dir, "train_loss"), ref, kLossTol);
+    require_close(test::run_column(dir, "val_loss"), ref_val, kLossTol);
     REQUIRE(io::find_latest_checkpoint(dir).has_value());
   }
 }
@@ -161,7 +156,7 @@ TEST_CASE("dist: bf16 gradient reduction stays close to the fp32 run", "[dist]")
   test::write_markov_shards(data.str(), 32, 20000, 4000, 8);
   train(dp_run(data, 1), {run / "ref", false, {}});
   train(dp_run(data, 2, {"dist.grad_dtype=bf16"}), {run / "bf16", false, {}});
-  const auto ref = column(run / "ref", "train_loss"), got = column(run / "bf16", "train_loss");
+  const auto ref = test::run_column(run / "ref", "train_loss"), got = test::run_column(run / "bf16", "train_loss");
   // bf16 keeps 8 significant bits (relative rounding 2^-9): the losses follow the fp32 run
   // to about 1e-4 over these steps (measured: at most 1.3e-4), but are not equal to it.
   require_close(got, ref, 2e-3);
@@ -177,14 +172,14 @@ TEST_CASE("dist: a 2-rank checkpoint resumes on 3 ranks (and a ZeRO-1 one on 1 r
   const std::string zero = GENERATE(std::string("0"), std::string("1"));
   CAPTURE(zero);
   train(dp_run(data, 2, {"dist.zero=" + zero}), {run / "two", false, {}});
-  const auto full = column(run / "two", "train_loss");
+  const auto full = test::run_column(run / "two", "train_loss");
 
   fs::create_directories(run / "cut/checkpoints");
   fs::copy(run / "two/checkpoints/00000004", run / "cut/checkpoints/00000004", fs::copy_options::recursive);
   const int resume_world = zero == "1" ? 1 : 3;
   const RunSummary s = train(dp_run(data, resume_world, {"dist.zero=" + zero}), {run / "cut", true, {}});
   REQUIRE(s.steps_done == 10);
-  const auto resumed = column(run / "cut", "train_loss");
+  const auto resumed = test::run_column(run / "cut", "train_loss");
   REQUIRE(resumed.size() == 6);  // steps 5..10
   require_close(resumed, std::vector<double>(full.begin() + 4, full.end()), kLossTol);
 }
@@ -198,12 +193,12 @@ TEST_CASE("dist: with optim.kind = muon (NS split over ranks), 2 in-process rank
   train(dp_run(data, 1, {"optim.kind=muon", "optim.ns_precision=fp32"}), {run / "w1", false, {}});
   const RunSummary s = train(dp_run(data, 2, {"optim.kind=muon", "optim.ns_precision=fp32"}), {run / "w2", false, {}});
   REQUIRE(s.steps_done == 10);
-  const auto ref = column(run / "w1", "train_loss");
+  const auto ref = test::run_column(run / "w1", "train_loss");
   REQUIRE(ref.size() == 10);
   REQUIRE(ref.back() < ref.front() - 0.3);  // it learns
   // On 2 ranks each matrix is orthogonalised on its owner and all-gathered (dist/muon_split.hpp);
   // a matrix lost or misplaced in the exchange moves the losses by far more than this tolerance.
-  require_close(column(run / "w2", "train_loss"), ref, kLossTol);
-  require_close(column(run / "w2", "val_loss"), column(run / "w1", "val_loss"), kLossTol);
+  require_close(test::run_column(run / "w2", "train_loss"), ref, kLossTol);
+  require_close(test::run_column(run / "w2", "val_loss"), test::run_column(run / "w1", "val_loss"), kLossTol);
   REQUIRE_THROWS_AS(train(dp_run(data, 2, {"optim.kind=muon", "dist.zero=1"}), {run / "z", false, {}}), UserError);
 }

@@ -28,6 +28,7 @@
 #include <iterator>
 
 #include "common/free_port.hpp"
+#include "common/run_metrics.hpp"
 #include "common/synthetic_data.hpp"
 #include "common/temp_dir.hpp"
 #include "config/config.hpp"
@@ -119,12 +120,6 @@ Config run_config(const test::TempDir& data, int batch_size, std::vector<std::st
   return default_config(sets);
 }
 
-std::vector<double> column(const std::string& run_dir, const char* key) {
-  std::vector<double> out;
-  for (const auto& j : io::read_jsonl(run_dir + "/metrics.jsonl"))
-    if (j.contains(key)) out.push_back(j.at(key).get<double>());
-  return out;
-}
 
 double rel(double a, double b) { return std::abs(a - b) / std::abs(b); }
 
@@ -219,11 +214,11 @@ TEST_CASE("cuda dist: launch.sh --nproc-per-node 1 trains through NCCL with the 
   CHECK(text.find("[rank 0] ") != std::string::npos);
   CHECK(text.find("dist: 1 rank(s)") != std::string::npos);  // the NCCL engine, not the plain one
 
-  const auto ref = column(run / "plain", "train_loss"), got = column(run / "launched", "train_loss");
+  const auto ref = test::run_column(run / "plain", "train_loss"), got = test::run_column(run / "launched", "train_loss");
   REQUIRE(ref.size() == 20);
   CHECK(got.at(0) == ref.at(0));  // same init, same first batch, same forward
   require_close(got, ref, kTolRerun);
-  require_close(column(run / "launched", "val_loss"), column(run / "plain", "val_loss"), kTolRerun);
+  require_close(test::run_column(run / "launched", "val_loss"), test::run_column(run / "plain", "val_loss"), kTolRerun);
   REQUIRE(io::find_latest_checkpoint(run / "launched").has_value());
 }
 
@@ -238,21 +233,21 @@ TEST_CASE("cuda dist: 2 ranks sharing the GPU give one rank's losses with the sa
   test::write_markov_shards(data.str(), 64, 40000, 8000, 11);
   // One rank through the same engine code path (a comm of one rank) and batch 8 ...
   const auto one = train_threads(1, run_config(data, 8), {run / "w1", false, {}});
-  const auto ref = column(run / "w1", "train_loss"), ref_val = column(run / "w1", "val_loss");
+  const auto ref = test::run_column(run / "w1", "train_loss"), ref_val = test::run_column(run / "w1", "val_loss");
   REQUIRE(ref.size() == 20);
   REQUIRE(ref_val.size() == 2);
   REQUIRE(ref.back() < ref.front() - 0.2);  // it learns
   // ... and the plain engine without a comm agrees with it.
   train(run_config(data, 8), {run / "plain", false, {}});
-  require_close(column(run / "plain", "train_loss"), ref, kTolRerun);
+  require_close(test::run_column(run / "plain", "train_loss"), ref, kTolRerun);
 
   // Two ranks of 4 sequences: the same global batch of 8.
   const auto two = train_threads(2, run_config(data, 4), {run / "w2", false, {}});
-  const auto got = column(run / "w2", "train_loss");
+  const auto got = test::run_column(run / "w2", "train_loss");
   REQUIRE(got.size() == 20);
   CHECK(rel(got[0], ref[0]) < kTolFirst);
   require_close(got, ref, kTolSplit);
-  require_close(column(run / "w2", "val_loss"), ref_val, kTolSplit);
+  require_close(test::run_column(run / "w2", "val_loss"), ref_val, kTolSplit);
   // Every rank ran the same update on the same averaged gradient.
   REQUIRE(two.size() == 2);
   REQUIRE(two[0].size() == two[1].size());
@@ -263,17 +258,17 @@ TEST_CASE("cuda dist: 2 ranks sharing the GPU give one rank's losses with the sa
   train_threads(1, run_config(data, 8, {"train.grad_accum=2", "train.max_steps=10"}), {run / "a1", false, {}});
   const auto acc2 = train_threads(2, run_config(data, 4, {"train.grad_accum=2", "train.max_steps=10"}),
                                   {run / "a2", false, {}});
-  require_close(column(run / "a2", "train_loss"), column(run / "a1", "train_loss"), kTolSplit);
+  require_close(test::run_column(run / "a2", "train_loss"), test::run_column(run / "a1", "train_loss"), kTolSplit);
   CHECK(acc2[0] == acc2[1]);
 
   // bf16 gradient collectives: close to the fp32 ones.
   train_threads(2, run_config(data, 4, {"dist.grad_dtype=bf16"}), {run / "w2bf16", false, {}});
-  require_close(column(run / "w2bf16", "train_loss"), got, kTolBf16Grads);
+  require_close(test::run_column(run / "w2bf16", "train_loss"), got, kTolBf16Grads);
 
   // Muon: every rank runs all of CudaMuon on the averaged gradient.
   train_threads(1, run_config(data, 8, {"optim.kind=muon", "optim.lr=0.02"}), {run / "m1", false, {}});
   train_threads(2, run_config(data, 4, {"optim.kind=muon", "optim.lr=0.02"}), {run / "m2", false, {}});
-  require_close(column(run / "m2", "train_loss"), column(run / "m1", "train_loss"), kTolSplit);
+  require_close(test::run_column(run / "m2", "train_loss"), test::run_column(run / "m1", "train_loss"), kTolSplit);
 
   // Rank 0's step-10 checkpoint of the 2-rank run resumes on one rank of 8 sequences.
   const std::string cut = run / "resumed";
@@ -282,5 +277,5 @@ TEST_CASE("cuda dist: 2 ranks sharing the GPU give one rank's losses with the sa
   fs::copy_file(run / "w2/metrics.jsonl", cut + "/metrics.jsonl");
   const RunSummary s = train(run_config(data, 8), {cut, true, {}});
   REQUIRE(s.steps_done == 20);
-  require_close(column(cut, "train_loss"), got, kTolSplit);
+  require_close(test::run_column(cut, "train_loss"), got, kTolSplit);
 }

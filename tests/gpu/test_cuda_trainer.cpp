@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "common/free_port.hpp"
+#include "common/run_metrics.hpp"
 #include "common/svd.hpp"
 #include "common/synthetic_data.hpp"
 #include "common/temp_dir.hpp"
@@ -49,13 +50,6 @@ Config run_config(const test::TempDir& data, const std::string& device, std::vec
   return default_config(sets);
 }
 
-std::vector<nlohmann::json> records(const std::string& run_dir) { return io::read_jsonl(run_dir + "/metrics.jsonl"); }
-
-std::vector<double> losses(const std::string& run_dir) {
-  std::vector<double> out;
-  for (const auto& j : records(run_dir)) out.push_back(j.at("train_loss").get<double>());
-  return out;
-}
 
 double rel(double a, double b) { return std::abs(a - b) / std::abs(b); }
 
@@ -75,7 +69,7 @@ std::pair<RunSummary, RunSummary> train_both_and_compare(const test::TempDir& da
                                                          const std::string& c, const std::string& g, double fall) {
   const RunSummary sc = train(run_config(data, "cpu", sets), {c, false, {}});
   const RunSummary sg = train(run_config(data, "cuda", sets), {g, false, {}});
-  const auto lc = losses(c), lg = losses(g);
+  const auto lc = test::run_losses(c), lg = test::run_losses(g);
   REQUIRE(lc.size() == 20);
   REQUIRE(lg.size() == 20);
   for (size_t i = 0; i < 20; ++i) {
@@ -110,7 +104,7 @@ TEST_CASE("cuda trainer: 20 steps agree with the cpu run to bf16 tolerance; mfu 
   CHECK(std::abs(g.final_val_acc - c.final_val_acc) < 0.05);
 
   // MFU: on an H100/H200 the peak is known; with train.peak_tflops it is whatever is given.
-  const auto rg = records(run / "cuda");
+  const auto rg = test::run_records(run / "cuda");
   int dev = 0;
   cudaDeviceProp prop{};
   REQUIRE(cudaGetDevice(&dev) == cudaSuccess);
@@ -123,7 +117,7 @@ TEST_CASE("cuda trainer: 20 steps agree with the cpu run to bf16 tolerance; mfu 
   } else {
     CHECK_FALSE(rg.back().contains("mfu"));
   }
-  CHECK_FALSE(records(run / "cpu").back().contains("mfu"));
+  CHECK_FALSE(test::run_records(run / "cpu").back().contains("mfu"));
 }
 
 TEST_CASE("cuda trainer: resume continues the curve; checkpoints cross backends both ways", "[gpu][train]") {
@@ -131,13 +125,13 @@ TEST_CASE("cuda trainer: resume continues the curve; checkpoints cross backends 
   test::write_markov_shards(data.str(), 64, 40000, 8000, 12);
   train(run_config(data, "cuda"), {run / "gpu", false, {}});
   train(run_config(data, "cpu"), {run / "cpu", false, {}});
-  const auto lg = losses(run / "gpu"), lc = losses(run / "cpu");
+  const auto lg = test::run_losses(run / "gpu"), lc = test::run_losses(run / "cpu");
   REQUIRE(lg.size() == 20);
 
   // cuda -> cuda: steps 11..20 again.
   cut_run(run / "gpu", run / "gg", 10);
   REQUIRE(train(run_config(data, "cuda"), {run / "gg", true, {}}).steps_done == 20);
-  const auto lgg = losses(run / "gg");
+  const auto lgg = test::run_losses(run / "gg");
   REQUIRE(lgg.size() == 20);
   for (size_t i = 10; i < 20; ++i) {
     CAPTURE(i, lg[i], lgg[i]);
@@ -149,7 +143,7 @@ TEST_CASE("cuda trainer: resume continues the curve; checkpoints cross backends 
   train(run_config(data, "cpu"), {run / "gc", true, {}});
   cut_run(run / "cpu", run / "cg", 10);
   train(run_config(data, "cuda"), {run / "cg", true, {}});
-  const auto lgc = losses(run / "gc"), lcg = losses(run / "cg");
+  const auto lgc = test::run_losses(run / "gc"), lcg = test::run_losses(run / "cg");
   REQUIRE(lgc.size() == 20);
   REQUIRE(lcg.size() == 20);
   for (size_t i = 10; i < 20; ++i) {
@@ -161,8 +155,8 @@ TEST_CASE("cuda trainer: resume continues the curve; checkpoints cross backends 
   const auto latest = io::find_latest_checkpoint(run / "gpu");
   REQUIRE(latest.has_value());
   const EvalResult ev = evaluate_checkpoint(*latest, 4);
-  CAPTURE(ev.loss, records(run / "gpu").back().at("val_loss").get<double>());
-  CHECK(rel(ev.loss, records(run / "gpu").back().at("val_loss").get<double>()) < kTolBackends);
+  CAPTURE(ev.loss, test::run_records(run / "gpu").back().at("val_loss").get<double>());
+  CHECK(rel(ev.loss, test::run_records(run / "gpu").back().at("val_loss").get<double>()) < kTolBackends);
 }
 
 TEST_CASE("cuda trainer: a run that does not fit names the bytes needed and free", "[gpu][train]") {
@@ -219,7 +213,7 @@ TEST_CASE("cuda trainer: refusals name their key; a non-finite step is skipped",
   };
   const RunSummary s = train(run_config(data, "cuda", {"train.max_steps=6"}), ro);
   REQUIRE(s.steps_done == 6);
-  const auto recs = records(run / "nan");
+  const auto recs = test::run_records(run / "nan");
   CHECK(recs.at(1).at("skipped_steps").get<int>() == 0);
   CHECK(recs.at(2).at("skipped_steps").get<int>() == 1);
   CHECK(recs.back().at("skipped_steps").get<int>() == 1);
@@ -242,7 +236,7 @@ TEST_CASE("cuda trainer: muon + spectral projection agree with the cpu run; boun
                                            "spectral.monitor_filter=h.*", "spectral.warm_start=true"};
     const std::string c = run / (method + "_cpu"), g = run / (method + "_cuda");
     train_both_and_compare(data, sets, c, g, 0.3);
-    const auto lc = losses(c), lg = losses(g);
+    const auto lc = test::run_losses(c), lg = test::run_losses(g);
 
     // The GPU run's final weights: every constrained matrix within w_max (normalize: up to the
     // power iteration's under-estimate, 1e-2 as in the CPU tests).
@@ -282,7 +276,7 @@ TEST_CASE("cuda trainer: muon + spectral projection agree with the cpu run; boun
     train(run_config(data, "cpu", sets), {g + "_c", true, {}});
     cut_run(c, c + "_g", 10);
     train(run_config(data, "cuda", sets), {c + "_g", true, {}});
-    const auto lgc = losses(g + "_c"), lcg = losses(c + "_g");
+    const auto lgc = test::run_losses(g + "_c"), lcg = test::run_losses(c + "_g");
     REQUIRE(lgc.size() == 20);
     REQUIRE(lcg.size() == 20);
     for (size_t i = 10; i < 20; ++i) {
@@ -308,7 +302,7 @@ TEST_CASE("cuda trainer: moe agrees with the cpu run; expert load logged; bias b
                                            "moe.balance=" + balance};
     const std::string c = run / (balance + "_cpu"), g = run / (balance + "_cuda");
     train_both_and_compare(data, sets, c, g, 0.3);
-    const auto rg = records(g);
+    const auto rg = test::run_records(g);
     REQUIRE(rg.back().contains("expert_load"));
     CHECK(rg.back().at("expert_load").size() == 2);  // one list per MoE block
     CHECK(rg.back().at("expert_load").at(0).size() == 8);
@@ -352,7 +346,7 @@ TEST_CASE("cuda trainer: lipschitz variant with hardcap agrees with the cpu run,
   train_both_and_compare(data, sets, c, g, 0.3);  // it learned (the CPU run: 4.16 -> 3.43)
 
   // The certificate at the eval steps (10, 20) only, on both backends.
-  const auto rc = records(c), rg = records(g);
+  const auto rc = test::run_records(c), rg = test::run_records(g);
   REQUIRE(rc.size() == 20);
   REQUIRE(rg.size() == 20);
   int n_cert = 0;
@@ -416,7 +410,7 @@ TEST_CASE("cuda trainer: lipschitz variant without a spectral method keeps the e
                                          "model.tie_embeddings=false", "spectral.method=none", "optim.lr=1e-2"};
   const std::string c = run / "cpu", g = run / "cuda";
   train_both_and_compare(data, sets, c, g, 0.0);
-  const auto rc = records(c), rg = records(g);
+  const auto rc = test::run_records(c), rg = test::run_records(g);
   REQUIRE(rg.back().contains("log10_lipschitz_bound"));
   CHECK_FALSE(rg.back().contains("log10_lipschitz_bound_wmax"));
   const double bc = rc.back().at("log10_lipschitz_bound").get<double>();

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <filesystem>
 
+#include "common/run_metrics.hpp"
 #include "common/synthetic_data.hpp"
 #include "common/temp_dir.hpp"
 #include "config/config.hpp"
@@ -30,11 +31,6 @@ Config small_run(const test::TempDir& data, std::vector<std::string> extra = {})
   return default_config(sets);
 }
 
-std::vector<double> losses(const std::string& run_dir) {
-  std::vector<double> out;
-  for (const auto& j : io::read_jsonl(run_dir + "/metrics.jsonl")) out.push_back(j.at("train_loss").get<double>());
-  return out;
-}
 
 }  // namespace
 
@@ -63,7 +59,7 @@ TEST_CASE("trainer: resuming from a checkpoint reproduces the uninterrupted loss
   test::write_markov_shards(data.str(), 32, 20000, 4000, 2);
   const Config cfg = small_run(data, {"optim.kind=" + kind});
   train(cfg, {run / "full", false, {}});
-  const auto full = losses(run / "full");
+  const auto full = test::run_losses(run / "full");
   REQUIRE(full.size() == 12);
 
   // A run that died after its step-8 checkpoint: its directory holds that checkpoint and
@@ -73,7 +69,7 @@ TEST_CASE("trainer: resuming from a checkpoint reproduces the uninterrupted loss
   fs::copy_file(run / "full/metrics.jsonl", run / "cut/metrics.jsonl");
   const RunSummary s = train(cfg, {run / "cut", true, {}});
   REQUIRE(s.steps_done == 12);
-  const auto resumed = losses(run / "cut");
+  const auto resumed = test::run_losses(run / "cut");
   REQUIRE(resumed.size() == 12);  // steps 9..12 were dropped and re-run, not duplicated
   for (size_t i = 0; i < 12; ++i) REQUIRE(resumed[i] == full[i]);
 }
