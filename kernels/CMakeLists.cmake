@@ -56,6 +56,8 @@ set(POLARGPT_GPU_SKIP_CODE 77)
 target_compile_definitions(polargpt_gpu_tests PRIVATE
   POLARGPT_SOURCE_DIR="${CMAKE_SOURCE_DIR}" POLARGPT_GPU_SKIP_CODE=${POLARGPT_GPU_SKIP_CODE}
   POLARGPT_BINARY="$<TARGET_FILE:polargpt>")
+# Some GPU tests run the CLI (launch.sh, train --device cuda): building the tests builds it too.
+add_dependencies(polargpt_gpu_tests polargpt)
 add_test(NAME gpu COMMAND polargpt_gpu_tests "[gpu]" WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(gpu PROPERTIES SKIP_RETURN_CODE ${POLARGPT_GPU_SKIP_CODE})
 
