@@ -14,8 +14,8 @@ const std::vector<Field>& fields() {
       {PG_FIELD(model, d_model), at_least(1), "Width of the residual stream."},
       {PG_FIELD(model, d_ff), at_least(0), "Hidden width of the MLP; 0 = 4 * model.d_model."},
       {PG_FIELD(model, vocab_size), at_least(1),
-       "Vocabulary size; the bundled GPT-2 tokenizer needs 50257 (the GPU backend may pad it to a "
-       "multiple of 128)."},
+       "Vocabulary size; the bundled GPT-2 tokenizer needs 50257. On the GPU a multiple of 64 (50304 "
+       "for GPT-2, as llm.c pads it) keeps the LM head's GEMMs on aligned rows."},
       {PG_FIELD(model, seq_len), at_least(1), "Context length in tokens."},
       {PG_FIELD(model, norm), one_of({"layernorm", "rmsnorm", "none"}), "Normalisation layers."},
       {PG_FIELD(model, pos), one_of({"learned", "rope"}),

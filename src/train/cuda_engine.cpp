@@ -145,6 +145,10 @@ class CudaEngine final : public TrainEngine {
                     gib(total), gib(plan_.master), gib(plan_.work), gib(plan_.grads), gib(plan_.optimizer),
                     gib(plan_.arena), gib(plan_.other), gib(plan_.spectral))};
     for (const auto& line : optimizer_->describe()) out.push_back("optimizer " + line);
+    if (const int64_t V = cfg_.model.vocab_size; V % 64 != 0)
+      out.push_back(fmt::format("model.vocab_size {} is not a multiple of 64: the LM head's GEMMs run on unaligned "
+                                "rows, much slower ({} would pad it)",
+                                V, (V + 63) / 64 * 64));
     if (comm_)
       out.push_back(fmt::format("dist: {} rank(s), one GPU each; {} gradient buckets in {} (reduced during backward); "
                                 "every rank runs the whole optimizer step",
