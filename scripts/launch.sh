@@ -8,7 +8,7 @@
 # this node, local rank l with
 #   RANK = R*G + l, LOCAL_RANK = l, WORLD_SIZE = N*G, LOCAL_WORLD_SIZE = G,
 #   MASTER_ADDR = A, MASTER_PORT = P   (polargpt's rank 0 serves the NCCL id there; LOCAL_RANK
-#                                       picks the GPU)
+#                                       picks the GPU), NCCL_NVLS_ENABLE = 0 unless already set
 # and prefixes every line each prints (stdout and stderr) with "[rank RANK] ". SIGINT and SIGTERM
 # are forwarded to every rank (a second one sends SIGKILL). When a rank exits non-zero, the
 # others get SIGTERM, SIGKILL after --grace seconds (default 5), and the launcher exits with that
@@ -72,8 +72,10 @@ for ((l = 0; l < nproc; l++)); do
   # its children too, and a terminal's Ctrl-C reaches it once, through the launcher.
   # env --default-signal: a background job of a script starts with SIGINT ignored; the rank
   # must see the forwarded SIGINT like a foreground program would.
+  # NCCL_NVLS_ENABLE=0 unless set: NVLink SHARP (multicast) collectives off, as on the machines
+  # this is tested on, where multicast objects are not available to every job.
   RANK=$rank LOCAL_RANK=$l WORLD_SIZE=$world LOCAL_WORLD_SIZE=$nproc MASTER_ADDR=$master_addr \
-    MASTER_PORT=$master_port setsid env --default-signal=INT,QUIT "$@" >&$out 2>&1 {out}>&- &
+    MASTER_PORT=$master_port NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0} setsid env --default-signal=INT,QUIT "$@" >&$out 2>&1 {out}>&- &
   pids+=($!)
   ranks+=($rank)
   exec {out}>&-

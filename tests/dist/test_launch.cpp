@@ -57,6 +57,11 @@ TEST_CASE("launch.sh: every rank gets its RANK/LOCAL_RANK/WORLD_SIZE/... and its
   // Defaults: one node, one process, 127.0.0.1:29500.
   REQUIRE(sh(kLaunch + " -- bash -c \"echo \\$RANK/\\$WORLD_SIZE \\$MASTER_ADDR:\\$MASTER_PORT\" > " + out) == 0);
   REQUIRE(slurp(out) == "[rank 0] 0/1 127.0.0.1:29500\n");
+  // NVLink multicast off in every rank unless the caller chose otherwise.
+  REQUIRE(sh("env -u NCCL_NVLS_ENABLE " + kLaunch + " -- bash -c \"echo nvls=\\$NCCL_NVLS_ENABLE\" > " + out) == 0);
+  REQUIRE(slurp(out) == "[rank 0] nvls=0\n");
+  REQUIRE(sh("NCCL_NVLS_ENABLE=1 " + kLaunch + " -- bash -c \"echo nvls=\\$NCCL_NVLS_ENABLE\" > " + out) == 0);
+  REQUIRE(slurp(out) == "[rank 0] nvls=1\n");
   // A usage error is exit code 2 with one line.
   REQUIRE(sh(kLaunch + " --nproc-per-node two -- true 2> " + out) == 2);
   REQUIRE(count(slurp(out), "\n") == 1);
