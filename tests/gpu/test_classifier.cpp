@@ -16,7 +16,10 @@ TEST_CASE("gpu fused classifier: loss and dlogits, with and without soft cap", "
   Rng rng(seed);
   const int N = 40;
   struct Case { int V, V_padded; double cap; };
-  for (const Case& c : {Case{1000, 1024, 0.0}, Case{1000, 1024, 15.0}, Case{777, 781, 0.0}, Case{777, 777, 10.0}}) {
+  // 1024 and 50304 (GPT-2's padded vocabulary) stage rows in shared memory; 781 and 777 do not
+  // (unaligned rows).
+  for (const Case& c : {Case{1000, 1024, 0.0}, Case{1000, 1024, 15.0}, Case{777, 781, 0.0}, Case{777, 777, 10.0},
+                        Case{50257, 50304, 0.0}, Case{50257, 50304, 30.0}}) {
     CAPTURE(c.V, c.V_padded, c.cap);
     const Vec logits = round_bf16(randn(rng, int64_t(N) * c.V_padded, 4.0));
     const auto targets = rand_ints(rng, N, c.V);
