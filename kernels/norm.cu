@@ -15,7 +15,7 @@ namespace {
 
 constexpr int kWarpsFwd = 4;
 constexpr int kNormBwdWarps = 4;  // warps per block of the backward
-constexpr int kNormBwdRegIters = 4;  // the register backward covers C <= 256·4
+constexpr int kNormRegIters = 4;  // the register kernels cover C <= 256·4
 
 // x as the bf16 store will hold it.
 __device__ __forceinline__ float rounded(float x) { return to_f32(from_f32<bf16>(x)); }
@@ -108,6 +108,74 @@ __global__ void residual_norm_fwd_kernel(bf16* res_out, bf16* out, float* mean_o
       for (int j = 0; j < W; ++j) vo[j] += vb[j];
     }
     store_w<W>(o + c, vo);
+  }
+  if (lane == 0) {
+    if (mean_out) mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// The forward for rows of C <= 256·ITERS with 16-byte accesses: lane l owns the columns
+// {l·8 + 256·i + j : i < ITERS, j < 8} and keeps them in registers, so the row is read from
+// global memory once (all of a lane's loads issued together) and the statistics' passes run on
+// registers.
+template <int ITERS>
+__global__ void residual_norm_fwd_reg_kernel(bf16* res_out, bf16* out, float* mean_out, float* rstd_out,
+                                             const bf16* res_in, const bf16* branch, const bf16* gain,
+                                             const bf16* bias, int N, int C, float eps, bool layer_norm) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= N) return;
+  float x[ITERS][8], vb[ITERS][8];
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    const int c = lane * 8 + 256 * i;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) x[i][j] = 0.f;
+    if (c < C) {
+      load_w<8>(x[i], res_in + row * C + c);
+      if (branch) load_w<8>(vb[i], branch + row * C + c);
+    }
+  }
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    const int c = lane * 8 + 256 * i;
+    if (branch && c < C) {  // x is what the backward will read back: the bf16-rounded sum
+#pragma unroll
+      for (int j = 0; j < 8; ++j) x[i][j] = rounded(x[i][j] + vb[i][j]);
+      store_w<8>(res_out + row * C + c, x[i]);
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sum += x[i][j];  // 0 beyond C
+  }
+  const float mean = layer_norm ? warp_sum(sum) / float(C) : 0.f;
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    if (lane * 8 + 256 * i >= C) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) ss += (x[i][j] - mean) * (x[i][j] - mean);
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / float(C) + eps);
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    const int c = lane * 8 + 256 * i;
+    if (c >= C) continue;
+    float vo[8], vp[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) vo[j] = (x[i][j] - mean) * rstd;
+    if (gain) {
+      load_w<8>(vp, gain + c);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) vo[j] *= vp[j];
+    }
+    if (bias) {
+      load_w<8>(vp, bias + c);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) vo[j] += vp[j];
+    }
+    store_w<8>(out + row * C + c, vo);
   }
   if (lane == 0) {
     if (mean_out) mean_out[row] = mean;
@@ -327,8 +395,16 @@ void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const
   PG_CHECK(!ln || mean, "residual_norm_fwd: LayerNorm needs mean");
   PG_CHECK(!branch || res_out, "residual_norm_fwd: a branch needs res_out");
   const unsigned grid = unsigned((N + kWarpsFwd - 1) / kWarpsFwd);
-  const auto kernel = rows_aligned16(C, {res_out, out, res_in, branch, gain, bias}) ? residual_norm_fwd_kernel<8>
-                                                                                     : residual_norm_fwd_kernel<1>;
+  const bool aligned = rows_aligned16(C, {res_out, out, res_in, branch, gain, bias});
+  auto kernel = aligned ? residual_norm_fwd_kernel<8> : residual_norm_fwd_kernel<1>;
+  if (aligned && C <= 256 * kNormRegIters) {
+    switch ((C + 255) / 256) {
+      case 1: kernel = residual_norm_fwd_reg_kernel<1>; break;
+      case 2: kernel = residual_norm_fwd_reg_kernel<2>; break;
+      case 3: kernel = residual_norm_fwd_reg_kernel<3>; break;
+      default: kernel = residual_norm_fwd_reg_kernel<4>; break;
+    }
+  }
   kernel<<<grid, kWarpsFwd * 32, 0, stream>>>(res_out, out, mean, rstd, res_in, branch, gain, bias, N, C, eps, ln);
   CUDA_CHECK_LAUNCH();
 }
@@ -342,7 +418,7 @@ void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* ds
   PG_CHECK(!want_param || scratch, "norm_bwd: parameter gradients need scratch");
   PG_CHECK(!((dbias || dsum) && !want_param), "norm_bwd: dbias or dsum without dgain");
   int n_block = kNormBwdBlocks;
-  if (rows_aligned16(C, {dinp, dout, inp, gain}) && C <= 256 * kNormBwdRegIters) {
+  if (rows_aligned16(C, {dinp, dout, inp, gain}) && C <= 256 * kNormRegIters) {
     const int iters = (C + 255) / 256;
     const RegKernel kernel = reg_kernel(iters, want_param);
     const size_t smem = want_param ? size_t(3) * C * sizeof(float) : 0;

@@ -25,8 +25,9 @@
 // Grid: one warp per row, 4 warps per block (forward); backward: as many blocks of 4 warps as
 // the GPU runs at once (at most kNormBwdBlocks), the warps striding over the rows, then a
 // reduction of the partials with blocks of 8×32 threads per 8 columns. With 16-byte rows and
-// C <= 1024 each lane keeps its columns' parameter sums in registers over all its rows; otherwise
-// every warp keeps them in shared memory.
+// C <= 1024 each lane keeps its share of a row in registers (one read of each input), and in the
+// backward its columns' parameter sums over all its rows; otherwise rows are re-read and every
+// warp keeps the sums in shared memory.
 #pragma once
 #include "kernels/types.cuh"
 
