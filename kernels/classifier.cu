@@ -191,6 +191,28 @@ __global__ void __launch_bounds__(kStagedBlock, 2)
   }
 }
 
+// One block of kSumBlock threads: thread t sums rows t, t + kSumBlock, ... in fp64, then a tree
+// over the threads in a fixed order: deterministic.
+constexpr int kSumBlock = 512;
+__global__ void __launch_bounds__(kSumBlock) loss_sums_kernel(double* sums, const float* losses,
+                                                              const int32_t* correct, int N) {
+  __shared__ double part[2][kSumBlock];
+  double s = 0.0, c = 0.0;
+  for (int n = threadIdx.x; n < N; n += kSumBlock) {
+    s += double(losses[n]);
+    if (correct) c += double(correct[n]);
+  }
+  part[0][threadIdx.x] = s, part[1][threadIdx.x] = c;
+  for (int half = kSumBlock / 2; half > 0; half /= 2) {
+    __syncthreads();
+    if (threadIdx.x < half) {
+      part[0][threadIdx.x] += part[0][threadIdx.x + half];
+      part[1][threadIdx.x] += part[1][threadIdx.x + half];
+    }
+  }
+  if (threadIdx.x == 0) sums[0] = part[0][0], sums[1] = part[1][0];
+}
+
 // The staged kernel's dynamic shared memory limit: the device's opt-in maximum per block, set on
 // the kernel once.
 size_t staged_smem_limit() {
@@ -220,6 +242,11 @@ void fused_classifier(bf16* logits, float* losses, int32_t* correct, const int32
     fused_classifier_kernel<<<unsigned(N), kBlock, 0, stream>>>(logits, losses, correct, targets, V, V_padded,
                                                                 dloss, softcap, write_dlogits, vec);
   }
+  CUDA_CHECK_LAUNCH();
+}
+
+void loss_sums(double* sums, const float* losses, const int32_t* correct, int N, cudaStream_t stream) {
+  loss_sums_kernel<<<1, kSumBlock, 0, stream>>>(sums, losses, correct, N);
   CUDA_CHECK_LAUNCH();
 }
 

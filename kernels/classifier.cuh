@@ -25,4 +25,9 @@ namespace pg::kernels {
 void fused_classifier(bf16* logits, float* losses, int32_t* correct, const int32_t* targets, int N, int V,
                       int V_padded, float dloss, float softcap, bool write_dlogits, cudaStream_t stream);
 
+// sums[0] = Σ_n losses[n], sums[1] = Σ_n correct[n] (0 when correct is null), over N rows, in
+// fp64 and in a fixed order (one block): what the host needs of a forward, in 16 bytes.
+// sums: [2] fp64 on the device.
+void loss_sums(double* sums, const float* losses, const int32_t* correct, int N, cudaStream_t stream);
+
 }  // namespace pg::kernels

@@ -122,6 +122,7 @@ size_t CudaGpt::layout(std::byte* base) {
   if (has_norm_) lnf_ = a.take<bf16>(NC), lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
   else lnf_ = res_final_, lnf_mean_ = lnf_rstd_ = nullptr;
   logits_ = a.take<bf16>(N * V_), losses_ = a.take<float>(N), correct_ = a.take<int32_t>(N);
+  loss_sums_ = a.take<double>(2);
   dres_ = a.take<bf16>(NC), dln_ = a.take<bf16>(NC), datt_ = a.take<bf16>(NC);
   bf16* dqkv = a.take<bf16>(3 * NC);  // laid out as q, k, v above
   if (fused_qkv_) dq_ = dqkv, dk_ = dqkv + C_, dv_ = dqkv + 2 * C_;
@@ -260,21 +261,13 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   // head's GEMMs by its loss_scale): one pass over the [N, V] logits instead of two.
   kernels::fused_classifier(logits_, losses_, n_correct ? correct_ : nullptr, targets, N, V_, V_, 1.f / float(N),
                             softcap_, true, stream_);
-  host_losses_.resize(size_t(N));
-  CUDA_CHECK(cudaMemcpyAsync(host_losses_.data(), losses_, size_t(N) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  if (n_correct) {
-    host_correct_.resize(size_t(N));
-    CUDA_CHECK(cudaMemcpyAsync(host_correct_.data(), correct_, size_t(N) * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                               stream_));
-  }
+  // The sums on the device: 16 bytes cross to the host, and the host adds nothing.
+  kernels::loss_sums(loss_sums_, losses_, n_correct ? correct_ : nullptr, N, stream_);
+  double sums[2] = {0.0, 0.0};
+  CUDA_CHECK(cudaMemcpyAsync(sums, loss_sums_, sizeof(sums), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  double sum = 0.0;
-  for (float x : host_losses_) sum += x;
-  if (n_correct) {
-    *n_correct = 0;
-    for (int32_t c : host_correct_) *n_correct += c;
-  }
-  return sum / N;
+  if (n_correct) *n_correct = int64_t(sums[1]);
+  return sums[0] / N;
 }
 
 void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::function<void(int)>& after_stage) {

@@ -110,8 +110,7 @@ class CudaGpt {
   bf16 *dres_, *dln_, *dq_, *dk_, *dv_, *datt_, *dact_;
   float *norm_scratch_, *bias_scratch_;
   void* attn_ws_;
-  std::vector<float> host_losses_;
-  std::vector<int32_t> host_correct_;
+  double* loss_sums_;  // [2]: Σ losses, Σ correct of the last forward with targets
   const int32_t *inputs_ = nullptr, *targets_ = nullptr;
   int B_ = 0, Tn_ = 0;
 };
