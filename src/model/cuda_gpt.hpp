@@ -68,6 +68,8 @@ class CudaGpt {
   // d(mean loss)/d logits there instead (computed in the same pass as the losses).
   const bf16* logits() const { return logits_; }
   size_t arena_bytes() const { return arena_.bytes(); }
+  // GEMM algorithms by timing instead of cuBLASLt's heuristic (cuda::GemmRunner::set_autotune).
+  void set_gemm_autotune(bool on) { gemm_.set_autotune(on); }
 
  private:
   using Layer = GptLayerOffsets;
