@@ -293,8 +293,9 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
   // logits_ holds d(mean loss)/d logits since the forward.
   linear_bwd(dln, 0.f, G, logits_, lnf_, P, head_, -1, N, C_, V_, float(loss_scale));
   if (has_norm_)
-    kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), proj_bias_in_norm(L_ - 1) ? G + layers_.back().projb : nullptr,
-                      norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_, lnf_rstd_, N, C_, kind, stream_);
+    kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_),
+                      proj_bias_in_norm(L_ - 1) ? G + layers_.back().projb : nullptr, norm_scratch_, dln_,
+                      res_final_, P + lnf_w_, lnf_mean_, lnf_rstd_, N, C_, kind, stream_);
   if (after_stage) after_stage(L_);
   for (int l = L_ - 1; l >= 0; --l) {
     const Layer& w = layers_[size_t(l)];
@@ -325,10 +326,10 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
       kernels::rope_bwd(dk_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
     }
     if (qk_norm_) {  // in place through the parameter-free per-head RMS norm
-      kernels::norm_bwd(dq_, false, nullptr, nullptr, nullptr, nullptr, dq_, a.q_raw, nullptr, nullptr, a.q_rstd, N * NH_,
-                        HS_, kernels::NormKind::RMSNorm, stream_);
-      kernels::norm_bwd(dk_, false, nullptr, nullptr, nullptr, nullptr, dk_, a.k_raw, nullptr, nullptr, a.k_rstd, N * NH_,
-                        HS_, kernels::NormKind::RMSNorm, stream_);
+      kernels::norm_bwd(dq_, false, nullptr, nullptr, nullptr, nullptr, dq_, a.q_raw, nullptr, nullptr, a.q_rstd,
+                        N * NH_, HS_, kernels::NormKind::RMSNorm, stream_);
+      kernels::norm_bwd(dk_, false, nullptr, nullptr, nullptr, nullptr, dk_, a.k_raw, nullptr, nullptr, a.k_rstd,
+                        N * NH_, HS_, kernels::NormKind::RMSNorm, stream_);
     }
     if (fused_qkv_) {
       linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
