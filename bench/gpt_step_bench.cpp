@@ -3,9 +3,11 @@
 // seq 1024) on random tokens: forward + backward + AdamW over the flat buffer. Prints the median
 // step time over `steps` steps after `warmup` steps, tokens/s, model FLOP/s and MFU, the arena
 // and the device memory in use.
-//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3] [variant=gpt|lipschitz]
+//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3] [variant=gpt|lipschitz] [gemm=heuristic|tuned]
 // variant lipschitz: the same size as model.variant = lipschitz (no norms, RoPE, no biases, untied
 // head; configs/lipschitz-gpt2.json's model), to set its step beside the standard one's.
+// gemm tuned: each GEMM shape's algorithm is picked by timing cuBLASLt's candidates in the first
+// (warm-up) step instead of taken from its heuristic (GemmRunner::set_autotune).
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -37,6 +39,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpt_step_bench: variant: expected gpt or lipschitz, got %s\n", variant.c_str());
     return 2;
   }
+  const std::string gemm = argc > 5 ? argv[5] : "heuristic";
+  if (gemm != "heuristic" && gemm != "tuned") {
+    std::fprintf(stderr, "gpt_step_bench: gemm: expected heuristic or tuned, got %s\n", gemm.c_str());
+    return 2;
+  }
   std::vector<std::string> sets = {"model.n_layer=12", "model.n_head=12", "model.d_model=768",
                                    "model.vocab_size=50304", "model.seq_len=1024"};
   if (variant == "lipschitz")
@@ -58,6 +65,7 @@ int main(int argc, char** argv) {
   cuda::DeviceBuffer<int32_t> d_tok{std::span<const int32_t>(tok)}, d_tgt{std::span<const int32_t>(tgt)};
 
   CudaGpt model(cfg, table, B, stream.get());
+  model.set_gemm_autotune(gemm == "tuned");
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(model.arena_bytes()) / (1 << 30));
   kernels::AdamWStep s;
@@ -88,7 +96,8 @@ int main(int argc, char** argv) {
   const double n_matmul = double(table.n_params()) - (variant == "lipschitz" ? 50304.0 * 768 : 0.0);
   const double flops_tok = 6.0 * n_matmul + 12.0 * 12 * 768 * T;
   const double tflops = flops_tok * tok_s * 1e-12;
-  std::printf("ours B=%d T=%d ms=%.2f tokens_s=%.0f tflops=%.1f mfu=%.3f device_used_gib=%.2f variant=%s\n", B, T, med,
-              tok_s, tflops, tflops / kPeakTflops, double(total_b - free_b) / (1 << 30), variant.c_str());
+  std::printf("ours B=%d T=%d ms=%.2f tokens_s=%.0f tflops=%.1f mfu=%.3f device_used_gib=%.2f variant=%s gemm=%s\n", B,
+              T, med, tok_s, tflops, tflops / kPeakTflops, double(total_b - free_b) / (1 << 30), variant.c_str(),
+              gemm.c_str());
   return 0;
 }

@@ -11,9 +11,12 @@
 // only the losses are computed (evaluation).
 // Pointers: logits [N, V_padded] bf16 row-major; targets [N] int32 in [0, V); losses [N] fp32;
 // correct [N] int32.
-// Grid: one block of 1024 threads per row. Pass 1: each thread keeps an online (max, sum of
-// exp) over its strided elements (16-byte loads when rows are 16-byte aligned), merged across the
-// block; pass 2 writes the gradient.
+// Grid: one block per row. When V_padded % 8 == 0, the logits are 16-byte aligned and a row fits
+// in shared memory (V_padded·2 bytes; V_padded up to ~113K on an H100), 512 threads copy the row
+// into shared memory once (cp.async), take its max, then the sum of exp, then write the gradient
+// from there: one read and one write of the logits in DRAM. Otherwise 1024 threads: pass 1 keeps
+// an online (max, sum of exp) per thread over its strided elements, merged across the block;
+// pass 2 reads the row again and writes the gradient.
 #pragma once
 #include "kernels/types.cuh"
 
@@ -21,5 +24,10 @@ namespace pg::kernels {
 
 void fused_classifier(bf16* logits, float* losses, int32_t* correct, const int32_t* targets, int N, int V,
                       int V_padded, float dloss, float softcap, bool write_dlogits, cudaStream_t stream);
+
+// sums[0] = Σ_n losses[n], sums[1] = Σ_n correct[n] (0 when correct is null), over N rows, in
+// fp64 and in a fixed order (one block): what the host needs of a forward, in 16 bytes.
+// sums: [2] fp64 on the device.
+void loss_sums(double* sums, const float* losses, const int32_t* correct, int N, cudaStream_t stream);
 
 }  // namespace pg::kernels

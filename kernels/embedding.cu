@@ -40,6 +40,21 @@ __global__ void embedding_bwd_wte_kernel(float* dwte, const bf16* dout, const in
   atomicAdd(dwte + int64_t(tokens[row]) * C + c, to_f32(dout[i]));
 }
 
+// The same with 4 channels per thread and one 16-byte vector atomic (sm_90's float4 atomicAdd):
+// a quarter of the atomic operations.
+__global__ void embedding_bwd_wte_vec4_kernel(float* dwte, const bf16* dout, const int32_t* tokens, int64_t N,
+                                              int C) {
+  const int packs = C / 4;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= N * packs) return;
+  const int64_t row = i / packs;
+  const int c = int(i % packs) * 4;
+  const uint2 raw = *reinterpret_cast<const uint2*>(dout + row * C + c);
+  const float2 a = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(&raw)[0]);
+  const float2 b = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(&raw)[1]);
+  atomicAdd(reinterpret_cast<float4*>(dwte + int64_t(tokens[row]) * C + c), make_float4(a.x, a.y, b.x, b.y));
+}
+
 __global__ void embedding_bwd_wpe_kernel(float* dwpe, const bf16* dout, int B, int Tn, int C) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // over (t, c)
   if (i >= int64_t(Tn) * C) return;
@@ -72,7 +87,16 @@ void embedding_bwd(float* dwte, float* dwpe, const bf16* dout, const int32_t* to
   if (N == 0) return;
   constexpr int kBlock = 256;
   if (dwte) {
-    embedding_bwd_wte_kernel<<<unsigned((N * C + kBlock - 1) / kBlock), kBlock, 0, stream>>>(dwte, dout, tokens, N, C);
+    const bool vec4 = C % 4 == 0 && reinterpret_cast<uintptr_t>(dwte) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(dout) % 8 == 0;
+    if (vec4) {
+      const int64_t n = N * (C / 4);
+      embedding_bwd_wte_vec4_kernel<<<unsigned((n + kBlock - 1) / kBlock), kBlock, 0, stream>>>(dwte, dout, tokens,
+                                                                                                N, C);
+    } else {
+      embedding_bwd_wte_kernel<<<unsigned((N * C + kBlock - 1) / kBlock), kBlock, 0, stream>>>(dwte, dout, tokens,
+                                                                                              N, C);
+    }
     CUDA_CHECK_LAUNCH();
   }
   if (dwpe) {

@@ -5,8 +5,9 @@
 // bf16 (the working copies); dwte: [V,C] fp32, dwpe: [>=Tn,C] fp32 (accumulated).
 // Grids: forward one thread per (row, 8-channel pack) when C % 8 == 0 (16-byte loads), per
 // channel otherwise; dwpe one thread per (t, c), summing over b in order (deterministic); dwte one
-// thread per (row, c) with fp32 atomicAdd, since rows with the same token collide (the order of
-// those additions, and so the last bits of dwte, may vary from run to run).
+// thread per (row, 4-channel pack) with a float4 atomicAdd when C % 4 == 0 (per (row, c) with fp32
+// atomicAdd otherwise), since rows with the same token collide (the order of those additions, and
+// so the last bits of dwte, may vary from run to run).
 #pragma once
 #include "kernels/types.cuh"
 

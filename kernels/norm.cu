@@ -2,6 +2,7 @@
 // shapes: norm.cuh). A warp owns a row: the row's sums are warp shuffles, no shared memory, and
 // each lane strides the row by 32 elements (coalesced), or by 32 groups of 8 with 16-byte accesses
 // when the rows allow it. Statistics and math are fp32.
+#include <algorithm>
 #include <initializer_list>
 
 #include "backend/cuda/check.hpp"
@@ -13,6 +14,11 @@ namespace pg::kernels {
 namespace {
 
 constexpr int kWarpsFwd = 4;
+constexpr int kNormBwdWarps = 4;  // warps per block of the backward
+constexpr int kNormRegIters = 4;  // the register kernels cover C <= 256·4
+
+// x as the bf16 store will hold it.
+__device__ __forceinline__ float rounded(float x) { return to_f32(from_f32<bf16>(x)); }
 
 // W consecutive bf16 <-> fp32 registers: one 16-byte access for W = 8 (the pointer 16-byte
 // aligned), a plain element for W = 1.
@@ -109,18 +115,87 @@ __global__ void residual_norm_fwd_kernel(bf16* res_out, bf16* out, float* mean_o
   }
 }
 
-// Grid: kNormBwdBlocks blocks of n_warp warps; dynamic shared memory n_warp·2·C floats (the
-// per-warp parameter-gradient partials) when dgain is wanted. W as in the forward.
+// The forward for rows of C <= 256·ITERS with 16-byte accesses: lane l owns the columns
+// {l·8 + 256·i + j : i < ITERS, j < 8} and keeps them in registers, so the row is read from
+// global memory once (all of a lane's loads issued together) and the statistics' passes run on
+// registers.
+template <int ITERS>
+__global__ void residual_norm_fwd_reg_kernel(bf16* res_out, bf16* out, float* mean_out, float* rstd_out,
+                                             const bf16* res_in, const bf16* branch, const bf16* gain,
+                                             const bf16* bias, int N, int C, float eps, bool layer_norm) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= N) return;
+  float x[ITERS][8], vb[ITERS][8];
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    const int c = lane * 8 + 256 * i;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) x[i][j] = 0.f;
+    if (c < C) {
+      load_w<8>(x[i], res_in + row * C + c);
+      if (branch) load_w<8>(vb[i], branch + row * C + c);
+    }
+  }
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    const int c = lane * 8 + 256 * i;
+    if (branch && c < C) {  // x is what the backward will read back: the bf16-rounded sum
+#pragma unroll
+      for (int j = 0; j < 8; ++j) x[i][j] = rounded(x[i][j] + vb[i][j]);
+      store_w<8>(res_out + row * C + c, x[i]);
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sum += x[i][j];  // 0 beyond C
+  }
+  const float mean = layer_norm ? warp_sum(sum) / float(C) : 0.f;
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    if (lane * 8 + 256 * i >= C) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) ss += (x[i][j] - mean) * (x[i][j] - mean);
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / float(C) + eps);
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    const int c = lane * 8 + 256 * i;
+    if (c >= C) continue;
+    float vo[8], vp[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) vo[j] = (x[i][j] - mean) * rstd;
+    if (gain) {
+      load_w<8>(vp, gain + c);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) vo[j] *= vp[j];
+    }
+    if (bias) {
+      load_w<8>(vp, bias + c);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) vo[j] += vp[j];
+    }
+    store_w<8>(out + row * C + c, vo);
+  }
+  if (lane == 0) {
+    if (mean_out) mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// The general backward: a grid of blocks of n_warp warps striding over the rows; dynamic shared
+// memory n_warp·3·C floats (the per-warp parameter-gradient partials: dgain, dbias, dsum) when
+// want_param. W as in the forward.
 template <int W>
 __global__ void norm_bwd_kernel(bf16* dinp, bool accumulate, float* scratch, bool want_param,
                                 const bf16* dout, const bf16* inp, const bf16* gain,
                                 const float* mean_in, const float* rstd_in, int N, int C,
                                 bool layer_norm) {
-  extern __shared__ float part[];  // [n_warp][2][C]
+  extern __shared__ float part[];  // [n_warp][3][C]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
-  float* my = part + int64_t(warp) * 2 * C;
+  float* my = part + int64_t(warp) * 3 * C;
   if (want_param)
-    for (int c = lane; c < 2 * C; c += 32) my[c] = 0.f;
+    for (int c = lane; c < 3 * C; c += 32) my[c] = 0.f;
   float vx[W], vdy[W], vg[W], vd[W];
   for (int j = 0; j < W; ++j) vg[j] = 1.f;
   for (int64_t row = int64_t(blockIdx.x) * n_warp + warp; row < N; row += int64_t(gridDim.x) * n_warp) {
@@ -153,6 +228,7 @@ __global__ void norm_bwd_kernel(bf16* dinp, bool accumulate, float* scratch, boo
         if (want_param) {
           my[c + j] += vdy[j] * xhat;
           my[C + c + j] += vdy[j];
+          my[2 * C + c + j] += rounded(vd[j]);
         }
       }
       store_w<W>(dx + c, vd);
@@ -161,11 +237,99 @@ __global__ void norm_bwd_kernel(bf16* dinp, bool accumulate, float* scratch, boo
   if (!want_param) return;
   __syncthreads();
   // Sum the warps' partials in warp order: this block's partial, deterministic.
-  float* out = scratch + int64_t(blockIdx.x) * 2 * C;
-  for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+  float* out = scratch + int64_t(blockIdx.x) * 3 * C;
+  for (int c = threadIdx.x; c < 3 * C; c += blockDim.x) {
     float s = 0.f;
-    for (int w = 0; w < n_warp; ++w) s += part[int64_t(w) * 2 * C + c];
+    for (int w = 0; w < n_warp; ++w) s += part[int64_t(w) * 3 * C + c];
     out[c] = s;
+  }
+}
+
+// The backward for rows of C <= 256·ITERS with 16-byte accesses: lane l owns the columns
+// {l·8 + 256·i + j : i < ITERS, j < 8}; a row's x and dout stay in registers between the two
+// passes, and with PARAM the lane sums its columns' parameter gradients (dgain, dbias, dsum) in
+// registers over all of its rows. At the end the warps add their sums into shared memory in warp
+// order (3·C floats) and the block writes them as its partial: deterministic.
+template <int ITERS, bool PARAM>
+__global__ void __launch_bounds__(kNormBwdWarps * 32)
+    norm_bwd_reg_kernel(bf16* dinp, bool accumulate, float* scratch, const bf16* dout, const bf16* inp,
+                        const bf16* gain, const float* mean_in, const float* rstd_in, int N, int C,
+                        bool layer_norm) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
+  float ag[PARAM ? ITERS : 1][8], ab[PARAM ? ITERS : 1][8], as[PARAM ? ITERS : 1][8];
+  if constexpr (PARAM) {
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) ag[i][j] = ab[i][j] = as[i][j] = 0.f;
+  }
+  for (int64_t row = int64_t(blockIdx.x) * n_warp + warp; row < N; row += int64_t(gridDim.x) * n_warp) {
+    const bf16* x = inp + row * C;
+    const bf16* dy = dout + row * C;
+    const float mean = layer_norm ? mean_in[row] : 0.f, rstd = rstd_in[row];
+    float xh[ITERS][8], vdy[ITERS][8], vg[8];
+    float sg = 0.f, sgx = 0.f;
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i) {
+      const int c = lane * 8 + 256 * i;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) xh[i][j] = vdy[i][j] = 0.f;
+      if (c < C) {
+        load_w<8>(xh[i], x + c), load_w<8>(vdy[i], dy + c);
+        if (gain) load_w<8>(vg, gain + c);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          xh[i][j] = (xh[i][j] - mean) * rstd;
+          const float g = gain ? vdy[i][j] * vg[j] : vdy[i][j];
+          sg += g;
+          sgx += g * xh[i][j];
+        }
+      }
+    }
+    const float mg = layer_norm ? warp_sum(sg) / float(C) : 0.f;
+    const float mgx = warp_sum(sgx) / float(C);
+    bf16* dx = dinp + row * C;
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i) {
+      const int c = lane * 8 + 256 * i;
+      if (c >= C) continue;
+      float vd[8];
+      if (gain) load_w<8>(vg, gain + c);
+      if (accumulate) load_w<8>(vd, dx + c);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float g = gain ? vdy[i][j] * vg[j] : vdy[i][j];
+        const float d = rstd * (g - mg - xh[i][j] * mgx);
+        vd[j] = accumulate ? vd[j] + d : d;
+        if constexpr (PARAM) {
+          ag[i][j] += vdy[i][j] * xh[i][j];
+          ab[i][j] += vdy[i][j];
+          as[i][j] += rounded(vd[j]);
+        }
+      }
+      store_w<8>(dx + c, vd);
+    }
+  }
+  if constexpr (PARAM) {
+    extern __shared__ float part[];  // [3][C]
+    for (int w = 0; w < n_warp; ++w) {
+      if (warp == w) {
+#pragma unroll
+        for (int i = 0; i < ITERS; ++i) {
+          const int c = lane * 8 + 256 * i;
+          if (c >= C) continue;
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            part[c + j] = w == 0 ? ag[i][j] : part[c + j] + ag[i][j];
+            part[C + c + j] = w == 0 ? ab[i][j] : part[C + c + j] + ab[i][j];
+            part[2 * C + c + j] = w == 0 ? as[i][j] : part[2 * C + c + j] + as[i][j];
+          }
+        }
+      }
+      __syncthreads();
+    }
+    float* out = scratch + int64_t(blockIdx.x) * 3 * C;
+    for (int c = threadIdx.x; c < 3 * C; c += blockDim.x) out[c] = part[c];
   }
 }
 
@@ -177,23 +341,48 @@ bool rows_aligned16(int C, std::initializer_list<const void*> ptrs) {
   return true;
 }
 
-// dgain[c] += Σ_b scratch[b][0][c]; dbias[c] += Σ_b scratch[b][1][c]. Block (8, 32) per 8 columns
-// of the 2C partials (32-byte row segments; 2C/8 blocks, enough to spread over the SMs): thread
-// row y sums blocks y, y+32, ... in order, then thread row 0 adds the 32 sums in order, so the
-// result is the same on every run.
-__global__ void norm_param_reduce_kernel(float* dgain, float* dbias, const float* scratch, int n_block, int C) {
+// dgain[c] += Σ_b scratch[b][0][c]; dbias[c] += Σ_b scratch[b][1][c]; dsum[c] += Σ_b
+// scratch[b][2][c]. Block (8, 32) per 8 columns of the 3C partials (32-byte row segments; 3C/8
+// blocks, enough to spread over the SMs): thread row y sums blocks y, y+32, ... in order, then
+// thread row 0 adds the 32 sums in order, so the result is the same on every run.
+__global__ void norm_param_reduce_kernel(float* dgain, float* dbias, float* dsum, const float* scratch, int n_block,
+                                         int C) {
   __shared__ float part[32][9];
-  const int c = blockIdx.x * 8 + threadIdx.x;  // over 2C: gain partials, then bias partials
+  const int c = blockIdx.x * 8 + threadIdx.x;  // over 3C: gain, bias, then sum partials
+  const bool wanted = c < C || (c < 2 * C && dbias) || (c >= 2 * C && c < 3 * C && dsum);
   float s = 0.f;
-  if (c < 2 * C)
-    for (int b = threadIdx.y; b < n_block; b += 32) s += scratch[int64_t(b) * 2 * C + c];
+  if (wanted)
+    for (int b = threadIdx.y; b < n_block; b += 32) s += scratch[int64_t(b) * 3 * C + c];
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
-  if (threadIdx.y != 0 || c >= 2 * C) return;
+  if (threadIdx.y != 0 || !wanted) return;
   float t = 0.f;
   for (int y = 0; y < 32; ++y) t += part[y][threadIdx.x];
   if (c < C) dgain[c] += t;
-  else if (dbias) dbias[c - C] += t;
+  else if (c < 2 * C) dbias[c - C] += t;
+  else dsum[c - 2 * C] += t;
+}
+
+// The register backward for rows of C <= 256·ITERS, with or without the parameter sums.
+using RegKernel = void (*)(bf16*, bool, float*, const bf16*, const bf16*, const bf16*, const float*, const float*,
+                          int, int, bool);
+RegKernel reg_kernel(int iters, bool param) {
+  switch (iters) {
+    case 1: return param ? norm_bwd_reg_kernel<1, true> : norm_bwd_reg_kernel<1, false>;
+    case 2: return param ? norm_bwd_reg_kernel<2, true> : norm_bwd_reg_kernel<2, false>;
+    case 3: return param ? norm_bwd_reg_kernel<3, true> : norm_bwd_reg_kernel<3, false>;
+    default: return param ? norm_bwd_reg_kernel<4, true> : norm_bwd_reg_kernel<4, false>;
+  }
+}
+
+// Blocks of the backward's grid: as many as run at once (at most kNormBwdBlocks), so that no
+// second wave leaves SMs idle at the end.
+int bwd_grid(const void* kernel, int threads, size_t smem) {
+  int dev = 0, n_sm = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return std::max(1, std::min(kNormBwdBlocks, per_sm * n_sm));
 }
 
 }  // namespace
@@ -206,35 +395,53 @@ void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const
   PG_CHECK(!ln || mean, "residual_norm_fwd: LayerNorm needs mean");
   PG_CHECK(!branch || res_out, "residual_norm_fwd: a branch needs res_out");
   const unsigned grid = unsigned((N + kWarpsFwd - 1) / kWarpsFwd);
-  const auto kernel = rows_aligned16(C, {res_out, out, res_in, branch, gain, bias}) ? residual_norm_fwd_kernel<8>
-                                                                                     : residual_norm_fwd_kernel<1>;
+  const bool aligned = rows_aligned16(C, {res_out, out, res_in, branch, gain, bias});
+  auto kernel = aligned ? residual_norm_fwd_kernel<8> : residual_norm_fwd_kernel<1>;
+  if (aligned && C <= 256 * kNormRegIters) {
+    switch ((C + 255) / 256) {
+      case 1: kernel = residual_norm_fwd_reg_kernel<1>; break;
+      case 2: kernel = residual_norm_fwd_reg_kernel<2>; break;
+      case 3: kernel = residual_norm_fwd_reg_kernel<3>; break;
+      default: kernel = residual_norm_fwd_reg_kernel<4>; break;
+    }
+  }
   kernel<<<grid, kWarpsFwd * 32, 0, stream>>>(res_out, out, mean, rstd, res_in, branch, gain, bias, N, C, eps, ln);
   CUDA_CHECK_LAUNCH();
 }
 
-void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* scratch,
+void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* dsum, float* scratch,
               const bf16* dout, const bf16* inp, const bf16* gain, const float* mean,
               const float* rstd, int N, int C, NormKind kind, cudaStream_t stream) {
   if (N <= 0) return;
   const bool ln = kind == NormKind::LayerNorm;
   const bool want_param = dgain != nullptr;
   PG_CHECK(!want_param || scratch, "norm_bwd: parameter gradients need scratch");
-  PG_CHECK(!(dbias && !want_param), "norm_bwd: dbias without dgain");
-  // Shared memory holds 2·C floats per warp; up to 4 warps within the default 48 KB.
-  const size_t per_warp = size_t(2) * C * sizeof(float);
-  int n_warp = 4;
-  if (want_param) {
-    while (n_warp > 1 && n_warp * per_warp > 48 * 1024) --n_warp;
-    PG_CHECK(per_warp <= 48 * 1024, "norm_bwd: C too large for the parameter-gradient partials");
+  PG_CHECK(!((dbias || dsum) && !want_param), "norm_bwd: dbias or dsum without dgain");
+  int n_block = kNormBwdBlocks;
+  if (rows_aligned16(C, {dinp, dout, inp, gain}) && C <= 256 * kNormRegIters) {
+    const int iters = (C + 255) / 256;
+    const RegKernel kernel = reg_kernel(iters, want_param);
+    const size_t smem = want_param ? size_t(3) * C * sizeof(float) : 0;
+    n_block = bwd_grid(reinterpret_cast<const void*>(kernel), kNormBwdWarps * 32, smem);
+    kernel<<<n_block, kNormBwdWarps * 32, smem, stream>>>(dinp, accumulate, scratch, dout, inp, gain, mean, rstd, N,
+                                                          C, ln);
+  } else {
+    // Shared memory holds 3·C floats per warp; up to 4 warps within the default 48 KB.
+    const size_t per_warp = size_t(3) * C * sizeof(float);
+    int n_warp = kNormBwdWarps;
+    if (want_param) {
+      while (n_warp > 1 && n_warp * per_warp > 48 * 1024) --n_warp;
+      PG_CHECK(per_warp <= 48 * 1024, "norm_bwd: C too large for the parameter-gradient partials");
+    }
+    const size_t smem = want_param ? n_warp * per_warp : 0;
+    const auto kernel = rows_aligned16(C, {dinp, dout, inp, gain}) ? norm_bwd_kernel<8> : norm_bwd_kernel<1>;
+    kernel<<<n_block, n_warp * 32, smem, stream>>>(dinp, accumulate, scratch, want_param, dout, inp, gain, mean,
+                                                   rstd, N, C, ln);
   }
-  const size_t smem = want_param ? n_warp * per_warp : 0;
-  const auto kernel = rows_aligned16(C, {dinp, dout, inp, gain}) ? norm_bwd_kernel<8> : norm_bwd_kernel<1>;
-  kernel<<<kNormBwdBlocks, n_warp * 32, smem, stream>>>(dinp, accumulate, scratch, want_param, dout, inp, gain, mean,
-                                                        rstd, N, C, ln);
   CUDA_CHECK_LAUNCH();
   if (want_param) {
-    norm_param_reduce_kernel<<<unsigned((2 * C + 7) / 8), dim3(8, 32), 0, stream>>>(dgain, dbias, scratch,
-                                                                                    kNormBwdBlocks, C);
+    norm_param_reduce_kernel<<<unsigned((3 * C + 7) / 8), dim3(8, 32), 0, stream>>>(dgain, dbias, dsum, scratch,
+                                                                                    n_block, C);
     CUDA_CHECK_LAUNCH();
   }
 }

@@ -11,17 +11,23 @@
 //   LayerNorm: d = rstd·(g - mean(g) - xhat·mean(g·xhat));  RMS: d = rstd·(g - xhat·mean(g·xhat))
 //   dinp[r] = d (accumulate = false) or dinp[r] += d (accumulate = true: dinp is the residual
 //   stream's gradient, which the norm's input gradient joins);  dgain += Σ_r dout·xhat,
-//   dbias += Σ_r dout (fp32, accumulated). The parameter sums are deterministic: a fixed grid of
-//   blocks writes per-block partial sums to `scratch`, which a second kernel adds in block order.
+//   dbias += Σ_r dout, dsum += Σ_r dinp[r] (fp32, accumulated; dsum sums the bf16 values dinp
+//   holds after the call: the bias gradient of the linear layer whose output joined the residual
+//   stream here, since that gradient is the residual stream's). The parameter sums are
+//   deterministic: a fixed grid of blocks writes per-block partial sums to `scratch`, which a
+//   second kernel adds in block order.
 //
 // Pointers: res_in, branch, res_out, out, dout, dinp, inp: [N, C] bf16 row-major; gain, bias: [C]
 // bf16 (the working copy of the parameters; gain may be null = 1, bias may be null = 0);
-// dgain, dbias: [C] fp32; scratch: norm_bwd_scratch_floats(C) fp32. x of the backward is the
-// saved res_out (or the norm's input when there was no add). dinp may alias dout when not
-// accumulating. C % 8 == 0 is not required.
-// Grid: one warp per row, 4 warps per block (forward); backward: a fixed grid of
-// kNormBwdBlocks blocks, each with up to 4 warps striding over the rows, then a reduction of the
-// partials with blocks of 8×32 threads per 8 columns.
+// dgain, dbias, dsum: [C] fp32 (dbias, dsum may be null; both need dgain); scratch:
+// norm_bwd_scratch_floats(C) fp32. x of the backward is the saved res_out (or the norm's input
+// when there was no add). dinp may alias dout when not accumulating. C % 8 == 0 is not required.
+// Grid: one warp per row, 4 warps per block (forward); backward: as many blocks of 4 warps as
+// the GPU runs at once (at most kNormBwdBlocks), the warps striding over the rows, then a
+// reduction of the partials with blocks of 8×32 threads per 8 columns. With 16-byte rows and
+// C <= 1024 each lane keeps its share of a row in registers (one read of each input), and in the
+// backward its columns' parameter sums over all its rows; otherwise rows are re-read and every
+// warp keeps the sums in shared memory.
 #pragma once
 #include "kernels/types.cuh"
 
@@ -33,10 +39,10 @@ void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const
                        const bf16* branch, const bf16* gain, const bf16* bias, int N, int C,
                        float eps, NormKind kind, cudaStream_t stream);
 
-constexpr int kNormBwdBlocks = 1056;  // 8 per SM of an H100: enough warps to hide latency
-inline int64_t norm_bwd_scratch_floats(int C) { return int64_t(kNormBwdBlocks) * 2 * C; }
+constexpr int kNormBwdBlocks = 1056;  // at most 8 per SM of an H100
+inline int64_t norm_bwd_scratch_floats(int C) { return int64_t(kNormBwdBlocks) * 3 * C; }
 
-void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* scratch,
+void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* dsum, float* scratch,
               const bf16* dout, const bf16* inp, const bf16* gain, const float* mean,
               const float* rstd, int N, int C, NormKind kind, cudaStream_t stream);
 

@@ -122,6 +122,7 @@ size_t CudaGpt::layout(std::byte* base) {
   if (has_norm_) lnf_ = a.take<bf16>(NC), lnf_mean_ = a.take<float>(N), lnf_rstd_ = a.take<float>(N);
   else lnf_ = res_final_, lnf_mean_ = lnf_rstd_ = nullptr;
   logits_ = a.take<bf16>(N * V_), losses_ = a.take<float>(N), correct_ = a.take<int32_t>(N);
+  loss_sums_ = a.take<double>(2);
   dres_ = a.take<bf16>(NC), dln_ = a.take<bf16>(NC), datt_ = a.take<bf16>(NC);
   bf16* dqkv = a.take<bf16>(3 * NC);  // laid out as q, k, v above
   if (fused_qkv_) dq_ = dqkv, dk_ = dqkv + C_, dv_ = dqkv + 2 * C_;
@@ -260,21 +261,13 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   // head's GEMMs by its loss_scale): one pass over the [N, V] logits instead of two.
   kernels::fused_classifier(logits_, losses_, n_correct ? correct_ : nullptr, targets, N, V_, V_, 1.f / float(N),
                             softcap_, true, stream_);
-  host_losses_.resize(size_t(N));
-  CUDA_CHECK(cudaMemcpyAsync(host_losses_.data(), losses_, size_t(N) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  if (n_correct) {
-    host_correct_.resize(size_t(N));
-    CUDA_CHECK(cudaMemcpyAsync(host_correct_.data(), correct_, size_t(N) * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                               stream_));
-  }
+  // The sums on the device: 16 bytes cross to the host, and the host adds nothing.
+  kernels::loss_sums(loss_sums_, losses_, n_correct ? correct_ : nullptr, N, stream_);
+  double sums[2] = {0.0, 0.0};
+  CUDA_CHECK(cudaMemcpyAsync(sums, loss_sums_, sizeof(sums), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  double sum = 0.0;
-  for (float x : host_losses_) sum += x;
-  if (n_correct) {
-    *n_correct = 0;
-    for (int32_t c : host_correct_) *n_correct += c;
-  }
-  return sum / N;
+  if (n_correct) *n_correct = int64_t(sums[1]);
+  return sums[0] / N;
 }
 
 void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::function<void(int)>& after_stage) {
@@ -290,11 +283,19 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
   bf16* dln = has_norm_ ? dln_ : dres_;
   const float dx_beta = has_norm_ ? 0.f : res_keep_;
 
+  // With norms, the bias gradients of the attention output and MLP projection layers are column
+  // sums of the residual stream's gradient, which the norm backward that writes it sums on the way
+  // (dsum): the o bias from ln2's, block l's proj bias from ln1's of block l + 1 (lnf's for the
+  // last block). Their linear backward then skips the bias.
+  auto proj_bias_in_norm = [&](int l) { return has_norm_ && !moe_[size_t(l)] && layers_[size_t(l)].projb >= 0; };
+  auto o_bias_in_norm = [&](int l) { return has_norm_ && layers_[size_t(l)].ob >= 0; };
+
   // logits_ holds d(mean loss)/d logits since the forward.
   linear_bwd(dln, 0.f, G, logits_, lnf_, P, head_, -1, N, C_, V_, float(loss_scale));
   if (has_norm_)
-    kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_), norm_scratch_, dln_, res_final_, P + lnf_w_, lnf_mean_,
-                      lnf_rstd_, N, C_, kind, stream_);
+    kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_),
+                      proj_bias_in_norm(L_ - 1) ? G + layers_.back().projb : nullptr, norm_scratch_, dln_,
+                      res_final_, P + lnf_w_, lnf_mean_, lnf_rstd_, N, C_, kind, stream_);
   if (after_stage) after_stage(L_);
   for (int l = L_ - 1; l >= 0; --l) {
     const Layer& w = layers_[size_t(l)];
@@ -304,30 +305,31 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
     if (CudaMoe* moe = moe_[size_t(l)].get()) {
       moe->backward(P, G, dres_, dln_, loss_scale);  // writes dln_ (MoE blocks have norms)
     } else {
+      const int64_t projb = proj_bias_in_norm(l) ? -1 : w.projb;
       if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
-        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, mlp_out_scale_, a.fc);
+        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, projb, N, F_, C_, mlp_out_scale_, a.fc);
       } else {
-        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, w.projb, N, F_, C_, mlp_out_scale_);
+        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, projb, N, F_, C_, mlp_out_scale_);
         if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
         else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
       }
       linear_bwd(dln, dx_beta, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
     }
     if (has_norm_)
-      kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), norm_scratch_, dln_, a.res_mid, P + w.ln2_w,
-                        a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
+      kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), o_bias_in_norm(l) ? G + w.ob : nullptr,
+                        norm_scratch_, dln_, a.res_mid, P + w.ln2_w, a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
     // Attention branch.
-    linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, w.ob, N, C_, C_, attn_out_scale_);
+    linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, o_bias_in_norm(l) ? -1 : w.ob, N, C_, C_, attn_out_scale_);
     kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_);
     if (rope_) {
       kernels::rope_bwd(dq_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
       kernels::rope_bwd(dk_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
     }
     if (qk_norm_) {  // in place through the parameter-free per-head RMS norm
-      kernels::norm_bwd(dq_, false, nullptr, nullptr, nullptr, dq_, a.q_raw, nullptr, nullptr, a.q_rstd, N * NH_,
-                        HS_, kernels::NormKind::RMSNorm, stream_);
-      kernels::norm_bwd(dk_, false, nullptr, nullptr, nullptr, dk_, a.k_raw, nullptr, nullptr, a.k_rstd, N * NH_,
-                        HS_, kernels::NormKind::RMSNorm, stream_);
+      kernels::norm_bwd(dq_, false, nullptr, nullptr, nullptr, nullptr, dq_, a.q_raw, nullptr, nullptr, a.q_rstd,
+                        N * NH_, HS_, kernels::NormKind::RMSNorm, stream_);
+      kernels::norm_bwd(dk_, false, nullptr, nullptr, nullptr, nullptr, dk_, a.k_raw, nullptr, nullptr, a.k_rstd,
+                        N * NH_, HS_, kernels::NormKind::RMSNorm, stream_);
     }
     if (fused_qkv_) {
       linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
@@ -337,8 +339,9 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
       linear_bwd(dln, 1.f, G, dv_, a.ln1, P, w.v, w.vb, N, C_, C_);
     }
     if (has_norm_)
-      kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b), norm_scratch_, dln_, a.res_in, P + w.ln1_w,
-                        a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
+      kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b),
+                        l > 0 && proj_bias_in_norm(l - 1) ? G + layers_[size_t(l) - 1].projb : nullptr,
+                        norm_scratch_, dln_, a.res_in, P + w.ln1_w, a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
     if (after_stage) after_stage(l);
   }
   kernels::embedding_bwd(G + wte_, gpar(wpe_), dres_, inputs_, B, Tn, C_, stream_);

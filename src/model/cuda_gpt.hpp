@@ -68,6 +68,8 @@ class CudaGpt {
   // d(mean loss)/d logits there instead (computed in the same pass as the losses).
   const bf16* logits() const { return logits_; }
   size_t arena_bytes() const { return arena_.bytes(); }
+  // GEMM algorithms by timing instead of cuBLASLt's heuristic (cuda::GemmRunner::set_autotune).
+  void set_gemm_autotune(bool on) { gemm_.set_autotune(on); }
 
  private:
   using Layer = GptLayerOffsets;
@@ -110,8 +112,7 @@ class CudaGpt {
   bf16 *dres_, *dln_, *dq_, *dk_, *dv_, *datt_, *dact_;
   float *norm_scratch_, *bias_scratch_;
   void* attn_ws_;
-  std::vector<float> host_losses_;
-  std::vector<int32_t> host_correct_;
+  double* loss_sums_;  // [2]: Σ losses, Σ correct of the last forward with targets
   const int32_t *inputs_ = nullptr, *targets_ = nullptr;
   int B_ = 0, Tn_ = 0;
 };

@@ -3,7 +3,7 @@
 // (also storing the pre-activation, and the GELU-gradient epilogue),
 // strided batches (as Newton-Schulz uses them), a bf16 residual scaled by beta (separate input or
 // in place), the linear layer against cpu::matmul_fwd/bwd,
-// and the per-shape plan cache.
+// the per-shape plan cache, and autotuning (in-place accumulation survives the trials).
 // Tolerances: fp32 output 5e-4 (fp32 accumulation on the tensor cores over K <= 256);
 // bf16 output kTolBf16.
 #include <catch2/catch.hpp>
@@ -336,4 +336,32 @@ TEST_CASE("gpu gemm: bf16 output plus beta times a bf16 residual, separate and i
   runner.gemm(g);
   stream.synchronize();
   CHECK(rel_diff(download(dR), ref) < kTolBf16);
+}
+
+TEST_CASE("gpu gemm: autotuning picks among candidates and leaves an accumulated output as one call would",
+          "[gpu][gemm]") {
+  const uint64_t seed = 917;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  runner.set_autotune(true);
+  // The trials run on the call's own buffers: C += A^T·B (beta = 1, in place) must come out as
+  // one accumulation, the first call (tuning) and the second (cached) alike.
+  const int M = 192, N = 256, K = 320;
+  const Vec A = round_bf16(randn(rng, int64_t(K) * M)), B = round_bf16(randn(rng, int64_t(K) * N));
+  const Vec C0 = randn(rng, int64_t(M) * N);
+  auto dA = upload_bf16(A), dB = upload_bf16(B);
+  auto dC = upload_f32(C0);
+  cuda::GemmArgs g;
+  g.M = M, g.N = N, g.K = K, g.A = dA.data(), g.trans_a = true, g.B = dB.data(), g.C = dC.data();
+  g.out_type = cuda::OutType::F32, g.beta = 1.f;
+  runner.gemm(g);
+  stream.synchronize();
+  const Vec once = ref_gemm(A, true, B, false, C0, M, N, K, 1.0, 1.0);
+  CHECK(rel_diff(download(dC), once) < kTolGemmF32);
+  runner.gemm(g);
+  stream.synchronize();
+  CHECK(rel_diff(download(dC), ref_gemm(A, true, B, false, once, M, N, K, 1.0, 1.0)) < kTolGemmF32);
+  CHECK(runner.cached_plans() == 1);
 }

@@ -123,17 +123,77 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
   const uint64_t ws = workspace_.bytes();
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                     &ws, sizeof(ws)));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
   int n_result = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b,
-                                                           plan->c, plan->c, pref, 1, &result, &n_result);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c,
+                                                           pref, autotune_ ? kTuneCandidates : 1, results, &n_result);
   (void)cublasLtMatmulPreferenceDestroy(pref);
   CUBLAS_CHECK(st);
   if (n_result == 0)
     throw std::runtime_error("cuBLASLt has no algorithm for GEMM M=" + std::to_string(g.M) +
                              " N=" + std::to_string(g.N) + " K=" + std::to_string(g.K));
-  plan->algo = result.algo;
+  plan->algo = results[0].algo;
+  if (autotune_ && n_result > 1) tune(*plan, g, results, n_result);
   return *plans_.emplace(key, std::move(plan)).first->second;
+}
+
+void GemmRunner::tune(Plan& plan, const GemmArgs& g, const cublasLtMatmulHeuristicResult_t* cands, int n_cand) {
+  // An output the GEMM reads (beta != 0 without a separate C_in) is saved and restored.
+  const bool accumulates = g.beta != 0.f && (g.C_in == nullptr || g.C_in == g.C);
+  const size_t elem = g.out_type == OutType::F32 ? 4 : 2;
+  const int64_t ldc = g.ldc ? g.ldc : g.N;
+  const size_t c_bytes =
+      elem * size_t(g.batch > 1 ? g.stride_c * (g.batch - 1) + int64_t(g.M) * ldc : int64_t(g.M) * ldc);
+  void* saved = nullptr;
+  if (accumulates) {
+    if (cudaMallocAsync(&saved, c_bytes, stream_) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return;  // no room to save the output: keep the heuristic's choice
+    }
+    CUDA_CHECK(cudaMemcpyAsync(saved, g.C, c_bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  set_pointers(plan, g);
+  Event start, stop;
+  float best_ms = 0.f;
+  int best = -1;
+  for (int i = 0; i < n_cand; ++i) {
+    if (cublasLtMatmul(handle_, plan.op, &g.alpha, g.B, plan.a, g.A, plan.b, &g.beta, g.C_in ? g.C_in : g.C, plan.c,
+                       g.C, plan.c, &cands[i].algo, workspace_.data(), workspace_.bytes(), stream_) !=
+        CUBLAS_STATUS_SUCCESS)
+      continue;  // warm-up, and a candidate that cannot run is skipped
+    start.record(stream_);
+    for (int r = 0; r < kTuneRuns; ++r) run(plan, cands[i].algo, g);
+    stop.record(stream_);
+    stop.synchronize();
+    const float ms = stop.elapsed_ms_since(start);
+    if (best < 0 || ms < best_ms) best_ms = ms, best = i;
+  }
+  if (best >= 0) plan.algo = cands[best].algo;
+  if (accumulates) {
+    CUDA_CHECK(cudaMemcpyAsync(g.C, saved, c_bytes, cudaMemcpyDeviceToDevice, stream_));
+    CUDA_CHECK(cudaFreeAsync(saved, stream_));
+  }
+}
+
+void GemmRunner::set_pointers(Plan& plan, const GemmArgs& g) {
+  if (g.epilogue == Epilogue::BiasGradA) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias_grad,
+                                                sizeof(g.bias_grad)));
+  }
+  if (has_aux(g.epilogue)) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g.aux,
+                                                sizeof(g.aux)));
+  }
+  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                                sizeof(g.bias)));
+  }
+}
+
+void GemmRunner::run(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const GemmArgs& g) {
+  const void* c_in = g.C_in ? g.C_in : g.C;
+  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &g.alpha, g.B, plan.a, g.A, plan.b, &g.beta, c_in, plan.c, g.C,
+                              plan.c, &algo, workspace_.data(), workspace_.bytes(), stream_));
 }
 
 void GemmRunner::gemm(const GemmArgs& g) {
@@ -157,22 +217,8 @@ void GemmRunner::gemm(const GemmArgs& g) {
                (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.batch == 1 && g.out_type == OutType::F32),
            "gemm: BiasGradA needs a 16-byte aligned bias_grad, one batch and fp32 output");
   Plan& plan = plan_for(g);
-  if (g.epilogue == Epilogue::BiasGradA) {
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias_grad,
-                                                sizeof(g.bias_grad)));
-  }
-  if (has_aux(g.epilogue)) {
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g.aux,
-                                                sizeof(g.aux)));
-  }
-  if (has_bias) {
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
-                                                sizeof(g.bias)));
-  }
-  const void* c_in = g.C_in ? g.C_in : g.C;
-  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &g.alpha, g.B, plan.a, g.A, plan.b, &g.beta, c_in,
-                              plan.c, g.C, plan.c, &plan.algo, workspace_.data(), workspace_.bytes(),
-                              stream_));
+  set_pointers(plan, g);
+  run(plan, plan.algo, g);
 }
 
 }  // namespace pg::cuda

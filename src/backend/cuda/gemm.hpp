@@ -80,16 +80,27 @@ class GemmRunner {
   void gemm(const GemmArgs& args);
   cudaStream_t stream() const { return stream_; }
   size_t cached_plans() const { return plans_.size(); }
+  // Autotuning, off by default: the first call of each shape then runs each of the heuristic's
+  // first kTuneCandidates algorithms kTuneRuns times on the call's own operands (CUDA events,
+  // synchronising the stream; an output that the GEMM accumulates into is saved and restored
+  // around the trials) and caches the fastest instead of the heuristic's first choice. The pick
+  // depends on timings, so two runs may choose differently (and round differently).
+  void set_autotune(bool on) { autotune_ = on; }
+  static constexpr int kTuneCandidates = 8, kTuneRuns = 3;
 
  private:
   struct Plan;
   using Key = std::tuple<int, int, int, bool, bool, int, int, int, int, int64_t, int64_t, int64_t, bool, int, int, int>;
   Plan& plan_for(const GemmArgs& a);
+  void set_pointers(Plan& plan, const GemmArgs& g);
+  void run(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const GemmArgs& g);
+  void tune(Plan& plan, const GemmArgs& g, const cublasLtMatmulHeuristicResult_t* cands, int n_cand);
 
   cudaStream_t stream_;
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer<std::byte> workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  bool autotune_ = false;
 };
 
 }  // namespace pg::cuda
