@@ -84,6 +84,7 @@ struct TrainConfig {
   int sample_tokens = 32;
   bool tensorboard = false;           // also write metrics as a TensorBoard event file
   double peak_tflops = 0.0;           // MFU's denominator; 0 = the GPU's known bf16 dense peak (none: no mfu)
+  std::string recompute = "none";     // none | act | act_norm: GPU activations recomputed in backward
 
   bool operator==(const TrainConfig&) const = default;
 };

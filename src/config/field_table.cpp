@@ -95,6 +95,11 @@ const std::vector<Field>& fields() {
       {PG_FIELD(train, tensorboard), any(),
        "Also write every metrics record as TensorBoard scalars (an events.out.tfevents.* file in "
        "the run directory)."},
+      {PG_FIELD(train, recompute), one_of({"none", "act", "act_norm"}),
+       "GPU activations recomputed in backward instead of kept: none; act = the MLP activation's "
+       "output (from its kept input, d_ff x 2 bytes per token and block); act_norm = also the "
+       "blocks' norm outputs (2 x d_model x 2 bytes more). Same model, less memory, a little more "
+       "time; the CPU backend keeps everything."},
       {PG_FIELD(train, peak_tflops), at_least(0),
        "Peak TFLOP/s that MFU is measured against; 0 = the GPU's bf16 dense peak when known (H100/H200 "
        "989.4), else no mfu."},

@@ -69,6 +69,9 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
   for (int l = 0; l < L_; ++l)  // an MoE block replaces the dense MLP (model.variant = moe only)
     moe_.push_back(cfg.is_moe_layer(l) ? std::make_unique<CudaMoe>(cfg, t, l, max_batch * S_, gemm_, stream_)
                                        : nullptr);
+  recompute_act_ = cfg.train.recompute != "none";
+  recompute_norm_ = cfg.train.recompute == "act_norm" && has_norm_;
+  eps_ = ln_ ? kLayerNormEps : kRmsNormEps;
   acts_.resize(size_t(L_));
   const size_t need = layout(nullptr);
   size_t free_bytes = 0, total_bytes = 0;
@@ -90,10 +93,15 @@ size_t CudaGpt::layout(std::byte* base) {
   const int64_t N = int64_t(max_batch_) * S_, NC = N * C_, NF = N * F_, NR = N * NH_;
   const bool any_moe = std::any_of(moe_.begin(), moe_.end(), [](const auto& b) { return b != nullptr; });
   std::byte* moe_scratch = any_moe ? a.take<std::byte>(int64_t(CudaMoe::scratch_bytes(cfg_, int(N)))) : nullptr;
+  // train.recompute: one buffer for every block's act (and one for its ln1 and ln2), rewritten in
+  // backward from what each block keeps (fc; res_in, res_mid and the norm statistics).
+  act_tmp_ = recompute_act_ ? a.take<bf16>(NF) : nullptr;
+  ln_tmp_ = recompute_norm_ ? a.take<bf16>(NC) : nullptr;
   for (size_t l = 0; l < acts_.size(); ++l) {
     LayerActs& x = acts_[l];
     x.res_in = a.take<bf16>(NC);
-    if (has_norm_) x.ln1 = a.take<bf16>(NC), x.ln1_mean = a.take<float>(N), x.ln1_rstd = a.take<float>(N);
+    if (has_norm_)
+      x.ln1 = recompute_norm_ ? ln_tmp_ : a.take<bf16>(NC), x.ln1_mean = a.take<float>(N), x.ln1_rstd = a.take<float>(N);
     else x.ln1 = x.res_in, x.ln1_mean = x.ln1_rstd = nullptr;  // the block reads the stream itself
     // q, k, v: thirds of one [N, 3C] block, interleaved per token when fused (token stride 3C),
     // else three [N, C] tensors one after the other.
@@ -108,14 +116,17 @@ size_t CudaGpt::layout(std::byte* base) {
     }
     x.lse = a.take<float>(NR), x.att = a.take<bf16>(NC);
     x.res_mid = a.take<bf16>(NC);
-    if (has_norm_) x.ln2 = a.take<bf16>(NC), x.ln2_mean = a.take<float>(N), x.ln2_rstd = a.take<float>(N);
+    // An MoE block reads its input again in backward: its ln2 is kept.
+    if (has_norm_)
+      x.ln2 = recompute_norm_ && !moe_[l] ? ln_tmp_ : a.take<bf16>(NC), x.ln2_mean = a.take<float>(N),
+      x.ln2_rstd = a.take<float>(N);
     else x.ln2 = x.res_mid, x.ln2_mean = x.ln2_rstd = nullptr;
     if (moe_[l]) {
       x.fc = x.act = nullptr;
       std::byte* m = a.take<std::byte>(int64_t(CudaMoe::activation_bytes(cfg_, int(N))));
       if (base) moe_[l]->bind(m, moe_scratch);
     } else {
-      x.fc = a.take<bf16>(NF), x.act = a.take<bf16>(NF);
+      x.fc = a.take<bf16>(NF), x.act = recompute_act_ ? act_tmp_ : a.take<bf16>(NF);
     }
   }
   branch_ = a.take<bf16>(NC), res_final_ = a.take<bf16>(NC);
@@ -275,6 +286,7 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
   const int B = B_, Tn = Tn_, N = B * Tn;
   const auto kind = ln_ ? kernels::NormKind::LayerNorm : kernels::NormKind::RMSNorm;
   auto gpar = [&](int64_t o) { return o >= 0 ? G + o : nullptr; };
+  auto par = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };  // norm biases of a recompute
   kernels::AttentionDims dims;
   dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
   dims.scale = attn_logit_scale_;
@@ -306,6 +318,10 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
       moe->backward(P, G, dres_, dln_, loss_scale);  // writes dln_ (MoE blocks have norms)
     } else {
       const int64_t projb = proj_bias_in_norm(l) ? -1 : w.projb;
+      if (recompute_act_) {  // act = gelu(fc) (or relu²), which the proj weight gradient reads
+        if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+        else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
+      }
       if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
         linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, projb, N, F_, C_, mlp_out_scale_, a.fc);
       } else {
@@ -313,6 +329,9 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
         if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
         else kernels::relu2_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
       }
+      if (recompute_norm_)  // ln2 = norm(res_mid), which the fc weight gradient reads
+        kernels::residual_norm_fwd(nullptr, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, nullptr, P + w.ln2_w,
+                                   par(w.ln2_b), N, C_, eps_, kind, stream_);
       linear_bwd(dln, dx_beta, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
     }
     if (has_norm_)
@@ -331,6 +350,9 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
       kernels::norm_bwd(dk_, false, nullptr, nullptr, nullptr, nullptr, dk_, a.k_raw, nullptr, nullptr, a.k_rstd,
                         N * NH_, HS_, kernels::NormKind::RMSNorm, stream_);
     }
+    if (recompute_norm_)  // ln1 = norm(res_in), which the q/k/v weight gradients read
+      kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
+                                 par(w.ln1_b), N, C_, eps_, kind, stream_);
     if (fused_qkv_) {
       linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
     } else {

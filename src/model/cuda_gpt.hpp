@@ -94,6 +94,11 @@ class CudaGpt {
   Config cfg_;
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
   bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
+  // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
+  // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
+  bool recompute_act_ = false, recompute_norm_ = false;
+  bf16 *act_tmp_ = nullptr, *ln_tmp_ = nullptr;
+  float eps_ = 0.f;
   float softcap_;
   // Residuals without norms (see above): stream weight, branch scales, attention logit scale
   // (0: the kernel's default 1/sqrt(d_head)).

@@ -70,6 +70,8 @@ class CpuEngine final : public TrainEngine {
   std::vector<std::string> describe() const override {
     std::vector<std::string> out = {fmt::format("device: cpu, activations {:.1f} MiB", model_->arena_bytes() / 1048576.0)};
     for (const auto& line : optimizer_->describe()) out.push_back("optimizer " + line);
+    if (cfg_.train.recompute != "none")
+      out.push_back("train.recompute = " + cfg_.train.recompute + " is for the GPU: the cpu backend keeps every activation");
     if (world_size() > 1)
       out.push_back(fmt::format("dist: {} ranks, {} gradient buckets in {}, zero {}", world_size(), dp_.buckets().size(),
                                 cfg_.dist.grad_dtype, cfg_.dist.zero));

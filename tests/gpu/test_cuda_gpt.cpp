@@ -96,3 +96,30 @@ TEST_CASE("gpu lipschitz variant: learned positions (fused q/k/v), attn_scale 2,
                      "model.attn_scale=2", "model.n_layer=3"},
                     965, 1.0);
 }
+
+TEST_CASE("gpu train.recompute: the CPU reference's loss and gradients from a smaller arena", "[gpu][model]") {
+  // act_norm: every block's act, ln1 and ln2 rebuilt in backward (GELU in the GEMM epilogue
+  // forward, in a kernel backward); then RMSNorm, ReLU², RoPE, QK-norm; act alone without norms.
+  check_against_cpu({"train.recompute=act_norm"}, 966);
+  check_against_cpu({"train.recompute=act_norm", "model.norm=rmsnorm", "model.activation=relu2", "model.pos=rope",
+                     "model.qk_norm=true", "model.bias=false"},
+                    967);
+  check_against_cpu({"train.recompute=act", "model.norm=none"}, 968);
+
+  // The arena drops each block's act [N, d_ff] and ln1, ln2 [N, d_model] (bf16) for one shared
+  // buffer of each size (every size here a multiple of the carver's 256-byte alignment).
+  const std::vector<std::string> base = {"model.n_layer=3", "model.n_head=2", "model.d_model=64", "model.d_ff=160",
+                                         "model.vocab_size=96", "model.seq_len=32"};
+  auto arena = [&](const std::string& recompute) {
+    std::vector<std::string> sets = base;
+    sets.push_back("train.recompute=" + recompute);
+    const Config cfg = default_config(sets);
+    cuda::Stream stream;
+    return int64_t(CudaGpt(cfg, build_gpt_params(cfg), 2, stream.get()).arena_bytes());
+  };
+  const int64_t L = 3, N = 2 * 32, C = 64, F = 160, bf = 2;
+  const int64_t none = arena("none"), act = arena("act"), act_norm = arena("act_norm");
+  CAPTURE(none, act, act_norm);
+  CHECK(none - act == (L - 1) * N * F * bf);
+  CHECK(act - act_norm == (2 * L - 1) * N * C * bf);
+}
