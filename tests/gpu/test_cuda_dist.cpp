@@ -25,8 +25,9 @@
 // rounding differs from the first step on, and the difference grows a little each step); the
 // first step's loss to 2e-3 (forward only, same weights). bf16 against fp32 gradient reduction:
 // 2e-2 (one more bf16 rounding of every gradient per step). The distributed optimizer step against
-// the single-rank one on the same inputs: AdamW and the momentum elementwise, the same kernels, so
-// bitwise; the Muon update (W - W0 per matrix) to kTolNsF32 = 1e-4 with fp32 NS and kTolNsBf16 =
+// the single-rank one on the same inputs: AdamW and the momentum are elementwise fp32 arithmetic,
+// the same per element on any rank, to kTolElementwise = 1e-6 (a range cut elsewhere may take
+// the AdamW kernel's scalar path instead of its 4-wide one); the Muon update (W - W0 per matrix) to kTolNsF32 = 1e-4 with fp32 NS and kTolNsBf16 =
 // 3e-2 with bf16 NS (the tolerances of NS against the CPU, test_cuda_muon.cpp: a rank batches a
 // group with fewer members, so cuBLASLt may sum in another order; the worst error is printed).
 #include <catch2/catch.hpp>
@@ -62,7 +63,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr double kTolRerun = 5e-3, kTolSplit = 1e-2, kTolFirst = 2e-3, kTolBf16Grads = 2e-2;
-constexpr double kTolNsF32 = 1e-4, kTolNsBf16 = 3e-2;
+constexpr double kTolNsF32 = 1e-4, kTolNsBf16 = 3e-2, kTolElementwise = 1e-6;
 
 bool have_gpu() {
   int n = 0;
@@ -531,14 +532,14 @@ TEST_CASE("cuda dist: the optimizers over 2 and 3 ranks (Muon's NS split, ZeRO-1
               CHECK(err < tol);
               worst = std::max(worst, err);
             } else {
-              CHECK(at(x.params) == at(one.params));  // AdamW: the same kernel on the same elements
+              CHECK(test::rel_diff(at(x.params), at(one.params)) < kTolElementwise);  // AdamW
             }
           }
-          // The whole state, gathered: the single rank's names and (elementwise, so bitwise) values.
+          // The whole state, gathered: the single rank's names and values (elementwise arithmetic).
           REQUIRE(x.names == one.names);
           for (size_t i = 0; i < x.state.size(); ++i) {
             CAPTURE(x.names[i]);
-            CHECK(x.state[i] == one.state[i]);
+            CHECK(test::rel_diff(x.state[i], one.state[i]) < kTolElementwise);
           }
           // Each rank holds less state than one rank would; the memory plan says how much.
           CHECK(x.device_bytes < one.device_bytes);
