@@ -311,7 +311,7 @@ TEST_CASE("cuda dist: ZeRO-1 on 2 and 3 ranks sharing the GPU gives one rank's l
   train_threads(1, run_config(data, 12), {run / "w1", false, {}});
   const auto ref = test::run_column(run / "w1", "train_loss");
   REQUIRE(ref.size() == 20);
-  REQUIRE(ref.back() < ref.front() - 0.2);
+  CHECK(ref.back() < ref.front() - 0.2);  // it learns
 
   std::vector<std::string> lines;
   const auto z2 = train_threads(2, run_config(data, 6, {"dist.zero=1"}), {run / "z2", false, {}}, &lines);
@@ -343,7 +343,8 @@ TEST_CASE("cuda dist: ZeRO-1 on 2 and 3 ranks sharing the GPU gives one rank's l
   };
   train_threads(1, run_config(data, 12, muon), {run / "m1", false, {}});
   const auto m_ref = test::run_column(run / "m1", "train_loss");
-  REQUIRE(m_ref.back() < m_ref.front() - 0.2);
+  REQUIRE(m_ref.size() == 20);
+  CHECK(m_ref.back() < m_ref.front() - 0.2);  // it learns
   lines.clear();
   const auto mz2 = train_threads(2, run_config(data, 6, with(muon, {"dist.zero=1"})), {run / "mz2", false, {}}, &lines);
   require_close(test::run_column(run / "mz2", "train_loss"), m_ref, kTolSplit);
