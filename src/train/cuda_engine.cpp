@@ -25,13 +25,25 @@
 //                  in fp32 or in bf16 (dist.grad_dtype: rounded to bf16 before the collective,
 //                  widened after it, kernels/grad_cast.cuh); then the global norm of the
 //                  averaged gradient, the same on every rank;
-//   update         every rank runs the whole optimizer on the whole averaged gradient, so the
-//                  replicas stay identical (Muon: every rank runs all of CudaMuon's Newton-Schulz
-//                  work; splitting it over ranks as dist/muon_split does on the CPU is not done
-//                  here yet);
+//   update         every rank runs AdamW on the whole averaged gradient, so the replicas stay
+//                  identical; Muon's Newton-Schulz work is split over the ranks (each matrix on
+//                  one rank, FLOP-balanced, results all-gathered: optim/cuda_muon.hpp), and each
+//                  rank keeps the momentum of its own matrices only;
 //   sum            doubles all-reduced through a device buffer (losses, the stop flag, eval sums);
-//   checkpoints    written by rank 0 (the other ranks skip the download), full fp32 state, so
-//                  they resume on any world size.
+//   checkpoints    written by rank 0, full fp32 state gathered from the ranks' shares (a
+//                  collective; without sharded state the other ranks skip the download), so they
+//                  resume on any world size.
+// ZeRO-1 (dist.zero = 1, W > 1; the CPU's dist/data_parallel.hpp on the device): AdamW keeps
+// moments for the rank's part r of every bucket only (CudaOptimizerDist::adamw_owned).
+//   optim.kind = adamw: each bucket is reduce-scattered (avg; fp32, or bf16 through the staging
+//                  bucket), rank r receiving part r in place; the rest of the gradient buffer is
+//                  zeroed, so the norm kernel gives the norm of the rank's parts, and their squares
+//                  are summed over ranks (sum()) into the global norm;
+//   optim.kind = muon: the buckets are all-reduced as without ZeRO (a matrix's owner needs its
+//                  whole gradient; an all-reduce moves what reduce-scatter + all-gather would);
+//                  AdamW's moments are sharded as above, Muon's by matrix (as always over ranks);
+//   after update   each bucket of master weights is all-gathered from its parts (master is padded
+//                  to the bucket layout), and work recast from master.
 // Overlap with backward: during the step's last micro-batch, CudaGpt::backward reports each stage
 // it has enqueued (head + ln_f, then layers n_layer-1 .. 0; after_stage). A bucket is ready once
 // every tensor it overlaps belongs to a finished stage (gpt_bucket_stages, engine.hpp: the
@@ -41,8 +53,8 @@
 // stream runs the backward of the layers below it. reduce_grads launches what is left and makes
 // the compute stream wait for all of it. With RunOptions::after_backward (a test hook that edits
 // the gradients before the reduction) every bucket is reduced in reduce_grads instead.
-// dist.zero = 1 is refused on cuda (cuda_trainer_unsupported).
 #include <algorithm>
+#include <cmath>
 #include <optional>
 
 #include <spdlog/fmt/fmt.h>
@@ -78,11 +90,16 @@ class CudaEngine final : public TrainEngine {
         rank_(comm.comm ? comm.comm->rank() : 0),
         world_size_(comm.comm ? comm.comm->world_size() : 1),
         layout_(dist::make_buckets(table_, world_size_, cfg.dist.bucket_mb)),
-        bf16_grads_(comm.comm && world_size_ > 1 && cfg.dist.grad_dtype == "bf16") {
-    if (cfg.dist.zero != 0)
-      throw UserError("dist.zero = " + std::to_string(cfg.dist.zero) +
-                      ": ZeRO-1 is not supported on --device cuda yet; use dist.zero = 0");
+        bf16_grads_(comm.comm && world_size_ > 1 && cfg.dist.grad_dtype == "bf16"),
+        zero_(comm.comm && world_size_ > 1 && cfg.dist.zero == 1),
+        scatter_(zero_ && cfg.optim.kind == "adamw") {
     bucket_stage_ = gpt_bucket_stages(cfg, table_, layout_.buckets);
+    for (const dist::Bucket& b : layout_.buckets) {
+      const int64_t part = (b.end - b.begin) / world_size_;
+      owned_.push_back({b.begin + rank_ * part, b.begin + (rank_ + 1) * part});
+    }
+    for (const auto& p : table_.entries())
+      if (p.name.ends_with(".moe.router.score_bias")) score_biases_.push_back(&p);
     const size_t n = size_t(table_.total());
     const size_t padded = size_t(layout_.padded_total);
     int64_t longest_bucket = 0;
@@ -101,10 +118,12 @@ class CudaEngine final : public TrainEngine {
 
     // The memory plan; CudaGpt's constructor checks arena + the rest against free memory before
     // anything big is allocated.
-    plan_.master = n * sizeof(float);
+    const size_t n_master = zero_ ? padded : n;  // ZeRO-1 all-gathers whole buckets of it
+    plan_.master = n_master * sizeof(float);
     plan_.work = n * sizeof(kernels::bf16);
     plan_.grads = padded * sizeof(float);
-    plan_.optimizer = cuda_optimizer_state_bytes(cfg.optim, table_);
+    plan_.optimizer = cuda_optimizer_state_bytes(cfg.optim, table_, optimizer_dist(nullptr));
+    plan_.optimizer_one_rank = cuda_optimizer_state_bytes(cfg.optim, table_);
     plan_.other = 2 * BT * sizeof(int32_t) + (kernels::kNormBlocks + 1) * sizeof(float) +
                   staging * sizeof(kernels::bf16) + kSumSlots * sizeof(double);
     // Allocated first, so the free memory CudaGpt checks against already excludes it.
@@ -116,7 +135,8 @@ class CudaEngine final : public TrainEngine {
     model_.emplace(cfg, table_, cfg.train.batch_size, stream_.get(), outside_arena);
     plan_.arena = model_->arena_bytes();
 
-    master_ = cuda::DeviceBuffer<float>(n);
+    master_ = cuda::DeviceBuffer<float>(n_master);
+    master_.zero(stream_.get());  // the padding past table.total() (ZeRO-1) stays 0
     work_ = cuda::DeviceBuffer<kernels::bf16>(n);
     grads_ = cuda::DeviceBuffer<float>(padded);
     grads_.zero(stream_.get());  // the padding past table.total() is never written again
@@ -125,7 +145,7 @@ class CudaEngine final : public TrainEngine {
     tokens_x_ = cuda::DeviceBuffer<int32_t>(BT);
     tokens_y_ = cuda::DeviceBuffer<int32_t>(BT);
     norm_ = cuda::DeviceBuffer<float>(size_t(kernels::kNormBlocks) + 1);
-    optimizer_ = make_cuda_optimizer(cfg.optim, table_, stream_.get());
+    optimizer_ = make_cuda_optimizer(cfg.optim, table_, stream_.get(), optimizer_dist(grads_.data()));
     upload_params();
     project(0.0, 0);  // start inside the constraint set, as the CPU engine
   }
@@ -144,15 +164,22 @@ class CudaEngine final : public TrainEngine {
                     "activation arena {} + tokens and scratch {} + spectral {}",
                     gib(total), gib(plan_.master), gib(plan_.work), gib(plan_.grads), gib(plan_.optimizer),
                     gib(plan_.arena), gib(plan_.other), gib(plan_.spectral))};
+    if (plan_.optimizer != plan_.optimizer_one_rank)
+      out.push_back(fmt::format("optimizer state on this rank: {:.2f} MiB ({} bytes), sharded over {} ranks; one rank "
+                                "would hold {:.2f} MiB",
+                                double(plan_.optimizer) / 1048576.0, plan_.optimizer, world_size_,
+                                double(plan_.optimizer_one_rank) / 1048576.0));
     for (const auto& line : optimizer_->describe()) out.push_back("optimizer " + line);
     if (const int64_t V = cfg_.model.vocab_size; V % 64 != 0)
       out.push_back(fmt::format("model.vocab_size {} is not a multiple of 64: the LM head's GEMMs run on unaligned "
                                 "rows, much slower ({} would pad it)",
                                 V, (V + 63) / 64 * 64));
     if (comm_)
-      out.push_back(fmt::format("dist: {} rank(s), one GPU each; {} gradient buckets in {} (reduced during backward); "
-                                "every rank runs the whole optimizer step",
-                                world_size_, layout_.buckets.size(), world_size_ > 1 ? cfg_.dist.grad_dtype : "fp32"));
+      out.push_back(fmt::format("dist: {} rank(s), one GPU each; {} gradient buckets in {} ({} during backward); {}",
+                                world_size_, layout_.buckets.size(), world_size_ > 1 ? cfg_.dist.grad_dtype : "fp32",
+                                scatter_ ? "reduce-scattered" : "all-reduced",
+                                zero_ ? "ZeRO-1: AdamW moments sharded by bucket part, parameters all-gathered"
+                                      : "every rank runs AdamW on the whole gradient"));
     return out;
   }
 
@@ -188,11 +215,22 @@ class CudaEngine final : public TrainEngine {
       CUDA_CHECK(cudaMemcpy(grads_.data(), host_grads_.data(), bytes, cudaMemcpyHostToDevice));
     }
     if (comm_) all_reduce_grads();
-    kernels::global_grad_norm(norm_.data(), norm_.data() + 1, grads_.data(), n, stream_.get());
+    if (scatter_) {  // keep the rank's parts only: the norm below is then theirs
+      for (const ElementRange& r : owned_) {
+        const dist::Bucket& b = layout_.buckets[size_t(&r - owned_.data())];
+        CUDA_CHECK(cudaMemsetAsync(grads_.data() + b.begin, 0, size_t(r.begin - b.begin) * sizeof(float), stream_.get()));
+        CUDA_CHECK(cudaMemsetAsync(grads_.data() + r.end, 0, size_t(b.end - r.end) * sizeof(float), stream_.get()));
+      }
+    }
+    const int64_t len = scatter_ ? layout_.padded_total : n;
+    kernels::global_grad_norm(norm_.data(), norm_.data() + 1, grads_.data(), len, stream_.get());
     float norm = 0.0f;
     CUDA_CHECK(cudaMemcpyAsync(&norm, norm_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
     stream_.synchronize();
-    return double(norm);
+    if (!scatter_) return double(norm);
+    double squares = double(norm) * double(norm);  // the global norm: sum of the ranks' squares
+    sum(std::span<double>(&squares, 1));
+    return std::sqrt(squares);
   }
 
   void sum(std::span<double> x) override {
@@ -207,6 +245,7 @@ class CudaEngine final : public TrainEngine {
 
   void update(float grad_scale, double lr_factor, double lr, int64_t t, int step) override {
     optimizer_->step(master_.data(), work_.data(), grads_.data(), grad_scale, lr_factor, t);
+    if (zero_) gather_params();
     project(lr, step + 1);
     update_score_bias_on_device();
     host_stale_ = true;
@@ -231,7 +270,8 @@ class CudaEngine final : public TrainEngine {
   std::span<const float> host_params() override {
     if (host_stale_) {
       stream_.synchronize();
-      CUDA_CHECK(cudaMemcpy(host_params_.data(), master_.data(), master_.bytes(), cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(host_params_.data(), master_.data(), host_params_.size() * sizeof(float),
+                            cudaMemcpyDeviceToHost));
       host_stale_ = false;
     }
     return host_params_;
@@ -239,9 +279,14 @@ class CudaEngine final : public TrainEngine {
 
   CheckpointTensors checkpoint_tensors() override {
     CheckpointTensors c;
-    if (rank_ != 0) return c;  // rank 0 writes the checkpoint; the replicas are identical
+    // Rank 0 writes the checkpoint; the replicas are identical. Sharded optimizer state is
+    // gathered first, with every rank taking part.
+    const bool sharded = world_size_ > 1 && (zero_ || cfg_.optim.kind == "muon");
+    if (rank_ != 0 && !sharded) return c;
+    std::vector<StateTensor> state = optimizer_->download_state();
+    if (rank_ != 0) return c;
     c.params = host_params();
-    c.optimizer = optimizer_->download_state();
+    c.optimizer = std::move(state);
     if (projects()) {
       spectral_state_ = spectral_->download_state();
       for (const StateTensor& s : spectral_state_)
@@ -253,8 +298,7 @@ class CudaEngine final : public TrainEngine {
   void load_checkpoint(const std::string& dir) override {
     load_model_weights(dir, table_, host_params_);
     upload_params();
-    const std::vector<StateTensor> views = optimizer_->download_state();  // the host mirror to load into
-    load_optimizer_state(dir, views);
+    load_optimizer_state(dir, optimizer_->host_state());  // the whole state; each rank uploads its share
     optimizer_->upload_state();
     if (projects() && cfg_.spectral.warm_start) {  // the power vectors the checkpoint holds (none: cold start)
       const io::SafetensorsReader r(dir + "/optimizer.safetensors");
@@ -303,16 +347,22 @@ class CudaEngine final : public TrainEngine {
   }
 
   // The bucket's gradients <- their average over the ranks, on the comm's stream (one rank with
-  // a comm: an fp32 all-reduce over one rank, which leaves them bitwise unchanged).
+  // a comm: an fp32 all-reduce over one rank, which leaves them bitwise unchanged). ZeRO-1 with
+  // AdamW: only part rank_ of the bucket receives it (reduce-scatter, in place).
   void reduce_bucket(const dist::Bucket& b) {
     float* g = grads_.data() + b.begin;
-    const int64_t len = b.end - b.begin;
+    const int64_t len = b.end - b.begin, part = len / world_size_, at = rank_ * part;
     if (!bf16_grads_) {
-      comm_->all_reduce(g, len, dist::DType::f32, dist::ReduceOp::avg);
-    } else {  // one staging bucket, reused: the comm's stream runs the buckets in order
+      if (scatter_) comm_->reduce_scatter(g, g + at, part, dist::DType::f32, dist::ReduceOp::avg);
+      else comm_->all_reduce(g, len, dist::DType::f32, dist::ReduceOp::avg);
+    } else if (!scatter_) {  // one staging bucket, reused: the comm's stream runs the buckets in order
       kernels::copy_to_bf16(staging_.data(), g, len, comm_stream_);
       comm_->all_reduce(staging_.data(), len, dist::DType::bf16, dist::ReduceOp::avg);
       kernels::copy_from_bf16(g, staging_.data(), len, comm_stream_);
+    } else {
+      kernels::copy_to_bf16(staging_.data(), g, len, comm_stream_);
+      comm_->reduce_scatter(staging_.data(), staging_.data() + at, part, dist::DType::bf16, dist::ReduceOp::avg);
+      kernels::copy_from_bf16(g + at, staging_.data() + at, part, comm_stream_);
     }
   }
 
@@ -323,24 +373,42 @@ class CudaEngine final : public TrainEngine {
     compute_after_comm();
   }
 
-  // moe.balance = bias: the selection biases (E floats per MoE block) make a round trip through
-  // host_params_, where update_score_bias (moe_balance.hpp) moves them as on the CPU.
+  // ZeRO-1: every rank's updated parts of master to every rank, bucket by bucket (in place), then
+  // work recast from the whole of it.
+  void gather_params() {
+    comm_after_compute();
+    for (size_t k = 0; k < layout_.buckets.size(); ++k) {
+      const dist::Bucket& b = layout_.buckets[k];
+      comm_->all_gather(master_.data() + owned_[k].begin, master_.data() + b.begin, owned_[k].size(),
+                        dist::DType::f32);
+    }
+    compute_after_comm();
+    kernels::copy_to_bf16(work_.data(), master_.data(), table_.total(), stream_.get());
+  }
+
+  // The part of the optimizer's work this rank does (make_cuda_optimizer); scratch: the gradient
+  // buffer, unused between steps.
+  CudaOptimizerDist optimizer_dist(float* scratch) const {
+    CudaOptimizerDist d;
+    if (!comm_ || world_size_ == 1) return d;
+    d.comm = comm_, d.comm_stream = comm_stream_, d.scratch = scratch;
+    if (zero_) d.adamw_owned = owned_, d.buckets = layout_.buckets;
+    return d;
+  }
+
+  // moe.balance = bias: the selection biases (E floats per MoE block) are moved on the host, in
+  // host_params_, by update_score_bias (moe_balance.hpp) as on the CPU, and uploaded. Nothing
+  // else changes them (no gradient reaches them, so AdamW leaves them as they are), so the host
+  // copy stays current without reading them back: no host sync. (Pageable memory: each copy has
+  // read its source when the call returns.)
   void update_score_bias_on_device() {
-    if (cfg_.moe.balance != "bias" || moe_step_.empty()) return;
-    std::vector<const ParamInfo*> biases;
-    for (const auto& p : table_.entries())
-      if (p.name.ends_with(".moe.router.score_bias")) biases.push_back(&p);
-    for (const ParamInfo* b : biases)
-      CUDA_CHECK(cudaMemcpyAsync(host_params_.data() + b->offset, master_.data() + b->offset,
-                                 size_t(b->numel) * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
-    stream_.synchronize();
+    if (score_biases_.empty() || moe_step_.empty()) return;
     update_score_bias(cfg_, table_, host_params_, moe_step_);
-    for (const ParamInfo* b : biases) {
+    for (const ParamInfo* b : score_biases_) {
       CUDA_CHECK(cudaMemcpyAsync(master_.data() + b->offset, host_params_.data() + b->offset,
                                  size_t(b->numel) * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
       kernels::copy_to_bf16(work_.data() + b->offset, master_.data() + b->offset, b->numel, stream_.get());
     }
-    stream_.synchronize();  // the host copy is read by the next update's copies: keep it stable
   }
 
   bool lipschitz() const { return cfg_.model.variant == "lipschitz"; }
@@ -354,7 +422,8 @@ class CudaEngine final : public TrainEngine {
   // host_params_ -> master_ and its bf16 copy work_.
   void upload_params() {
     stream_.synchronize();
-    master_.upload(host_params_);
+    CUDA_CHECK(cudaMemcpy(master_.data(), host_params_.data(), host_params_.size() * sizeof(float),
+                          cudaMemcpyHostToDevice));
     kernels::copy_to_bf16(work_.data(), master_.data(), table_.total(), stream_.get());
     host_stale_ = false;
   }
@@ -367,6 +436,7 @@ class CudaEngine final : public TrainEngine {
 
   struct MemoryPlan {
     size_t master = 0, work = 0, grads = 0, optimizer = 0, arena = 0, other = 0, spectral = 0;
+    size_t optimizer_one_rank = 0;  // what the optimizer state would take without sharding
   };
 
   Config cfg_;
@@ -377,6 +447,10 @@ class CudaEngine final : public TrainEngine {
   int rank_, world_size_;
   dist::BucketLayout layout_;
   bool bf16_grads_;
+  bool zero_;     // ZeRO-1 over several ranks
+  bool scatter_;  // ZeRO-1 with AdamW alone: gradients reduce-scattered
+  std::vector<ElementRange> owned_;  // per bucket, part rank_ of it (ZeRO-1's share)
+  std::vector<const ParamInfo*> score_biases_;  // moe.balance = bias: the selection biases
   std::vector<int> bucket_stage_;  // gpt_bucket_stages(), per bucket of layout_
   int micro_ = 0;                  // micro-batches of this step so far
   size_t launched_ = 0;            // buckets of this step whose reduction is enqueued

@@ -39,9 +39,6 @@ std::string cuda_trainer_unsupported(const Config& cfg, int world_size) {
   if (cfg.dist.cpu_ranks > 1)
     return "dist.cpu_ranks = " + std::to_string(cfg.dist.cpu_ranks) + ": ranks as threads are a CPU feature; use 1 on --device cuda";
   if (world_size > 1 && !cuda_world_size_unsupported(world_size).empty()) return cuda_world_size_unsupported(world_size);
-  if (cfg.dist.zero != 0)
-    return "dist.zero = " + std::to_string(cfg.dist.zero) +
-           ": ZeRO-1 (sharded AdamW state) is not supported on --device cuda yet; use dist.zero = 0 (or --device cpu)";
   const int hs = cfg.d_head();
   if (hs != 32 && hs != 64 && hs != 128)
     return "model.d_model / model.n_head: the cuda backend needs a head size of 32, 64 or 128 (got " +
