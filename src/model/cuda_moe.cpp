@@ -86,7 +86,7 @@ size_t CudaMoe::scratch_bytes(const Config& cfg, int max_rows) {
   const Dims d = dims_of(cfg, max_rows);
   const int64_t rows = d.E * d.cap, hrows = std::max(rows, d.N);
   cuda::ArenaCarver s{nullptr};
-  s.take<float>(d.N * d.E), s.take<float>(d.N * d.K), s.take<float>(std::max(d.C, d.F));
+  s.take<float>(d.N * d.E), s.take<float>(d.N * d.K), s.take<float>(d.E * std::max(d.C, d.F));
   s.take<bf16>(d.N * d.E), s.take<bf16>(rows * d.C), s.take<bf16>(hrows * d.F), s.take<bf16>(hrows * d.F);
   s.take<bf16>(rows * d.C);
   s.take<int32_t>(kernels::moe_plan_scratch_ints(int(d.N), int(d.K), int(d.E)));
@@ -107,7 +107,7 @@ void CudaMoe::bind(std::byte* acts, std::byte* scratch) {
   losses_ = a.take<double>(2);
   const int64_t rows = E * cap, hrows = std::max(rows, N);
   cuda::ArenaCarver s{scratch};
-  logits_ = s.take<float>(N * E), dgates_ = s.take<float>(N * K), bias_grad_ = s.take<float>(std::max(C, F));
+  logits_ = s.take<float>(N * E), dgates_ = s.take<float>(N * K), bias_grad_ = s.take<float>(E * std::max(C, F));
   dlogits_ = s.take<bf16>(N * E), deo_ = s.take<bf16>(rows * C), dh1_ = s.take<bf16>(hrows * F);
   dh2_ = s.take<bf16>(hrows * F), dxe_ = s.take<bf16>(rows * C);
   plan_scratch_ = s.take<int32_t>(kernels::moe_plan_scratch_ints(int(N), int(K), int(E)));
@@ -136,6 +136,25 @@ void CudaMoe::linear_bwd(bf16* dinp, bool accumulate, float* dw, float* db, cons
   if (db) g.epilogue = cuda::Epilogue::BiasGradA, g.bias_grad = bias_grad_;
   gemm_.gemm(g);
   if (db) kernels::bias_accumulate(db, bias_grad_, OC, stream_);
+}
+
+// The batched dW GEMM w (dW[e] += dout[e]^T · in[e]) and, with db, db[e] += Σ_rows dout[e] (dout
+// [E·cap, OC]): the sums in the GEMM's bias-gradient epilogue (one per expert, into the scratch,
+// then added), or by the per-expert bias kernel where that does not fuse.
+void CudaMoe::expert_weight_grad(const cuda::GemmArgs& w, float* db, const bf16* dout, int OC) {
+  if (!db) {
+    gemm_.gemm(w);
+    return;
+  }
+  cuda::GemmArgs wb = w;
+  wb.epilogue = cuda::Epilogue::BiasGradA, wb.bias_grad = bias_grad_, wb.stride_bias = OC;
+  if (fuse_ && gemm_.supports(wb)) {
+    gemm_.gemm(wb);
+    kernels::bias_accumulate(db, bias_grad_, E_ * OC, stream_);
+  } else {
+    gemm_.gemm(w);
+    kernels::moe_expert_bias_bwd(db, dout, E_, cap_, OC, stream_);
+  }
 }
 
 void CudaMoe::forward(const bf16* P, const bf16* x, bf16* y, int N) {
@@ -236,8 +255,7 @@ void CudaMoe::backward(const bf16* P, float* G, const bf16* dy, bf16* dx, double
     cuda::GemmArgs w;  // dW2[e] += deo[e]^T · act[e]
     w.M = C, w.N = F, w.K = cap, w.A = deo_, w.trans_a = true, w.B = act_, w.C = G + proj_, w.beta = 1.f;
     w.batch = E, w.stride_a = int64_t(cap) * C, w.stride_b = int64_t(cap) * F, w.stride_c = int64_t(C) * F;
-    gemm_.gemm(w);
-    if (projb_ >= 0) kernels::moe_expert_bias_bwd(G + projb_, deo_, E, cap, C, stream_);
+    expert_weight_grad(w, projb_ >= 0 ? G + projb_ : nullptr, deo_, C);
   }
   {
     cuda::GemmArgs d;  // dxe[e] = dh2[e] · W1[e]
@@ -247,8 +265,7 @@ void CudaMoe::backward(const bf16* P, float* G, const bf16* dy, bf16* dx, double
     cuda::GemmArgs w;  // dW1[e] += dh2[e]^T · xe[e]
     w.M = F, w.N = C, w.K = cap, w.A = dh2_, w.trans_a = true, w.B = xe_, w.C = G + fc_, w.beta = 1.f;
     w.batch = E, w.stride_a = int64_t(cap) * F, w.stride_b = int64_t(cap) * C, w.stride_c = int64_t(F) * C;
-    gemm_.gemm(w);
-    if (fcb_ >= 0) kernels::moe_expert_bias_bwd(G + fcb_, dh2_, E, cap, F, stream_);
+    expert_weight_grad(w, fcb_ >= 0 ? G + fcb_ : nullptr, dh2_, F);
   }
   kernels::moe_scatter(dx, false, dxe_, slot_, N, K, C, stream_);
 

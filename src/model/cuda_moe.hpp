@@ -8,8 +8,8 @@
 //   xe = gather(x) into padded expert blocks [E, cap, C]
 //   fc = xe W1[e]^T (+ b1[e]), act = gelu|relu²(fc), eo = act W2[e]^T (+ b2[e]): two strided-batched
 //       GEMMs over the expert dimension (batch E, stride cap·width), one launch each, with the
-//       per-expert biases and the GELU (keeping fc) in their epilogues, as the dX GEMM of the
-//       backward takes gelu'(fc)
+//       per-expert biases and the GELU (keeping fc) in their epilogues, as the backward's dX GEMM
+//       takes gelu'(fc) and its dW GEMMs yield the bias gradients
 //   y = Σ_kept g·eo[slot] (moe_combine_fwd) + shared experts (dense GEMMs accumulating into y)
 //   router losses aux and z in fp64 on the device
 // Backward mirrors it: combine_bwd -> batched GEMMs for dW2, dh, dW1, dxe -> scatter to dx, shared
@@ -68,7 +68,7 @@ class CudaMoe {
   MoeLayerStats stats() const;
   double objective() const;
   int capacity(int N) const;  // rows per expert for N tokens
-  // Whether the expert GEMMs take the biases and the GELU (and its gradient) in their cuBLASLt
+  // Whether the expert GEMMs take the biases and the GELU (and their gradients) in their cuBLASLt
   // epilogues (the default, where cuBLASLt can fuse them for strided batches) or run them as
   // separate passes (the reference path the tests compare with).
   void set_fused_epilogues(bool on) { fuse_ = on; }
@@ -78,6 +78,7 @@ class CudaMoe {
  private:
   void carve(std::byte* acts, std::byte* scratch);
   void linear_fwd(bf16* out, const bf16* inp, const bf16* w, const bf16* b, int N, int IC, int OC, float beta);
+  void expert_weight_grad(const cuda::GemmArgs& w, float* db, const bf16* dout, int OC);
   void linear_bwd(bf16* dinp, bool accumulate, float* dw, float* db, const bf16* dout, const bf16* inp,
                   const bf16* w, int N, int IC, int OC);
 

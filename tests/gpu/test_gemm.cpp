@@ -131,10 +131,12 @@ TEST_CASE("gpu gemm: GELU with the pre-activation in aux, and the GELU-gradient 
   CHECK(rel_diff(download(dC), dref) < kTolBf16);
 }
 
-TEST_CASE("gpu gemm: strided batches with per-batch bias, GELU aux and GELU-gradient epilogues", "[gpu][gemm]") {
+TEST_CASE("gpu gemm: strided batches with per-batch bias, GELU aux, GELU-gradient and bias-gradient epilogues",
+          "[gpu][gemm]") {
   // The expert GEMMs of an MoE block: batch e multiplies its own rows by its own weights and adds
   // its own bias (stride_bias), keeping its pre-activation at aux + e·stride_aux; the backward's
-  // dX GEMM multiplies by gelu'(aux) of its own batch. Random inputs; bf16 outputs, kTolBf16.
+  // dX GEMM multiplies by gelu'(aux) of its own batch, its dW GEMM yields each batch's bias
+  // gradient. Random inputs; bf16 outputs kTolBf16, fp32 outputs kTolGemmF32.
   const uint64_t seed = 917;
   CAPTURE(seed);
   Rng rng(seed);
@@ -167,8 +169,16 @@ TEST_CASE("gpu gemm: strided batches with per-batch bias, GELU aux and GELU-grad
   d.epilogue = cuda::Epilogue::DGelu, d.aux = dpre.data(), d.stride_aux = int64_t(M) * N;
   REQUIRE(runner.supports(d));
   runner.gemm(d);
+  // The dW GEMM dW[b] = D[b]^T·A[b] (fp32) with each batch's bias gradient Σ_rows D[b] on the way.
+  cuda::DeviceBuffer<float> dWg(size_t(batch) * Pn * K), dbg(size_t(batch) * Pn);
+  cuda::GemmArgs w;
+  w.M = Pn, w.N = K, w.K = M, w.A = dD.data(), w.trans_a = true, w.B = dA.data(), w.C = dWg.data();
+  w.batch = batch, w.stride_a = int64_t(M) * Pn, w.stride_b = int64_t(M) * K, w.stride_c = int64_t(Pn) * K;
+  w.epilogue = cuda::Epilogue::BiasGradA, w.bias_grad = dbg.data(), w.stride_bias = Pn;
+  REQUIRE(runner.supports(w));
+  runner.gemm(w);
   stream.synchronize();
-  const Vec dgrad = download(dC);
+  const Vec dgrad = download(dC), wgrad = download(dWg), bgrad = download(dbg);
   for (int e = 0; e < batch; ++e) {
     CAPTURE(e);
     auto part = [&](const Vec& v, int64_t n) { return Vec(v.begin() + e * n, v.begin() + (e + 1) * n); };
@@ -184,6 +194,12 @@ TEST_CASE("gpu gemm: strided batches with per-batch bias, GELU aux and GELU-grad
     const Vec pre_e = part(pre_gpu, int64_t(M) * N);
     cpu::gelu_bwd(dref.data(), prod.data(), pre_e.data(), int64_t(prod.size()));
     CHECK(rel_diff(part(dgrad, int64_t(M) * N), dref) < kTolBf16);
+    const Vec De = part(D, int64_t(M) * Pn);
+    CHECK(rel_diff(part(wgrad, int64_t(Pn) * K), ref_gemm(De, true, Ae, false, {}, Pn, K, M, 1.0, 0.0)) < kTolGemmF32);
+    Vec bref(size_t(Pn), 0.0);
+    for (int r = 0; r < M; ++r)
+      for (int p = 0; p < Pn; ++p) bref[size_t(p)] += De[size_t(r) * Pn + p];
+    CHECK(rel_diff(part(bgrad, Pn), bref) < kTolGemmF32);
   }
 }
 

@@ -242,8 +242,10 @@ void GemmRunner::gemm(const GemmArgs& g) {
   PG_CHECK(!has_bias || g.batch == 1 || g.stride_bias == 0 || (g.stride_bias >= g.N && g.stride_bias % 8 == 0),
            "gemm: a per-batch bias needs a stride of at least N that is a multiple of 8");
   PG_CHECK(g.epilogue != Epilogue::BiasGradA ||
-               (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.batch == 1 && g.out_type == OutType::F32),
-           "gemm: BiasGradA needs a 16-byte aligned bias_grad, one batch and fp32 output");
+               (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.out_type == OutType::F32 &&
+                (g.batch == 1 || (g.stride_bias >= g.M && g.stride_bias % 8 == 0))),
+           "gemm: BiasGradA needs a 16-byte aligned bias_grad, fp32 output and, with batches, a bias stride of at "
+           "least M that is a multiple of 8");
   Plan& plan = plan_for(g);
   set_pointers(plan, g);
   run(plan, plan.algo, g);

@@ -61,9 +61,10 @@ struct GemmArgs {
   Epilogue epilogue = Epilogue::None;
   const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
   void* aux = nullptr;         // [M,N] row-major, of the output's type, with *GeluAux / DGelu
-  float* bias_grad = nullptr;  // [M], with BiasGradA; one batch
+  float* bias_grad = nullptr;  // [M], with BiasGradA (batch b's at bias_grad + b·stride_bias)
   // Strided batches: matrix b of each operand starts at ptr + b·stride (elements); with batches,
-  // batch b's bias starts at bias + b·stride_bias (0: one bias shared by all) and its aux at
+  // batch b's bias (or bias gradient) starts at bias + b·stride_bias (0: one bias shared by all;
+  // must be set for a bias gradient) and its aux at
   // aux + b·stride_aux (a multiple of 8; must be set when batch > 1 and the epilogue has an aux).
   int batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0, stride_bias = 0, stride_aux = 0;
