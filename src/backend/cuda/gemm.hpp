@@ -1,6 +1,7 @@
 // The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands (fp16 and fp32 too, by
 // in_type: Newton-Schulz, the spectral ops), fp32 accumulation, fp32 or bf16 output (fp16 with fp16 operands), optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
-// bias-gradient epilogues, strided batches.
+// bias-gradient epilogues, strided batches (whose epilogues may take a bias, an aux and a bias
+// gradient per batch: the MoE expert GEMMs).
 //
 // Convention: ROW-MAJOR, as everywhere in polargpt.
 //   C[M,N] = alpha · op(A) · op(B) (+ bias[N]) (-> gelu) + beta · C        for each batch b
