@@ -6,18 +6,26 @@
 // (|x| <= 0.02 for weights, <= 1 for activations; never zeros). Also times the routing and
 // dispatch/combine kernels alone (router softmax/top-k, plan, router losses, gather, combine and
 // their backwards: everything of the block but the GEMMs and activations), for their share.
-// Prints: "dense N C F ms", "moe N C E k F cf ms ratio", "moe_dispatch ms share".
+// Also times the block with its biases and GELU as separate passes rather than in the expert
+// GEMMs' epilogues. The MoE block's own timing is the profiled range (cudaProfilerStart/Stop), for
+// `nsys profile --capture-range=cudaProfilerApi`.
+// Prints: "dense N C F ms", "moe N C E k F cf ms ratio", "moe_unfused_epilogues ms ratio",
+// "moe_dispatch ms share".
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+
+#include "bench/bench_timing.hpp"
 #include "backend/cuda/check.hpp"
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
 #include "kernels/activation.cuh"
+#include "kernels/bias.cuh"
 #include "kernels/moe.cuh"
 #include "model/cuda_moe.hpp"
 #include "model/gpt.hpp"
@@ -43,22 +51,6 @@ void fill(DeviceBuffer<T>& b, uint32_t seed, float scale) {
   std::vector<T> h(b.size());
   for (size_t i = 0; i < h.size(); ++i) h[i] = T(scale * hashed(i, seed));
   b.upload(h);
-}
-
-template <typename F>
-float median_ms(F&& f, cudaStream_t s) {
-  for (int i = 0; i < 3; ++i) f();
-  pg::cuda::Event a, b;
-  std::vector<float> ms;
-  for (int i = 0; i < 20; ++i) {
-    a.record(s);
-    f();
-    b.record(s);
-    b.synchronize();
-    ms.push_back(b.elapsed_ms_since(a));
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 }  // namespace
@@ -94,36 +86,43 @@ int main(int argc, char** argv) {
   fill(P, 1, 0.02f), fill(x, 2, 1.f), fill(dy, 3, 1.f), fill(G, 4, 0.f);
   CUDA_CHECK(cudaDeviceSynchronize());
 
-  // Dense MLP of width top_k·d_ff_expert: the GEMM sequence of CudaGpt's MLP.
+  // Dense MLP of width top_k·d_ff_expert: the GEMM sequence of CudaGpt's MLP (GELU and biases in the
+  // epilogues, bias gradients from the dW GEMMs).
   DeviceBuffer<bf16> W1(size_t(Fd) * C), b1(Fd), W2(size_t(C) * Fd), b2(C), fc(size_t(N) * Fd), act(size_t(N) * Fd),
       dact(size_t(N) * Fd);
   DeviceBuffer<float> dW1(size_t(Fd) * C), dW2(size_t(C) * Fd);
   fill(W1, 5, 0.02f), fill(b1, 6, 0.02f), fill(W2, 7, 0.02f), fill(b2, 8, 0.02f), fill(dW1, 9, 0.f), fill(dW2, 10, 0.f);
+  DeviceBuffer<float> db1(Fd), db2(C), bgrad(Fd);
+  fill(db1, 13, 0.f), fill(db2, 14, 0.f);
   auto dense = [&] {
-    pg::cuda::GemmArgs g;
-    g.M = N, g.N = Fd, g.K = C, g.A = x.data(), g.B = W1.data(), g.trans_b = true, g.C = fc.data();
-    g.out_type = pg::cuda::OutType::BF16, g.epilogue = pg::cuda::Epilogue::Bias, g.bias = b1.data();
+    pg::cuda::GemmArgs g;  // act = gelu(x W1^T + b1), the pre-activation kept in fc
+    g.M = N, g.N = Fd, g.K = C, g.A = x.data(), g.B = W1.data(), g.trans_b = true, g.C = act.data();
+    g.out_type = pg::cuda::OutType::BF16, g.epilogue = pg::cuda::Epilogue::BiasGeluAux, g.bias = b1.data();
+    g.aux = fc.data();
     gemm.gemm(g);
-    pg::kernels::gelu_fwd(act.data(), fc.data(), int64_t(N) * Fd, s);
     g = {};
     g.M = N, g.N = C, g.K = Fd, g.A = act.data(), g.B = W2.data(), g.trans_b = true, g.C = y.data();
     g.out_type = pg::cuda::OutType::BF16, g.epilogue = pg::cuda::Epilogue::Bias, g.bias = b2.data();
     gemm.gemm(g);
-    g = {};  // dact = dy · W2, then through the GELU
+    g = {};  // dact = (dy · W2) ∘ gelu'(fc)
     g.M = N, g.N = Fd, g.K = C, g.A = dy.data(), g.B = W2.data(), g.C = dact.data(), g.out_type = pg::cuda::OutType::BF16;
+    g.epilogue = pg::cuda::Epilogue::DGelu, g.aux = fc.data();
     gemm.gemm(g);
     g = {};
     g.M = C, g.N = Fd, g.K = N, g.A = dy.data(), g.trans_a = true, g.B = act.data(), g.C = dW2.data(), g.beta = 1.f;
+    g.epilogue = pg::cuda::Epilogue::BiasGradA, g.bias_grad = bgrad.data();
     gemm.gemm(g);
-    pg::kernels::gelu_bwd(dact.data(), dact.data(), fc.data(), int64_t(N) * Fd, s);
+    pg::kernels::bias_accumulate(db2.data(), bgrad.data(), C, s);
     g = {};
     g.M = N, g.N = C, g.K = Fd, g.A = dact.data(), g.B = W1.data(), g.C = dx.data(), g.out_type = pg::cuda::OutType::BF16;
     gemm.gemm(g);
     g = {};
     g.M = Fd, g.N = C, g.K = N, g.A = dact.data(), g.trans_a = true, g.B = x.data(), g.C = dW1.data(), g.beta = 1.f;
+    g.epilogue = pg::cuda::Epilogue::BiasGradA, g.bias_grad = bgrad.data();
     gemm.gemm(g);
+    pg::kernels::bias_accumulate(db1.data(), bgrad.data(), Fd, s);
   };
-  const float dense_ms = median_ms(dense, s);
+  const float dense_ms = pg::bench::median_ms(stream, dense);
   std::printf("dense N=%d C=%d F=%d fwdbwd_ms=%.3f\n", N, C, Fd, dense_ms);
 
   pg::CudaMoe block(cfg, table, 0, N, gemm, s);
@@ -133,9 +132,17 @@ int main(int argc, char** argv) {
     block.forward(P.data(), x.data(), y.data(), N);
     block.backward(P.data(), G.data(), dy.data(), dx.data(), 1.0);
   };
-  const float moe_ms = median_ms(moe, s);
-  std::printf("moe N=%d C=%d E=%d k=%d F=%d cf=%.2f cap=%d fwdbwd_ms=%.3f ratio_to_dense=%.2f\n", N, C, E, K, F, cf,
-              block.capacity(N), moe_ms, moe_ms / dense_ms);
+  // The profiled range (nsys --capture-range=cudaProfilerApi): the MoE block alone, 23 times.
+  CUDA_CHECK(cudaProfilerStart());
+  const float moe_ms = pg::bench::median_ms(stream, moe);
+  CUDA_CHECK(cudaProfilerStop());
+  std::printf("moe N=%d C=%d E=%d k=%d F=%d cf=%.2f cap=%d fwdbwd_ms=%.3f ratio_to_dense=%.2f epilogues_fused=%d\n", N,
+              C, E, K, F, cf, block.capacity(N), moe_ms, moe_ms / dense_ms, int(block.epilogues_fused()));
+  // The same block with the biases and the GELU as separate passes instead of GEMM epilogues.
+  block.set_fused_epilogues(false);
+  const float unfused_ms = pg::bench::median_ms(stream, moe);
+  block.set_fused_epilogues(true);
+  std::printf("moe_unfused_epilogues fwdbwd_ms=%.3f fused/unfused=%.3f\n", unfused_ms, moe_ms / unfused_ms);
 
   // The routing and dispatch/combine kernels alone, on buffers of the block's shapes.
   const int cap = block.capacity(N);
@@ -158,7 +165,7 @@ int main(int argc, char** argv) {
     pg::kernels::moe_router_bwd(nullptr, dlogits.data(), dgates.data(), gates.data(), sel.data(), probs.data(),
                                 lse.data(), counts.data(), N, E, K, 0.01, 0.001, s);
   };
-  const float disp_ms = median_ms(dispatch, s);
+  const float disp_ms = pg::bench::median_ms(stream, dispatch);
   std::printf("moe_dispatch fwdbwd_ms=%.3f share_of_moe=%.3f\n", disp_ms, disp_ms / moe_ms);
   return 0;
 }

@@ -1,4 +1,6 @@
 // Mixture-of-Experts kernels (math, layouts and precision: moe.cuh).
+#include <initializer_list>
+
 #include "backend/cuda/check.hpp"
 #include "core/error.hpp"
 #include "kernels/common.cuh"
@@ -246,6 +248,113 @@ __global__ void combine_bwd_kernel(bf16* deo, float* dgates, const bf16* dy, con
   if (threadIdx.x == 0) dgates[i] = dot;
 }
 
+// ---- rows, 16 bytes at a time: one warp per row, each lane 8 bf16 per load (C % 8 == 0 and
+// 16-byte aligned rows; the host side checks and otherwise takes the kernels above) ----------------
+constexpr int kRowWarps = 8;  // rows (warps) per block
+
+__device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(h[i]);
+    f[2 * i] = t.x, f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float* f) {
+  uint4 raw;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  return raw;
+}
+
+__global__ void gather_vec8_kernel(bf16* xe, const bf16* x, const int32_t* row_src, int64_t rows, int k, int C) {
+  const int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31, V = C / 8;
+  const int32_t i = row_src[r];
+  uint4* out = reinterpret_cast<uint4*>(xe + r * C);
+  if (i < 0) {
+    for (int v = lane; v < V; v += 32) out[v] = make_uint4(0u, 0u, 0u, 0u);
+    return;
+  }
+  const uint4* in = reinterpret_cast<const uint4*>(x + int64_t(i / k) * C);
+  for (int v = lane; v < V; v += 32) out[v] = in[v];
+}
+
+__global__ void scatter_vec8_kernel(bf16* dx, bool accumulate, const bf16* dxe, const int32_t* slot, int N, int k,
+                                    int C) {
+  const int64_t n = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int lane = threadIdx.x & 31, V = C / 8;
+  const int32_t* s = slot + n * k;
+  uint4* out = reinterpret_cast<uint4*>(dx + n * C);
+  for (int v = lane; v < V; v += 32) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, t[8];
+    for (int j = 0; j < k; ++j) {
+      if (s[j] < 0) continue;
+      unpack8(reinterpret_cast<const uint4*>(dxe + int64_t(s[j]) * C)[v], t);
+#pragma unroll
+      for (int q = 0; q < 8; ++q) acc[q] += t[q];
+    }
+    if (accumulate) {
+      unpack8(out[v], t);
+#pragma unroll
+      for (int q = 0; q < 8; ++q) acc[q] = t[q] + acc[q];
+    }
+    out[v] = pack8(acc);
+  }
+}
+
+__global__ void combine_fwd_vec8_kernel(bf16* y, const bf16* eo, const float* gates, const int32_t* slot, int N,
+                                        int k, int C) {
+  const int64_t n = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int lane = threadIdx.x & 31, V = C / 8;
+  const int32_t* s = slot + n * k;
+  const float* g = gates + n * k;
+  uint4* out = reinterpret_cast<uint4*>(y + n * C);
+  for (int v = lane; v < V; v += 32) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, t[8];
+    for (int j = 0; j < k; ++j) {
+      if (s[j] < 0) continue;
+      unpack8(reinterpret_cast<const uint4*>(eo + int64_t(s[j]) * C)[v], t);
+      const float gj = g[j];
+#pragma unroll
+      for (int q = 0; q < 8; ++q) acc[q] += gj * t[q];
+    }
+    out[v] = pack8(acc);
+  }
+}
+
+// One warp per expert row: deo for every row, dgates (a warp sum in fixed order) for the kept ones.
+__global__ void combine_bwd_vec8_kernel(bf16* deo, float* dgates, const bf16* dy, const bf16* eo, const float* gates,
+                                        const int32_t* row_src, int64_t rows, int k, int C) {
+  const int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31, V = C / 8;
+  const int32_t i = row_src[r];
+  uint4* out = reinterpret_cast<uint4*>(deo + r * C);
+  if (i < 0) {
+    for (int v = lane; v < V; v += 32) out[v] = make_uint4(0u, 0u, 0u, 0u);
+    return;
+  }
+  const float g = gates[i];
+  const uint4* d = reinterpret_cast<const uint4*>(dy + int64_t(i / k) * C);
+  const uint4* o = reinterpret_cast<const uint4*>(eo + r * C);
+  float dot = 0.f;
+  for (int v = lane; v < V; v += 32) {
+    float dv[8], ov[8];
+    unpack8(d[v], dv);
+    unpack8(o[v], ov);
+#pragma unroll
+    for (int q = 0; q < 8; ++q) dot += dv[q] * ov[q], dv[q] *= g;
+    out[v] = pack8(dv);
+  }
+  dot = warp_sum(dot);
+  if (lane == 0) dgates[i] = dot;
+}
+
 __global__ void expert_bias_fwd_kernel(bf16* out, const bf16* bias, int cap, int OC) {
   const int64_t r = blockIdx.x;
   const bf16* b = bias + int64_t(r / cap) * OC;
@@ -271,6 +380,13 @@ __global__ void expert_bias_bwd_kernel(float* dbias, const bf16* dout, int cap, 
 }
 
 unsigned warps_grid(int N) { return unsigned((N + kWarpsPerBlock - 1) / kWarpsPerBlock); }
+unsigned row_warps_grid(int64_t rows) { return unsigned((rows + kRowWarps - 1) / kRowWarps); }
+bool vec8(int C, std::initializer_list<const void*> ptrs) {
+  if (C % 8 != 0) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
 
 }  // namespace
 
@@ -323,21 +439,26 @@ void moe_gather(bf16* xe, const bf16* x, const int32_t* row_src, int E, int cap,
                 cudaStream_t stream) {
   const int64_t rows = int64_t(E) * cap;
   if (rows <= 0) return;
-  gather_kernel<<<unsigned(rows), kRowBlock, 0, stream>>>(xe, x, row_src, k, C);
+  if (vec8(C, {xe, x})) gather_vec8_kernel<<<row_warps_grid(rows), 32 * kRowWarps, 0, stream>>>(xe, x, row_src, rows, k, C);
+  else gather_kernel<<<unsigned(rows), kRowBlock, 0, stream>>>(xe, x, row_src, k, C);
   CUDA_CHECK_LAUNCH();
 }
 
 void moe_scatter(bf16* dx, bool accumulate, const bf16* dxe, const int32_t* slot, int N, int k, int C,
                  cudaStream_t stream) {
   if (N <= 0) return;
-  scatter_kernel<<<unsigned(N), kRowBlock, 0, stream>>>(dx, accumulate, dxe, slot, k, C);
+  if (vec8(C, {dx, dxe}))
+    scatter_vec8_kernel<<<row_warps_grid(N), 32 * kRowWarps, 0, stream>>>(dx, accumulate, dxe, slot, N, k, C);
+  else scatter_kernel<<<unsigned(N), kRowBlock, 0, stream>>>(dx, accumulate, dxe, slot, k, C);
   CUDA_CHECK_LAUNCH();
 }
 
 void moe_combine_fwd(bf16* y, const bf16* eo, const float* gates, const int32_t* slot, int N, int k,
                      int C, cudaStream_t stream) {
   if (N <= 0) return;
-  combine_fwd_kernel<<<unsigned(N), kRowBlock, 0, stream>>>(y, eo, gates, slot, k, C);
+  if (vec8(C, {y, eo}))
+    combine_fwd_vec8_kernel<<<row_warps_grid(N), 32 * kRowWarps, 0, stream>>>(y, eo, gates, slot, N, k, C);
+  else combine_fwd_kernel<<<unsigned(N), kRowBlock, 0, stream>>>(y, eo, gates, slot, k, C);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -346,7 +467,10 @@ void moe_combine_bwd(bf16* deo, float* dgates, const bf16* dy, const bf16* eo, c
   CUDA_CHECK(cudaMemsetAsync(dgates, 0, size_t(N) * k * sizeof(float), stream));  // dropped choices
   const int64_t rows = int64_t(E) * cap;
   if (rows <= 0) return;
-  combine_bwd_kernel<<<unsigned(rows), kRowBlock, 0, stream>>>(deo, dgates, dy, eo, gates, row_src, k, C);
+  if (vec8(C, {deo, dy, eo}))
+    combine_bwd_vec8_kernel<<<row_warps_grid(rows), 32 * kRowWarps, 0, stream>>>(deo, dgates, dy, eo, gates, row_src,
+                                                                               rows, k, C);
+  else combine_bwd_kernel<<<unsigned(rows), kRowBlock, 0, stream>>>(deo, dgates, dy, eo, gates, row_src, k, C);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -86,7 +86,7 @@ size_t CudaMoe::scratch_bytes(const Config& cfg, int max_rows) {
   const Dims d = dims_of(cfg, max_rows);
   const int64_t rows = d.E * d.cap, hrows = std::max(rows, d.N);
   cuda::ArenaCarver s{nullptr};
-  s.take<float>(d.N * d.E), s.take<float>(d.N * d.K), s.take<float>(std::max(d.C, d.F));
+  s.take<float>(d.N * d.E), s.take<float>(d.N * d.K), s.take<float>(d.E * std::max(d.C, d.F));
   s.take<bf16>(d.N * d.E), s.take<bf16>(rows * d.C), s.take<bf16>(hrows * d.F), s.take<bf16>(hrows * d.F);
   s.take<bf16>(rows * d.C);
   s.take<int32_t>(kernels::moe_plan_scratch_ints(int(d.N), int(d.K), int(d.E)));
@@ -107,7 +107,7 @@ void CudaMoe::bind(std::byte* acts, std::byte* scratch) {
   losses_ = a.take<double>(2);
   const int64_t rows = E * cap, hrows = std::max(rows, N);
   cuda::ArenaCarver s{scratch};
-  logits_ = s.take<float>(N * E), dgates_ = s.take<float>(N * K), bias_grad_ = s.take<float>(std::max(C, F));
+  logits_ = s.take<float>(N * E), dgates_ = s.take<float>(N * K), bias_grad_ = s.take<float>(E * std::max(C, F));
   dlogits_ = s.take<bf16>(N * E), deo_ = s.take<bf16>(rows * C), dh1_ = s.take<bf16>(hrows * F);
   dh2_ = s.take<bf16>(hrows * F), dxe_ = s.take<bf16>(rows * C);
   plan_scratch_ = s.take<int32_t>(kernels::moe_plan_scratch_ints(int(N), int(K), int(E)));
@@ -138,6 +138,25 @@ void CudaMoe::linear_bwd(bf16* dinp, bool accumulate, float* dw, float* db, cons
   if (db) kernels::bias_accumulate(db, bias_grad_, OC, stream_);
 }
 
+// The batched dW GEMM w (dW[e] += dout[e]^T · in[e]) and, with db, db[e] += Σ_rows dout[e] (dout
+// [E·cap, OC]): the sums in the GEMM's bias-gradient epilogue (one per expert, into the scratch,
+// then added), or by the per-expert bias kernel where that does not fuse.
+void CudaMoe::expert_weight_grad(const cuda::GemmArgs& w, float* db, const bf16* dout, int OC) {
+  if (!db) {
+    gemm_.gemm(w);
+    return;
+  }
+  cuda::GemmArgs wb = w;
+  wb.epilogue = cuda::Epilogue::BiasGradA, wb.bias_grad = bias_grad_, wb.stride_bias = OC;
+  if (fuse_ && gemm_.supports(wb)) {
+    gemm_.gemm(wb);
+    kernels::bias_accumulate(db, bias_grad_, E_ * OC, stream_);
+  } else {
+    gemm_.gemm(w);
+    kernels::moe_expert_bias_bwd(db, dout, E_, cap_, OC, stream_);
+  }
+}
+
 void CudaMoe::forward(const bf16* P, const bf16* x, bf16* y, int N) {
   PG_CHECK(N >= 1 && N <= max_rows_, "moe forward: more tokens than the arena holds");
   PG_CHECK(probs_ != nullptr, "moe forward before bind()");
@@ -157,20 +176,42 @@ void CudaMoe::forward(const bf16* P, const bf16* x, bf16* y, int N) {
 
   // Experts: one strided-batched GEMM per matmul over the padded blocks.
   kernels::moe_gather(xe_, x, row_src_, E, cap, K, C, stream_);
+  // fc: with GELU, act = gelu(xe W1^T + b1) and the pre-activation fc in the epilogue (per-expert
+  // bias and aux strides); else the bias in the epilogue and relu² as a pass. The kernels of the
+  // unfused path serve when cuBLASLt cannot fuse the batched epilogue.
   cuda::GemmArgs f;
   f.M = cap, f.N = F, f.K = C, f.A = xe_, f.B = P + fc_, f.trans_b = true, f.C = fc_act_;
   f.out_type = cuda::OutType::BF16, f.batch = E;
   f.stride_a = int64_t(cap) * C, f.stride_b = int64_t(F) * C, f.stride_c = int64_t(cap) * F;
-  gemm_.gemm(f);
-  if (fcb_ >= 0) kernels::moe_expert_bias_fwd(fc_act_, P + fcb_, E, cap, F, stream_);
-  if (gelu_) kernels::gelu_fwd(act_, fc_act_, rows * F, stream_);
-  else kernels::relu2_fwd(act_, fc_act_, rows * F, stream_);
+  cuda::GemmArgs ff = f;
+  if (gelu_) ff.C = act_, ff.aux = fc_act_, ff.stride_aux = int64_t(cap) * F;
+  ff.epilogue = gelu_ ? (fcb_ >= 0 ? cuda::Epilogue::BiasGeluAux : cuda::Epilogue::GeluAux)
+                      : (fcb_ >= 0 ? cuda::Epilogue::Bias : cuda::Epilogue::None);
+  if (fcb_ >= 0) ff.bias = P + fcb_, ff.stride_bias = F;
+  fused_last_ = fuse_ && gemm_.supports(ff);
+  if (fused_last_) {
+    gemm_.gemm(ff);
+    if (!gelu_) kernels::relu2_fwd(act_, fc_act_, rows * F, stream_);
+  } else {
+    gemm_.gemm(f);
+    if (fcb_ >= 0) kernels::moe_expert_bias_fwd(fc_act_, P + fcb_, E, cap, F, stream_);
+    if (gelu_) kernels::gelu_fwd(act_, fc_act_, rows * F, stream_);
+    else kernels::relu2_fwd(act_, fc_act_, rows * F, stream_);
+  }
   cuda::GemmArgs o;
   o.M = cap, o.N = C, o.K = F, o.A = act_, o.B = P + proj_, o.trans_b = true, o.C = eo_;
   o.out_type = cuda::OutType::BF16, o.batch = E;
   o.stride_a = int64_t(cap) * F, o.stride_b = int64_t(C) * F, o.stride_c = int64_t(cap) * C;
-  gemm_.gemm(o);
-  if (projb_ >= 0) kernels::moe_expert_bias_fwd(eo_, P + projb_, E, cap, C, stream_);
+  cuda::GemmArgs ob = o;
+  if (projb_ >= 0) ob.epilogue = cuda::Epilogue::Bias, ob.bias = P + projb_, ob.stride_bias = C;
+  if (projb_ < 0) {
+    gemm_.gemm(o);
+  } else if (fuse_ && gemm_.supports(ob)) {
+    gemm_.gemm(ob);
+  } else {
+    gemm_.gemm(o);
+    kernels::moe_expert_bias_fwd(eo_, P + projb_, E, cap, C, stream_);
+  }
   kernels::moe_combine_fwd(y, eo_, gates_, slot_, N, K, C, stream_);
 
   for (int s = 0; s < S_; ++s) {  // shared experts: dense MLPs over every token, added into y
@@ -199,18 +240,23 @@ void CudaMoe::backward(const bf16* P, float* G, const bf16* dy, bf16* dx, double
   // Combine -> experts (batched over E) -> scatter into dx.
   kernels::moe_combine_bwd(deo_, dgates_, dy, eo_, gates_, row_src_, N, E, cap, K, C, stream_);
   {
-    cuda::GemmArgs d;  // dh1[e] = deo[e] · W2[e]
+    cuda::GemmArgs d;  // dh1[e] = deo[e] · W2[e]; with GELU, dh2 = dh1 ∘ gelu'(fc) in the epilogue
     d.M = cap, d.N = F, d.K = C, d.A = deo_, d.B = P + proj_, d.C = dh1_, d.out_type = cuda::OutType::BF16;
     d.batch = E, d.stride_a = int64_t(cap) * C, d.stride_b = int64_t(C) * F, d.stride_c = int64_t(cap) * F;
-    gemm_.gemm(d);
+    cuda::GemmArgs dg = d;
+    dg.C = dh2_, dg.epilogue = cuda::Epilogue::DGelu, dg.aux = fc_act_, dg.stride_aux = int64_t(cap) * F;
+    if (gelu_ && fuse_ && gemm_.supports(dg)) {
+      gemm_.gemm(dg);
+    } else {
+      gemm_.gemm(d);
+      if (gelu_) kernels::gelu_bwd(dh2_, dh1_, fc_act_, rows * F, stream_);
+      else kernels::relu2_bwd(dh2_, dh1_, fc_act_, rows * F, stream_);
+    }
     cuda::GemmArgs w;  // dW2[e] += deo[e]^T · act[e]
     w.M = C, w.N = F, w.K = cap, w.A = deo_, w.trans_a = true, w.B = act_, w.C = G + proj_, w.beta = 1.f;
     w.batch = E, w.stride_a = int64_t(cap) * C, w.stride_b = int64_t(cap) * F, w.stride_c = int64_t(C) * F;
-    gemm_.gemm(w);
-    if (projb_ >= 0) kernels::moe_expert_bias_bwd(G + projb_, deo_, E, cap, C, stream_);
+    expert_weight_grad(w, projb_ >= 0 ? G + projb_ : nullptr, deo_, C);
   }
-  if (gelu_) kernels::gelu_bwd(dh2_, dh1_, fc_act_, rows * F, stream_);
-  else kernels::relu2_bwd(dh2_, dh1_, fc_act_, rows * F, stream_);
   {
     cuda::GemmArgs d;  // dxe[e] = dh2[e] · W1[e]
     d.M = cap, d.N = C, d.K = F, d.A = dh2_, d.B = P + fc_, d.C = dxe_, d.out_type = cuda::OutType::BF16;
@@ -219,8 +265,7 @@ void CudaMoe::backward(const bf16* P, float* G, const bf16* dy, bf16* dx, double
     cuda::GemmArgs w;  // dW1[e] += dh2[e]^T · xe[e]
     w.M = F, w.N = C, w.K = cap, w.A = dh2_, w.trans_a = true, w.B = xe_, w.C = G + fc_, w.beta = 1.f;
     w.batch = E, w.stride_a = int64_t(cap) * F, w.stride_b = int64_t(cap) * C, w.stride_c = int64_t(F) * C;
-    gemm_.gemm(w);
-    if (fcb_ >= 0) kernels::moe_expert_bias_bwd(G + fcb_, dh2_, E, cap, F, stream_);
+    expert_weight_grad(w, fcb_ >= 0 ? G + fcb_ : nullptr, dh2_, F);
   }
   kernels::moe_scatter(dx, false, dxe_, slot_, N, K, C, stream_);
 

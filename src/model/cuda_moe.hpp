@@ -7,7 +7,9 @@
 //   plan on the device (moe_dispatch_plan): counts, slot, row_src; no host sync anywhere
 //   xe = gather(x) into padded expert blocks [E, cap, C]
 //   fc = xe W1[e]^T (+ b1[e]), act = gelu|relu²(fc), eo = act W2[e]^T (+ b2[e]): two strided-batched
-//       GEMMs over the expert dimension (batch E, stride cap·width), one launch each
+//       GEMMs over the expert dimension (batch E, stride cap·width), one launch each, with the
+//       per-expert biases and the GELU (keeping fc) in their epilogues, as the backward's dX GEMM
+//       takes gelu'(fc) and its dW GEMMs yield the bias gradients
 //   y = Σ_kept g·eo[slot] (moe_combine_fwd) + shared experts (dense GEMMs accumulating into y)
 //   router losses aux and z in fp64 on the device
 // Backward mirrors it: combine_bwd -> batched GEMMs for dW2, dh, dW1, dxe -> scatter to dx, shared
@@ -66,15 +68,22 @@ class CudaMoe {
   MoeLayerStats stats() const;
   double objective() const;
   int capacity(int N) const;  // rows per expert for N tokens
+  // Whether the expert GEMMs take the biases and the GELU (and their gradients) in their cuBLASLt
+  // epilogues (the default, where cuBLASLt can fuse them for strided batches) or run them as
+  // separate passes (the reference path the tests compare with).
+  void set_fused_epilogues(bool on) { fuse_ = on; }
+  // Whether the last forward's fc GEMM took the fused epilogue.
+  bool epilogues_fused() const { return fused_last_; }
 
  private:
   void carve(std::byte* acts, std::byte* scratch);
   void linear_fwd(bf16* out, const bf16* inp, const bf16* w, const bf16* b, int N, int IC, int OC, float beta);
+  void expert_weight_grad(const cuda::GemmArgs& w, float* db, const bf16* dout, int OC);
   void linear_bwd(bf16* dinp, bool accumulate, float* dw, float* db, const bf16* dout, const bf16* inp,
                   const bf16* w, int N, int IC, int OC);
 
   int layer_, E_, K_, C_, F_, S_, max_rows_, cap_max_;
-  bool gelu_;
+  bool gelu_, fuse_ = true, fused_last_ = false;
   double capacity_factor_, aux_coef_, z_coef_;
   int64_t router_ = -1, score_bias_ = -1, fc_ = -1, fcb_ = -1, proj_ = -1, projb_ = -1;
   int64_t sh_fc_ = -1, sh_fcb_ = -1, sh_proj_ = -1, sh_projb_ = -1;

@@ -198,10 +198,12 @@ TEST_CASE("gpu moe router: softmax, top-k with ties, gates, backward and losses"
 
 TEST_CASE("gpu moe dispatch plan, gather/scatter and combine match the CPU in priority order", "[gpu][moe]") {
   const double cf = GENERATE(0.0, 0.6);  // dropless, and a capacity that drops
+  // C = 40: the row kernels' 16-byte path (one warp per row); C = 36: their element-wise path.
+  const int C = GENERATE(40, 36);
   const uint64_t seed = 1301;
-  CAPTURE(cf, seed);
+  CAPTURE(cf, C, seed);
   Rng rng(seed);
-  const int N = 300, E = 8, k = 2, C = 40;  // N·k = 600: three plan chunks
+  const int N = 300, E = 8, k = 2;  // N·k = 600: three plan chunks
   const int cap = cf > 0 ? std::min(N, int(std::ceil(cf * N * k / E))) : N;
   const I32 sel = random_selection(rng, N, E, k);
   I32 slot(size_t(N) * k), row_token(size_t(N) * k);
@@ -309,7 +311,7 @@ TEST_CASE("gpu moe per-expert bias add and bias gradient", "[gpu][moe]") {
 namespace {
 
 // The MoE block of layer 0 on the GPU against CpuMoe<double> on the same bf16 weights and inputs.
-void check_block(const std::vector<std::string>& sets, uint64_t seed, bool expect_drops) {
+void check_block(const std::vector<std::string>& sets, uint64_t seed, bool expect_drops, bool fused) {
   std::vector<std::string> all = {"model.variant=moe", "model.n_layer=1", "model.n_head=2", "model.d_model=64",
                                   "model.vocab_size=64", "model.seq_len=16", "moe.n_expert=8", "moe.d_ff_expert=48",
                                   "moe.aux_loss_coef=0.1", "moe.z_loss_coef=0.05"};
@@ -359,6 +361,7 @@ void check_block(const std::vector<std::string>& sets, uint64_t seed, bool expec
   cuda::Stream stream;
   cuda::GemmRunner gemm(stream.get());
   CudaMoe gpu_block(cfg, table, 0, N, gemm, stream.get());
+  gpu_block.set_fused_epilogues(fused);
   cuda::DeviceBuffer<std::byte> d_acts(CudaMoe::activation_bytes(cfg, N)), d_scr(CudaMoe::scratch_bytes(cfg, N));
   gpu_block.bind(d_acts.data(), d_scr.data());
   auto d_P = upload_bf16(P), d_x = upload_bf16(x), d_dy = upload_bf16(dy);
@@ -369,6 +372,7 @@ void check_block(const std::vector<std::string>& sets, uint64_t seed, bool expec
   gpu_block.backward(d_P.data(), d_G.data(), d_dy.data(), d_dx.data(), loss_scale);
   stream.synchronize();
   const MoeLayerStats gs = gpu_block.stats();
+  CHECK(gpu_block.epilogues_fused() == fused);  // cuBLASLt fuses the batched epilogues here
 
   CAPTURE(cs.dropped, gs.dropped, cs.aux, gs.aux, cs.z, gs.z);
   CHECK(gs.load == cs.load);
@@ -411,18 +415,22 @@ void check_block(const std::vector<std::string>& sets, uint64_t seed, bool expec
 }  // namespace
 
 TEST_CASE("gpu CudaMoe block matches CpuMoe: forward, backward, stats", "[gpu][moe]") {
+  // Both paths of the expert GEMMs: biases and GELU (and its gradient) in the batched epilogues,
+  // and as separate passes.
+  const bool fused = GENERATE(true, false);
+  CAPTURE(fused);
   SECTION("GELU, biases, top-2, capacity 0.75 (drops), aux balance, one shared expert") {
     check_block({"moe.top_k=2", "moe.capacity_factor=0.75", "moe.n_shared=1", "model.activation=gelu",
                  "model.bias=true"},
-                1501, true);
+                1501, true, fused);
   }
   SECTION("ReLU², no biases, top-2, dropless, bias balance") {
     check_block({"moe.top_k=2", "moe.capacity_factor=0", "moe.balance=bias", "model.activation=relu2",
                  "model.bias=false"},
-                1502, false);
+                1502, false, fused);
   }
   SECTION("top-1, capacity 1.0, aux balance") {
-    check_block({"moe.top_k=1", "moe.capacity_factor=1.0", "model.activation=gelu"}, 1503, true);
+    check_block({"moe.top_k=1", "moe.capacity_factor=1.0", "model.activation=gelu"}, 1503, true, fused);
   }
 }
 

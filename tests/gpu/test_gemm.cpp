@@ -1,7 +1,8 @@
 // The cuBLASLt GEMM layer (backend/cuda/gemm.hpp) against float64 loops on the same bf16 inputs:
 // every transpose combination, alpha/beta, fp32 and bf16 outputs, bias and bias+GELU epilogues
 // (also storing the pre-activation, and the GELU-gradient epilogue),
-// strided batches (as Newton-Schulz uses them), a bf16 residual scaled by beta (separate input or
+// strided batches (as Newton-Schulz uses them, and with per-batch biases and GELU aux as the MoE
+// experts use them), a bf16 residual scaled by beta (separate input or
 // in place), the linear layer against cpu::matmul_fwd/bwd,
 // the per-shape plan cache, and autotuning (in-place accumulation survives the trials).
 // Tolerances: fp32 output 5e-4 (fp32 accumulation on the tensor cores over K <= 256);
@@ -128,6 +129,78 @@ TEST_CASE("gpu gemm: GELU with the pre-activation in aux, and the GELU-gradient 
   runner.gemm(d);
   stream.synchronize();
   CHECK(rel_diff(download(dC), dref) < kTolBf16);
+}
+
+TEST_CASE("gpu gemm: strided batches with per-batch bias, GELU aux, GELU-gradient and bias-gradient epilogues",
+          "[gpu][gemm]") {
+  // The expert GEMMs of an MoE block: batch e multiplies its own rows by its own weights and adds
+  // its own bias (stride_bias), keeping its pre-activation at aux + e·stride_aux; the backward's
+  // dX GEMM multiplies by gelu'(aux) of its own batch, its dW GEMM yields each batch's bias
+  // gradient. Random inputs; bf16 outputs kTolBf16, fp32 outputs kTolGemmF32.
+  const uint64_t seed = 917;
+  CAPTURE(seed);
+  Rng rng(seed);
+  cuda::Stream stream;
+  cuda::GemmRunner runner(stream.get());
+  const int batch = 5, M = 40, N = 48, K = 64, Pn = 32;  // rows per batch, out width, in width
+  const Vec A = round_bf16(randn(rng, int64_t(batch) * M * K)), W = round_bf16(randn(rng, int64_t(batch) * N * K, 0.2));
+  const Vec bias = round_bf16(randn(rng, int64_t(batch) * N));
+  auto dA = upload_bf16(A), dW = upload_bf16(W), dbias = upload_bf16(bias);
+  cuda::DeviceBuffer<bf16> dC(size_t(batch) * M * N), dpre(size_t(batch) * M * N), dO(size_t(batch) * M * N);
+  cuda::GemmArgs g;
+  g.M = M, g.N = N, g.K = K, g.A = dA.data(), g.B = dW.data(), g.trans_b = true, g.C = dC.data();
+  g.out_type = cuda::OutType::BF16, g.batch = batch;
+  g.stride_a = int64_t(M) * K, g.stride_b = int64_t(N) * K, g.stride_c = int64_t(M) * N;
+  g.epilogue = cuda::Epilogue::BiasGeluAux, g.bias = dbias.data(), g.stride_bias = N;
+  g.aux = dpre.data(), g.stride_aux = int64_t(M) * N;
+  REQUIRE(runner.supports(g));
+  runner.gemm(g);
+  cuda::GemmArgs b = g;  // the bias alone, into another output
+  b.C = dO.data(), b.epilogue = cuda::Epilogue::Bias, b.aux = nullptr, b.stride_aux = 0;
+  REQUIRE(runner.supports(b));
+  runner.gemm(b);
+  stream.synchronize();
+  const Vec act = download(dC), pre_gpu = download(dpre), lin = download(dO);
+  const Vec D = round_bf16(randn(rng, int64_t(batch) * M * Pn)), W2 = round_bf16(randn(rng, int64_t(batch) * Pn * N, 0.2));
+  auto dD = upload_bf16(D), dW2 = upload_bf16(W2);
+  cuda::GemmArgs d;  // dpre[b] = (D[b]·W2[b]) ∘ gelu'(pre[b])
+  d.M = M, d.N = N, d.K = Pn, d.A = dD.data(), d.B = dW2.data(), d.C = dC.data(), d.out_type = cuda::OutType::BF16;
+  d.batch = batch, d.stride_a = int64_t(M) * Pn, d.stride_b = int64_t(Pn) * N, d.stride_c = int64_t(M) * N;
+  d.epilogue = cuda::Epilogue::DGelu, d.aux = dpre.data(), d.stride_aux = int64_t(M) * N;
+  REQUIRE(runner.supports(d));
+  runner.gemm(d);
+  // The dW GEMM dW[b] = D[b]^T·A[b] (fp32) with each batch's bias gradient Σ_rows D[b] on the way.
+  cuda::DeviceBuffer<float> dWg(size_t(batch) * Pn * K), dbg(size_t(batch) * Pn);
+  cuda::GemmArgs w;
+  w.M = Pn, w.N = K, w.K = M, w.A = dD.data(), w.trans_a = true, w.B = dA.data(), w.C = dWg.data();
+  w.batch = batch, w.stride_a = int64_t(M) * Pn, w.stride_b = int64_t(M) * K, w.stride_c = int64_t(Pn) * K;
+  w.epilogue = cuda::Epilogue::BiasGradA, w.bias_grad = dbg.data(), w.stride_bias = Pn;
+  REQUIRE(runner.supports(w));
+  runner.gemm(w);
+  stream.synchronize();
+  const Vec dgrad = download(dC), wgrad = download(dWg), bgrad = download(dbg);
+  for (int e = 0; e < batch; ++e) {
+    CAPTURE(e);
+    auto part = [&](const Vec& v, int64_t n) { return Vec(v.begin() + e * n, v.begin() + (e + 1) * n); };
+    const Vec Ae = part(A, int64_t(M) * K), We = part(W, int64_t(N) * K), be = part(bias, N);
+    Vec pre(size_t(M) * N), ref_act(size_t(M) * N);
+    cpu::matmul_fwd(pre.data(), Ae.data(), We.data(), be.data(), M, K, N);
+    cpu::gelu_fwd(ref_act.data(), pre.data(), int64_t(pre.size()));
+    CHECK(rel_diff(part(pre_gpu, int64_t(M) * N), pre) < kTolBf16);
+    CHECK(rel_diff(part(lin, int64_t(M) * N), pre) < kTolBf16);
+    CHECK(rel_diff(part(act, int64_t(M) * N), ref_act) < kTolBf16);
+    const Vec prod = ref_gemm(part(D, int64_t(M) * Pn), false, part(W2, int64_t(Pn) * N), false, {}, M, N, Pn, 1.0, 0.0);
+    Vec dref(prod.size());
+    const Vec pre_e = part(pre_gpu, int64_t(M) * N);
+    cpu::gelu_bwd(dref.data(), prod.data(), pre_e.data(), int64_t(prod.size()));
+    CHECK(rel_diff(part(dgrad, int64_t(M) * N), dref) < kTolBf16);
+    const Vec De = part(D, int64_t(M) * Pn);
+    CHECK(rel_diff(part(wgrad, int64_t(Pn) * K), ref_gemm(De, true, Ae, false, {}, Pn, K, M, 1.0, 0.0)) < kTolGemmF32);
+    Vec bref(size_t(Pn), 0.0);
+    for (int r = 0; r < M; ++r)
+      for (int p = 0; p < Pn; ++p) bref[size_t(p)] += De[size_t(r) * Pn + p];
+    CHECK(rel_diff(part(bgrad, Pn), bref) < kTolGemmF32);
+  }
 }
 
 TEST_CASE("gpu gemm: strided batches, X·X^T as in Newton-Schulz", "[gpu][gemm]") {

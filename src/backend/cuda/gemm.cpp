@@ -69,9 +69,27 @@ GemmRunner::~GemmRunner() {
   if (handle_) (void)cublasLtDestroy(handle_);
 }
 
+GemmRunner::Key GemmRunner::key_of(const GemmArgs& g) {
+  return Key{g.M, g.N, g.K, g.trans_a, g.trans_b, int(g.in_type), int(g.out_type), int(g.epilogue), g.batch,
+             g.stride_a, g.stride_b, g.stride_c, g.beta != 0.f, g.lda, g.ldb, g.ldc,
+             g.batch > 1 ? g.stride_bias : 0, g.batch > 1 ? g.stride_aux : 0};
+}
+
+bool GemmRunner::supports(const GemmArgs& g) {
+  const Key key = key_of(g);
+  if (plans_.count(key)) return true;
+  if (unsupported_.count(key)) return false;
+  try {
+    plan_for(g);
+    return true;
+  } catch (const std::exception&) {
+    unsupported_[key] = true;
+    return false;
+  }
+}
+
 GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
-  const Key key{g.M, g.N, g.K, g.trans_a, g.trans_b, int(g.in_type), int(g.out_type), int(g.epilogue), g.batch,
-                g.stride_a, g.stride_b, g.stride_c, g.beta != 0.f, g.lda, g.ldb, g.ldc};
+  const Key key = key_of(g);
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
 
@@ -104,12 +122,18 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
       g.epilogue == Epilogue::BiasGradA) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                 &out, sizeof(out)));
+    if (g.batch > 1 && g.stride_bias != 0)
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &g.stride_bias,
+                                                  sizeof(g.stride_bias)));
   }
   if (has_aux(g.epilogue)) {  // aux is laid out as the output: column-major [N, M], leading dim N
     const int64_t ld = g.N;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &out,
                                                 sizeof(out)));
+    if (g.batch > 1)
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE,
+                                                  &g.stride_aux, sizeof(g.stride_aux)));
   }
   // The stored shapes, column-major: first operand (our B) and second (our A).
   plan->a = g.trans_b ? make_layout(in, g.K, g.N, g.batch, g.stride_b, g.ldb)
@@ -211,11 +235,17 @@ void GemmRunner::gemm(const GemmArgs& g) {
   const bool has_bias =
       g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux;
   PG_CHECK(!has_bias || g.bias != nullptr, "gemm: bias epilogue without a bias");
-  PG_CHECK(!has_aux(g.epilogue) || (g.aux != nullptr && aligned16(g.aux) && g.batch == 1 && g.N % 8 == 0),
-           "gemm: GELU aux epilogue needs a 16-byte aligned aux, one batch and N % 8 == 0");
+  PG_CHECK(!has_aux(g.epilogue) || (g.aux != nullptr && aligned16(g.aux) && g.N % 8 == 0 &&
+                                     (g.batch == 1 || (g.stride_aux >= int64_t(g.M) * g.N && g.stride_aux % 8 == 0))),
+           "gemm: GELU aux epilogue needs a 16-byte aligned aux, N % 8 == 0 and, with batches, an aux stride of at "
+           "least M·N that is a multiple of 8");
+  PG_CHECK(!has_bias || g.batch == 1 || g.stride_bias == 0 || (g.stride_bias >= g.N && g.stride_bias % 8 == 0),
+           "gemm: a per-batch bias needs a stride of at least N that is a multiple of 8");
   PG_CHECK(g.epilogue != Epilogue::BiasGradA ||
-               (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.batch == 1 && g.out_type == OutType::F32),
-           "gemm: BiasGradA needs a 16-byte aligned bias_grad, one batch and fp32 output");
+               (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.out_type == OutType::F32 &&
+                (g.batch == 1 || (g.stride_bias >= g.M && g.stride_bias % 8 == 0))),
+           "gemm: BiasGradA needs a 16-byte aligned bias_grad, fp32 output and, with batches, a bias stride of at "
+           "least M that is a multiple of 8");
   Plan& plan = plan_for(g);
   set_pointers(plan, g);
   run(plan, plan.algo, g);

@@ -1,6 +1,7 @@
 // The GEMM layer of the CUDA backend, over cuBLASLt: bf16 operands (fp16 and fp32 too, by
 // in_type: Newton-Schulz, the spectral ops), fp32 accumulation, fp32 or bf16 output (fp16 with fp16 operands), optional bias (+GELU, with or without the pre-activation kept), GELU-gradient and
-// bias-gradient epilogues, strided batches.
+// bias-gradient epilogues, strided batches (whose epilogues may take a bias, an aux and a bias
+// gradient per batch: the MoE expert GEMMs).
 //
 // Convention: ROW-MAJOR, as everywhere in polargpt.
 //   C[M,N] = alpha · op(A) · op(B) (+ bias[N]) (-> gelu) + beta · C        for each batch b
@@ -60,11 +61,14 @@ struct GemmArgs {
   float alpha = 1.f, beta = 0.f;
   Epilogue epilogue = Epilogue::None;
   const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
-  void* aux = nullptr;         // [M,N] row-major, of the output's type, with *GeluAux / DGelu; one batch
-  float* bias_grad = nullptr;  // [M], with BiasGradA; one batch
-  // Strided batches: matrix b of each operand starts at ptr + b·stride (elements).
+  void* aux = nullptr;         // [M,N] row-major, of the output's type, with *GeluAux / DGelu
+  float* bias_grad = nullptr;  // [M], with BiasGradA (batch b's at bias_grad + b·stride_bias)
+  // Strided batches: matrix b of each operand starts at ptr + b·stride (elements); with batches,
+  // batch b's bias (or bias gradient) starts at bias + b·stride_bias (0: one bias shared by all;
+  // must be set for a bias gradient) and its aux at
+  // aux + b·stride_aux (a multiple of 8; must be set when batch > 1 and the epilogue has an aux).
   int batch = 1;
-  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0, stride_bias = 0, stride_aux = 0;
   // Row strides (elements) of the stored row-major A, B, C (C_in alike); 0 = packed (the stored
   // width). Set for sub-blocks of larger matrices (Newton-Schulz's symmetric products).
   int lda = 0, ldb = 0, ldc = 0;
@@ -78,6 +82,11 @@ class GemmRunner {
   GemmRunner& operator=(const GemmRunner&) = delete;
 
   void gemm(const GemmArgs& args);
+  // Whether cuBLASLt has an algorithm for this shape and epilogue: plans it (cached; with
+  // autotuning, timed on the call's operands, so pass the ones gemm() will get) when it has;
+  // remembers the shapes it has not. For the epilogues of strided batches, which not every
+  // cuBLASLt version can fuse.
+  bool supports(const GemmArgs& args);
   cudaStream_t stream() const { return stream_; }
   size_t cached_plans() const { return plans_.size(); }
   // Autotuning, off by default: the first call of each shape then runs each of the heuristic's
@@ -90,7 +99,9 @@ class GemmRunner {
 
  private:
   struct Plan;
-  using Key = std::tuple<int, int, int, bool, bool, int, int, int, int, int64_t, int64_t, int64_t, bool, int, int, int>;
+  using Key = std::tuple<int, int, int, bool, bool, int, int, int, int, int64_t, int64_t, int64_t, bool, int, int, int,
+                         int64_t, int64_t>;
+  static Key key_of(const GemmArgs& a);
   Plan& plan_for(const GemmArgs& a);
   void set_pointers(Plan& plan, const GemmArgs& g);
   void run(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const GemmArgs& g);
@@ -101,6 +112,7 @@ class GemmRunner {
   DeviceBuffer<std::byte> workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
   bool autotune_ = false;
+  std::map<Key, bool> unsupported_;
 };
 
 }  // namespace pg::cuda
