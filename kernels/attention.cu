@@ -50,9 +50,10 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // A forward block: NW warps of MA m16 atoms (16·MA query rows each; the MA atoms share every k
 // and v fragment read from shared memory), walking key tiles of KT keys.
-template <int HS_, int MA_, int NW_, int KT_, int MB_ = 1>
+template <int HS_, int MA_, int NW_, int KT_, int MB_ = 1, bool QS_ = false>
 struct FwdTiling {
   static constexpr int HS = HS_, MA = MA_, NW = NW_, KT = KT_, MB = MB_;
+  static constexpr bool QS = QS_;  // q fragments re-read from shared memory for every key tile
   static constexpr int kThreads = 32 * NW, kRows = 16 * MA * NW;
 };
 
@@ -87,7 +88,7 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_fwd_kernel(
   // Per atom mi: rows wrow0 + 16·mi + g (r = 0) and + 8 (r = 1).
   float o[kMA][HS / 8][4] = {};
   float row_max[kMA][2], row_sum[kMA][2] = {};
-  uint32_t qf[kMA][HS / 16][4];
+  uint32_t qf[F::QS ? 1 : kMA][F::QS ? 1 : HS / 16][4];
 #pragma unroll
   for (int mi = 0; mi < kMA; ++mi) row_max[mi][0] = row_max[mi][1] = -INFINITY;
 
@@ -100,12 +101,12 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_fwd_kernel(
       load_tile<KT, HS, kNT>(sm.v[(j + 1) & 1], v + head0 + n1 * qkv_stride, qkv_stride, T - n1);
     }
     cp_async_commit();
-    if (j == 0) {
+    if (!F::QS && j == 0) {
 #pragma unroll
       for (int mi = 0; mi < kMA; ++mi)
 #pragma unroll
         for (int kk = 0; kk < HS / 16; ++kk)
-          load_a<HS>(qf[mi][kk], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
+          load_a<HS>(qf[F::QS ? 0 : mi][F::QS ? 0 : kk], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
     }
     const int n0 = j * KT;
     if (n0 > wrow0 + 16 * kMA - 1) continue;  // every key of the tile is after this warp's rows
@@ -116,13 +117,22 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_fwd_kernel(
     float s[kMA][KT / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
+      uint32_t qs[F::QS ? kMA : 1][4];
+      if constexpr (F::QS) {
+#pragma unroll
+        for (int mi = 0; mi < kMA; ++mi)
+          load_a<HS>(qs[mi], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
+      }
 #pragma unroll
       for (int np = 0; np < KT / 16; ++np) {
         uint32_t bfr[4];
         load_b_nk<HS>(bfr, sk, np * 16, kk * 16);
 #pragma unroll
         for (int mi = 0; mi < kMA; ++mi) {
-          mma2(s[mi][2 * np], s[mi][2 * np + 1], qf[mi][kk], bfr);
+          if constexpr (F::QS)
+            mma2(s[mi][2 * np], s[mi][2 * np + 1], qs[mi], bfr);
+          else
+            mma2(s[mi][2 * np], s[mi][2 * np + 1], qf[mi][kk], bfr);
         }
       }
     }
@@ -270,9 +280,11 @@ __global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __re
 // A backward block: NW warps of KA m16 atoms (16·KA keys each; the KA atoms share every q and
 // dout fragment read from shared memory), a key tile of KT = 16·KA·NW keys, walking query tiles
 // of BM rows.
-template <int HS_, int BM_, int NW_, int KA_, int MB_ = 1>
+template <int HS_, int BM_, int NW_, int KA_, int MB_ = 1, bool PK_ = false, bool HK_ = false,
+          int DG_ = 0>
 struct BwdTiling {
-  static constexpr int HS = HS_, BM = BM_, NW = NW_, KA = KA_, MB = MB_;
+  static constexpr int HS = HS_, BM = BM_, NW = NW_, KA = KA_, MB = MB_, DG = DG_;
+  static constexpr bool PK = PK_, HK = HK_;
   static constexpr int kThreads = 32 * NW, KT = 16 * KA * NW;
   // dq = dS·k over the BM × HS tile: warp (wm, wn) takes rows 16·wm.. and kDqCols columns.
   static constexpr int kWarpsM = BM / 16, kWarpsN = NW / kWarpsM, kDqCols = HS / kWarpsN;
@@ -342,6 +354,7 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
   cp_async_commit();
 
   float dk_acc[KA][HS / 8][4] = {}, dv_acc[KA][HS / 8][4] = {};
+  uint32_t kh[F::HK ? KA : 1][F::HK ? HS / 16 : 1][4], vh[F::HK ? KA : 1][F::HK ? HS / 16 : 1][4];
 
   for (int i = i_first; i < n_qtiles; ++i) {
     const int buf = (i - i_first) & 1;
@@ -352,49 +365,116 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
     const bf16* sq = sm.q[buf];
     const bf16* sdo = sm.dout[buf];
     const int m0 = i * BM;
+    if constexpr (F::HK) {
+      if (i == i_first) {
+#pragma unroll
+        for (int a = 0; a < KA; ++a)
+#pragma unroll
+          for (int kk = 0; kk < HS / 16; ++kk) {
+            load_a<HS>(kh[a][kk], sm.k, wkey0 + 16 * a, kk * 16);
+            load_a<HS>(vh[a][kk], sm.v, wkey0 + 16 * a, kk * 16);
+          }
+      }
+    }
 
     // A warp whose keys all come after every query of the tile has P = dS = 0: it skips the
     // tile, and the dq product below skips its rows of dSᵀ (left stale) for the same reason.
     if (key_w0 <= m0 + BM - 1) {
       // Sᵀ = k·qᵀ (16·KA keys × BM queries per warp) and dPᵀ = v·doutᵀ.
-      float st[KA][BM / 8][4] = {}, dpt[KA][BM / 8][4] = {};
+      uint32_t pa[KA][BM / 16][4];  // Pᵀ as bf16 A fragments
+      float dpt[KA][BM / 8][4] = {};
+      {
+        float st[KA][BM / 8][4] = {};
 #pragma unroll
-      for (int kk = 0; kk < HS / 16; ++kk) {
-        uint32_t ka[KA][4], va[KA][4];
-#pragma unroll
-        for (int a = 0; a < KA; ++a) {
-          load_a<HS>(ka[a], sm.k, wkey0 + 16 * a, kk * 16);
-          load_a<HS>(va[a], sm.v, wkey0 + 16 * a, kk * 16);
-        }
-#pragma unroll
-        for (int np = 0; np < BM / 16; ++np) {
-          uint32_t bq[4], bd[4];
-          load_b_nk<HS>(bq, sq, np * 16, kk * 16);
-          load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
+        for (int kk = 0; kk < HS / 16; ++kk) {
+          uint32_t ka[KA][4], va[KA][4];
 #pragma unroll
           for (int a = 0; a < KA; ++a) {
-            mma2(st[a][2 * np], st[a][2 * np + 1], ka[a], bq);
-            mma2(dpt[a][2 * np], dpt[a][2 * np + 1], va[a], bd);
+            if constexpr (F::HK) {
+#pragma unroll
+              for (int x = 0; x < 4; ++x) ka[a][x] = kh[a][kk][x];
+            } else {
+              load_a<HS>(ka[a], sm.k, wkey0 + 16 * a, kk * 16);
+            }
+            if constexpr (!F::PK) {
+              if constexpr (F::HK) {
+#pragma unroll
+                for (int x = 0; x < 4; ++x) va[a][x] = vh[a][kk][x];
+              } else {
+                load_a<HS>(va[a], sm.v, wkey0 + 16 * a, kk * 16);
+              }
+            }
+          }
+#pragma unroll
+          for (int np = 0; np < BM / 16; ++np) {
+            uint32_t bq[4], bd[4];
+            load_b_nk<HS>(bq, sq, np * 16, kk * 16);
+            if constexpr (!F::PK) load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
+#pragma unroll
+            for (int a = 0; a < KA; ++a) {
+              mma2(st[a][2 * np], st[a][2 * np + 1], ka[a], bq);
+              if constexpr (!F::PK) mma2(dpt[a][2 * np], dpt[a][2 * np + 1], va[a], bd);
+            }
           }
         }
-      }
 
-      // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query; dSᵀ = Pᵀ ∘ (dPᵀ - D).
+        // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query; dSᵀ = Pᵀ ∘ (dPᵀ - D).
 #pragma unroll
-      for (int a = 0; a < KA; ++a) {
-        const int key_a0 = key_w0 + 16 * a;
-        const bool diag = key_a0 + 15 > m0;
+        for (int a = 0; a < KA; ++a) {
+          const int key_a0 = key_w0 + 16 * a;
+          const bool diag = key_a0 + 15 > m0;
 #pragma unroll
-        for (int nt = 0; nt < BM / 8; ++nt) {
-          const float2 lse2 = *reinterpret_cast<const float2*>(&sm.lse2[buf][nt * 8 + 2 * c]);
-          const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
+          for (int nt = 0; nt < BM / 8; ++nt) {
+            const float2 lse2 = *reinterpret_cast<const float2*>(&sm.lse2[buf][nt * 8 + 2 * c]);
+            const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int qcol = nt * 8 + 2 * c + (e & 1);
-            float p = ex2(fmaf(st[a][nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x)));
-            if (diag && key_a0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
-            st[a][nt][e] = p;
-            dpt[a][nt][e] = p * (dpt[a][nt][e] - ((e & 1) ? Dq.y : Dq.x));
+            for (int e = 0; e < 4; ++e) {
+              const int qcol = nt * 8 + 2 * c + (e & 1);
+              const float x = fmaf(st[a][nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x));
+              float p = (F::DG & 4) ? x : ex2(x);
+              if (diag && key_a0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
+              st[a][nt][e] = p;
+              if constexpr (!F::PK) dpt[a][nt][e] = p * (dpt[a][nt][e] - ((e & 1) ? Dq.y : Dq.x));
+            }
+          }
+#pragma unroll
+          for (int kk = 0; kk < BM / 16; ++kk) acc_to_a(pa[a][kk], st[a][2 * kk], st[a][2 * kk + 1]);
+        }
+      }
+      if constexpr (F::PK) {
+        // dPᵀ after Pᵀ is packed to bf16 (half the registers of fp32 Sᵀ), and dSᵀ from that Pᵀ.
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; ++kk) {
+          uint32_t va[KA][4];
+#pragma unroll
+          for (int a = 0; a < KA; ++a) {
+            if constexpr (F::HK) {
+#pragma unroll
+              for (int x = 0; x < 4; ++x) va[a][x] = vh[a][kk][x];
+            } else {
+              load_a<HS>(va[a], sm.v, wkey0 + 16 * a, kk * 16);
+            }
+          }
+#pragma unroll
+          for (int np = 0; np < BM / 16; ++np) {
+            uint32_t bd[4];
+            load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
+#pragma unroll
+            for (int a = 0; a < KA; ++a) mma2(dpt[a][2 * np], dpt[a][2 * np + 1], va[a], bd);
+          }
+        }
+#pragma unroll
+        for (int a = 0; a < KA; ++a) {
+#pragma unroll
+          for (int nt = 0; nt < BM / 8; ++nt) {
+            const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {  // C rows g (r = 0) and g + 8: A register (nt&1)·2 + r
+              const float2 p = __bfloat1622float2(
+                  *reinterpret_cast<const __nv_bfloat162*>(&pa[a][nt >> 1][(nt & 1) * 2 + r]));
+              dpt[a][nt][2 * r] = p.x * (dpt[a][nt][2 * r] - Dq.x);
+              dpt[a][nt][2 * r + 1] = p.y * (dpt[a][nt][2 * r + 1] - Dq.y);
+            }
           }
         }
       }
@@ -403,12 +483,9 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
       // dq.
 #pragma unroll
       for (int kk = 0; kk < BM / 16; ++kk) {
-        uint32_t pa[KA][4], dsa[KA][4];
+        uint32_t dsa[KA][4];
 #pragma unroll
-        for (int a = 0; a < KA; ++a) {
-          acc_to_a(pa[a], st[a][2 * kk], st[a][2 * kk + 1]);
-          acc_to_a(dsa[a], dpt[a][2 * kk], dpt[a][2 * kk + 1]);
-        }
+        for (int a = 0; a < KA; ++a) acc_to_a(dsa[a], dpt[a][2 * kk], dpt[a][2 * kk + 1]);
 #pragma unroll
         for (int dp = 0; dp < HS / 16; ++dp) {
           uint32_t bd[4], bq[4];
@@ -416,7 +493,7 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
           load_b_kn<HS>(bq, sq, kk * 16, dp * 16);
 #pragma unroll
           for (int a = 0; a < KA; ++a) {
-            mma2(dv_acc[a][2 * dp], dv_acc[a][2 * dp + 1], pa[a], bd);
+            mma2(dv_acc[a][2 * dp], dv_acc[a][2 * dp + 1], pa[a][kk], bd);
             mma2(dk_acc[a][2 * dp], dk_acc[a][2 * dp + 1], dsa[a], bq);
           }
         }
@@ -436,6 +513,7 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
     __syncthreads();
 
     // dq[m0.., :] += dS·k: warp (wm, wn) takes query rows 16·wm.. and head columns kDqCols·wn..
+    if constexpr ((F::DG & 2) != 0) continue;
     const int wm = warp % F::kWarpsM, wn = warp / F::kWarpsM;
     float dq_part[F::kDqCols / 8][4] = {};
 #pragma unroll
@@ -450,7 +528,7 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
         mma2(dq_part[2 * dp], dq_part[2 * dp + 1], a, bk);
       }
     }
-    if (n0 > m0 + wm * 16 + 15) continue;  // nothing was added
+    if (n0 > m0 + wm * 16 + 15 || (F::DG & 1)) continue;  // nothing was added
     float* dq_tile = dq_acc + (int64_t(b) * T * NH + h) * HS + wn * F::kDqCols;
 #pragma unroll
     for (int dt = 0; dt < F::kDqCols / 8; ++dt)
@@ -539,6 +617,10 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   static const int t = tuning("POLARGPT_ATTN_FWD");
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
   if (d.hs == 64) switch (t) {
+    case 8: case 12: case 13: case 14: launch_fwd<FwdTiling<64, 2, 4, 64, 1, true>>(out, lse, q, k, v, d, stream); break;
+    case 9: launch_fwd<FwdTiling<64, 2, 4, 128, 1, true>>(out, lse, q, k, v, d, stream); break;
+    case 10: launch_fwd<FwdTiling<64, 2, 4, 32, 1, true>>(out, lse, q, k, v, d, stream); break;
+    case 11: launch_fwd<FwdTiling<64, 1, 8, 128, 1, true>>(out, lse, q, k, v, d, stream); break;
     case 1: launch_fwd<FwdTiling<64, 1, 8, 64>>(out, lse, q, k, v, d, stream); break;
     case 2: launch_fwd<FwdTiling<64, 1, 8, 128>>(out, lse, q, k, v, d, stream); break;
     case 3: launch_fwd<FwdTiling<64, 2, 4, 32>>(out, lse, q, k, v, d, stream); break;
@@ -549,6 +631,10 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
     default: launch_fwd<FwdTiling<64, 2, 4, 64>>(out, lse, q, k, v, d, stream);
   }
   if (d.hs == 128) switch (t) {
+    case 8: launch_fwd<FwdTiling<128, 1, 4, 64, 1, true>>(out, lse, q, k, v, d, stream); break;
+    case 9: launch_fwd<FwdTiling<128, 1, 8, 64, 1, true>>(out, lse, q, k, v, d, stream); break;
+    case 10: launch_fwd<FwdTiling<128, 2, 4, 32, 1, true>>(out, lse, q, k, v, d, stream); break;
+    case 11: launch_fwd<FwdTiling<128, 1, 8, 32, 1, true>>(out, lse, q, k, v, d, stream); break;
     case 1: launch_fwd<FwdTiling<128, 1, 8, 64>>(out, lse, q, k, v, d, stream); break;
     case 2: launch_fwd<FwdTiling<128, 1, 8, 32>>(out, lse, q, k, v, d, stream); break;
     case 3: launch_fwd<FwdTiling<128, 1, 8, 32, 2>>(out, lse, q, k, v, d, stream); break;
@@ -582,6 +668,13 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
     if (t % 2 == 1) PG_BWD(32, 64, 8, 1);
   }
   if (d.hs == 64) switch (t) {
+    case 8: PG_BWD(64, 32, 4, 2, 1, true); break;
+    case 9: PG_BWD(64, 64, 8, 1, 1, true, true); break;
+    case 10: PG_BWD(64, 64, 4, 1, 1, true, true); break;
+    case 11: PG_BWD(64, 64, 4, 2, 1, true); break;
+    case 12: PG_BWD(64, 32, 4, 2, 1, false, false, 1); break;
+    case 13: PG_BWD(64, 32, 4, 2, 1, false, false, 2); break;
+    case 14: PG_BWD(64, 32, 4, 2, 1, false, false, 4); break;
     case 1: PG_BWD(64, 64, 8, 1); break;
     case 2: PG_BWD(64, 32, 4, 2); break;
     case 3: PG_BWD(64, 32, 8, 1); break;
@@ -592,6 +685,10 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
     default: PG_BWD(64, 64, 4, 1);
   }
   if (d.hs == 128) switch (t) {
+    case 8: PG_BWD(128, 32, 4, 1, 1, true); break;
+    case 9: PG_BWD(128, 32, 8, 1, 1, true); break;
+    case 10: PG_BWD(128, 32, 8, 1, 1, true, true); break;
+    case 11: PG_BWD(128, 64, 4, 1, 1, true); break;
     case 1: case 3: case 5: PG_BWD(128, 32, 8, 1); break;
     case 2: PG_BWD(128, 64, 8, 1); break;
     default: PG_BWD(128, 32, 4, 1);

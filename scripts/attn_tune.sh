@@ -4,6 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu_build.sh
 VARIANTS=${VARIANTS:-0 1 2 3 4 5 6 7}
+BENCH_VARIANTS=${BENCH_VARIANTS:-$VARIANTS}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt"
 t0=$SECONDS
 gpu_build attn polargpt_gpu_tests attention_bench
@@ -13,7 +14,7 @@ for v in $VARIANTS; do
   echo "tests v$v rc=$? $(grep -E 'test cases|assertions' "$LOGS/test_v$v.txt" | tr '\n' ' ')"
 done
 echo "tests done $((SECONDS - t0)) s"
-for v in $VARIANTS; do
+for v in $BENCH_VARIANTS; do
   POLARGPT_ATTN_FWD=$v POLARGPT_ATTN_BWD=$v "$BUILD_DIR/attention_bench" "$@" 2>&1 | sed "s/^ours/ours_v$v/" | tee -a "$LOGS/bench.txt"
 done
 PYTHONUNBUFFERED=1 python3 bench/torch_attention.py "$@" 2>&1 | tee -a "$LOGS/bench.txt"
