@@ -27,11 +27,18 @@ if [[ -n ${RACE:-} ]] && command -v compute-sanitizer > /dev/null; then
   done
 fi
 if [[ -n ${NCU:-} ]] && command -v ncu > /dev/null; then
-  for kernel in fwd bwd; do
-    POLARGPT_ATTN_FWD=$NCU POLARGPT_ATTN_BWD=$NCU timeout 40 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
-      --section LaunchStats -k "regex:attention_${kernel}_kernel" -c 1 \
-      "$BUILD_DIR/attention_bench" 16 12 1024 64 > "$LOGS/ncu_$kernel.txt" 2>&1
-    grep -E "Throughput|Duration|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Stall" "$LOGS/ncu_$kernel.txt" | head -n 24
+  for v in $NCU; do
+    POLARGPT_ATTN_FWD=$v POLARGPT_ATTN_BWD=$v timeout 60 ncu --section SpeedOfLight --section WarpStateStats \
+      --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis --print-details all \
+      -k "regex:attention_bwd_kernel" -c 1 "$BUILD_DIR/attention_bench" 16 12 1024 64 > "$LOGS/ncu_bwd_v$v.txt" 2>&1
+    echo "ncu bwd v$v rc=$?"
+    grep -iE "Throughput|Duration|Stall|Bank|Wavefront|Pipe|Issue" "$LOGS/ncu_bwd_v$v.txt" | head -n 60
   done
+  v=${NCU%% *}
+  POLARGPT_ATTN_FWD=$v POLARGPT_ATTN_BWD=$v timeout 40 ncu --metrics \
+smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,smsp__average_warps_issue_stalled_imc_miss_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_branch_resolving_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio \
+      -k "regex:attention_(fwd|bwd)_kernel" -c 2 "$BUILD_DIR/attention_bench" 16 12 1024 64 > "$LOGS/ncu_stalls.txt" 2>&1
+  echo "ncu stalls rc=$?"
+  grep -E "attention_|stalled" "$LOGS/ncu_stalls.txt" | sed -E 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' | head -n 40
 fi
 echo "all done $((SECONDS - t0)) s"
