@@ -10,28 +10,31 @@
 //             D_t = Σ_i dout[t,i]·out[t,i] (= Σ_s P[t,s]·dP[t,s]):
 //               dv = Pᵀ·dout, dP = dout·vᵀ, dS = P ∘ (dP - D), dk = scale·dSᵀ·q, dq = scale·dS·k.
 //             Key tiles are independent (dk, dv stay in registers); dq collects contributions
-//             from every key tile with fp32 atomics into a workspace, then one pass scales and
-//             rounds it.
+//             from every key tile with 16-byte fp32 atomics into a workspace, then one pass
+//             scales and rounds it. Those atomics take a quarter of the backward's time at
+//             GPT-2's shape (bench/RESULTS.md, 2026-12-02); their number falls with the key
+//             tile, hence 128 keys per block for hs = 64 and 128.
 //
-// Kernels (blocks of 128 threads = 4 warps). The grids put the tiles of one (b, h) side by side,
+// Kernels (blocks of 4 warps unless said). The grids put the tiles of one (b, h) side by side,
 // so that its k, v (forward) or q, dout (backward) stay in L2 while they run (ordered the other
 // way, ~400 heads in flight overflowed L2 and doubled the time at B=64), heaviest tile first:
-//   attention_fwd_kernel<HS>   grid (ceil(T/R), B·NH), R = 128 query rows per block (64 for
-//                              hs = 128); block x takes query tile nq-1-x, warp w rows R/4·w..
-//                              (two m16 atoms, one for hs = 128). Shared: q tile, two k and two
-//                              v tiles of 64 keys (cp.async double buffer). Writes out, lse.
+//   attention_fwd_kernel<F>    grid (ceil(T/R), B·NH), R = 16·MA·4 query rows per block (MA = 2
+//                              m16 atoms per warp for hs <= 64, 1 for hs = 128 to fit its
+//                              registers); block x takes query tile nq-1-x, warp w rows
+//                              16·MA·w... Shared: q tile, two k and two v tiles of 64 keys
+//                              (cp.async double buffer). Writes out, lse.
 //   attention_bwd_pre_kernel   one thread per 8 channels of a (token, head): D, and zeroes the
 //                              dq accumulator.
-//   attention_bwd_kernel<HS,BM> grid (ceil(T/64), B·NH); block x takes key tile x, warp w its
-//                              keys 16w..16w+15, and walks query tiles of BM rows (64 for
-//                              hs <= 64, 32 for hs = 128 to keep dk, dv and the tiles in
-//                              registers). Shared: k, v tiles, two q and two dout tiles,
-//                              dSᵀ [64][BM], lse, D.
+//   attention_bwd_kernel<F>    grid (ceil(T/KT), B·NH), KT = 16·KA·NW keys per block of NW
+//                              warps; block x takes key tile x, warp w its keys 16·KA·w.. and
+//                              walks query tiles of BM rows. hs = 64: NW = 4, KA = 2 m16 atoms
+//                              (sharing every q and dout fragment read), BM = 32; hs = 128:
+//                              NW = 8, KA = 1, BM = 64; hs = 32: NW = 4, KA = 1, BM = 64. Shared:
+//                              k, v tiles, two q and two dout tiles, dSᵀ [KT][BM], lse, D.
 //   attention_bwd_dq_kernel    dq = bf16(scale·accumulator), one thread per 8 elements.
 // Pointer layouts are in attention.cuh. Workspace: dq accumulator fp32 [B,T,NH,hs] (contiguous),
 // then D fp32 [B,NH,T].
 #include <cmath>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -50,10 +53,9 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // A forward block: NW warps of MA m16 atoms (16·MA query rows each; the MA atoms share every k
 // and v fragment read from shared memory), walking key tiles of KT keys.
-template <int HS_, int MA_, int NW_, int KT_, int MB_ = 1, bool QS_ = false>
+template <int HS_, int MA_, int NW_, int KT_>
 struct FwdTiling {
-  static constexpr int HS = HS_, MA = MA_, NW = NW_, KT = KT_, MB = MB_;
-  static constexpr bool QS = QS_;  // q fragments re-read from shared memory for every key tile
+  static constexpr int HS = HS_, MA = MA_, NW = NW_, KT = KT_;
   static constexpr int kThreads = 32 * NW, kRows = 16 * MA * NW;
 };
 
@@ -65,7 +67,7 @@ struct FwdSmem {
 };
 
 template <class F>
-__global__ void __launch_bounds__(F::kThreads, F::MB) attention_fwd_kernel(
+__global__ void __launch_bounds__(F::kThreads, 1) attention_fwd_kernel(
     bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
     const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
     int64_t out_stride, float scale_log2) {
@@ -88,7 +90,7 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_fwd_kernel(
   // Per atom mi: rows wrow0 + 16·mi + g (r = 0) and + 8 (r = 1).
   float o[kMA][HS / 8][4] = {};
   float row_max[kMA][2], row_sum[kMA][2] = {};
-  uint32_t qf[F::QS ? 1 : kMA][F::QS ? 1 : HS / 16][4];
+  uint32_t qf[kMA][HS / 16][4];
 #pragma unroll
   for (int mi = 0; mi < kMA; ++mi) row_max[mi][0] = row_max[mi][1] = -INFINITY;
 
@@ -101,12 +103,12 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_fwd_kernel(
       load_tile<KT, HS, kNT>(sm.v[(j + 1) & 1], v + head0 + n1 * qkv_stride, qkv_stride, T - n1);
     }
     cp_async_commit();
-    if (!F::QS && j == 0) {
+    if (j == 0) {
 #pragma unroll
       for (int mi = 0; mi < kMA; ++mi)
 #pragma unroll
         for (int kk = 0; kk < HS / 16; ++kk)
-          load_a<HS>(qf[F::QS ? 0 : mi][F::QS ? 0 : kk], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
+          load_a<HS>(qf[mi][kk], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
     }
     const int n0 = j * KT;
     if (n0 > wrow0 + 16 * kMA - 1) continue;  // every key of the tile is after this warp's rows
@@ -117,22 +119,13 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_fwd_kernel(
     float s[kMA][KT / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
-      uint32_t qs[F::QS ? kMA : 1][4];
-      if constexpr (F::QS) {
-#pragma unroll
-        for (int mi = 0; mi < kMA; ++mi)
-          load_a<HS>(qs[mi], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
-      }
 #pragma unroll
       for (int np = 0; np < KT / 16; ++np) {
         uint32_t bfr[4];
         load_b_nk<HS>(bfr, sk, np * 16, kk * 16);
 #pragma unroll
         for (int mi = 0; mi < kMA; ++mi) {
-          if constexpr (F::QS)
-            mma2(s[mi][2 * np], s[mi][2 * np + 1], qs[mi], bfr);
-          else
-            mma2(s[mi][2 * np], s[mi][2 * np + 1], qf[mi][kk], bfr);
+          mma2(s[mi][2 * np], s[mi][2 * np + 1], qf[mi][kk], bfr);
         }
       }
     }
@@ -280,11 +273,9 @@ __global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __re
 // A backward block: NW warps of KA m16 atoms (16·KA keys each; the KA atoms share every q and
 // dout fragment read from shared memory), a key tile of KT = 16·KA·NW keys, walking query tiles
 // of BM rows.
-template <int HS_, int BM_, int NW_, int KA_, int MB_ = 1, bool PK_ = false, bool HK_ = false,
-          int DG_ = 0>
+template <int HS_, int BM_, int NW_, int KA_>
 struct BwdTiling {
-  static constexpr int HS = HS_, BM = BM_, NW = NW_, KA = KA_, MB = MB_, DG = DG_;
-  static constexpr bool PK = PK_, HK = HK_;
+  static constexpr int HS = HS_, BM = BM_, NW = NW_, KA = KA_;
   static constexpr int kThreads = 32 * NW, KT = 16 * KA * NW;
   // dq = dS·k over the BM × HS tile: warp (wm, wn) takes rows 16·wm.. and kDqCols columns.
   static constexpr int kWarpsM = BM / 16, kWarpsN = NW / kWarpsM, kDqCols = HS / kWarpsN;
@@ -318,7 +309,7 @@ __device__ __forceinline__ void atomic_add_c_tile(float* dst, int64_t row_stride
 }
 
 template <class F>
-__global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
+__global__ void __launch_bounds__(F::kThreads, 1) attention_bwd_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
@@ -354,7 +345,6 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
   cp_async_commit();
 
   float dk_acc[KA][HS / 8][4] = {}, dv_acc[KA][HS / 8][4] = {};
-  uint32_t kh[F::HK ? KA : 1][F::HK ? HS / 16 : 1][4], vh[F::HK ? KA : 1][F::HK ? HS / 16 : 1][4];
 
   for (int i = i_first; i < n_qtiles; ++i) {
     const int buf = (i - i_first) & 1;
@@ -365,17 +355,6 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
     const bf16* sq = sm.q[buf];
     const bf16* sdo = sm.dout[buf];
     const int m0 = i * BM;
-    if constexpr (F::HK) {
-      if (i == i_first) {
-#pragma unroll
-        for (int a = 0; a < KA; ++a)
-#pragma unroll
-          for (int kk = 0; kk < HS / 16; ++kk) {
-            load_a<HS>(kh[a][kk], sm.k, wkey0 + 16 * a, kk * 16);
-            load_a<HS>(vh[a][kk], sm.v, wkey0 + 16 * a, kk * 16);
-          }
-      }
-    }
 
     // A warp whose keys all come after every query of the tile has P = dS = 0: it skips the
     // tile, and the dq product below skips its rows of dSᵀ (left stale) for the same reason.
@@ -390,30 +369,18 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
           uint32_t ka[KA][4], va[KA][4];
 #pragma unroll
           for (int a = 0; a < KA; ++a) {
-            if constexpr (F::HK) {
-#pragma unroll
-              for (int x = 0; x < 4; ++x) ka[a][x] = kh[a][kk][x];
-            } else {
-              load_a<HS>(ka[a], sm.k, wkey0 + 16 * a, kk * 16);
-            }
-            if constexpr (!F::PK) {
-              if constexpr (F::HK) {
-#pragma unroll
-                for (int x = 0; x < 4; ++x) va[a][x] = vh[a][kk][x];
-              } else {
-                load_a<HS>(va[a], sm.v, wkey0 + 16 * a, kk * 16);
-              }
-            }
+            load_a<HS>(ka[a], sm.k, wkey0 + 16 * a, kk * 16);
+            load_a<HS>(va[a], sm.v, wkey0 + 16 * a, kk * 16);
           }
 #pragma unroll
           for (int np = 0; np < BM / 16; ++np) {
             uint32_t bq[4], bd[4];
             load_b_nk<HS>(bq, sq, np * 16, kk * 16);
-            if constexpr (!F::PK) load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
+            load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
 #pragma unroll
             for (int a = 0; a < KA; ++a) {
               mma2(st[a][2 * np], st[a][2 * np + 1], ka[a], bq);
-              if constexpr (!F::PK) mma2(dpt[a][2 * np], dpt[a][2 * np + 1], va[a], bd);
+              mma2(dpt[a][2 * np], dpt[a][2 * np + 1], va[a], bd);
             }
           }
         }
@@ -430,55 +397,17 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const int qcol = nt * 8 + 2 * c + (e & 1);
-              const float x = fmaf(st[a][nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x));
-              float p = (F::DG & 4) ? x : ex2(x);
+              float p = ex2(fmaf(st[a][nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x)));
               if (diag && key_a0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
               st[a][nt][e] = p;
-              if constexpr (!F::PK) dpt[a][nt][e] = p * (dpt[a][nt][e] - ((e & 1) ? Dq.y : Dq.x));
+              dpt[a][nt][e] = p * (dpt[a][nt][e] - ((e & 1) ? Dq.y : Dq.x));
             }
           }
 #pragma unroll
-          for (int kk = 0; kk < BM / 16; ++kk) acc_to_a(pa[a][kk], st[a][2 * kk], st[a][2 * kk + 1]);
+          for (int kk = 0; kk < BM / 16; ++kk)
+            acc_to_a(pa[a][kk], st[a][2 * kk], st[a][2 * kk + 1]);
         }
       }
-      if constexpr (F::PK) {
-        // dPᵀ after Pᵀ is packed to bf16 (half the registers of fp32 Sᵀ), and dSᵀ from that Pᵀ.
-#pragma unroll
-        for (int kk = 0; kk < HS / 16; ++kk) {
-          uint32_t va[KA][4];
-#pragma unroll
-          for (int a = 0; a < KA; ++a) {
-            if constexpr (F::HK) {
-#pragma unroll
-              for (int x = 0; x < 4; ++x) va[a][x] = vh[a][kk][x];
-            } else {
-              load_a<HS>(va[a], sm.v, wkey0 + 16 * a, kk * 16);
-            }
-          }
-#pragma unroll
-          for (int np = 0; np < BM / 16; ++np) {
-            uint32_t bd[4];
-            load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
-#pragma unroll
-            for (int a = 0; a < KA; ++a) mma2(dpt[a][2 * np], dpt[a][2 * np + 1], va[a], bd);
-          }
-        }
-#pragma unroll
-        for (int a = 0; a < KA; ++a) {
-#pragma unroll
-          for (int nt = 0; nt < BM / 8; ++nt) {
-            const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {  // C rows g (r = 0) and g + 8: A register (nt&1)·2 + r
-              const float2 p = __bfloat1622float2(
-                  *reinterpret_cast<const __nv_bfloat162*>(&pa[a][nt >> 1][(nt & 1) * 2 + r]));
-              dpt[a][nt][2 * r] = p.x * (dpt[a][nt][2 * r] - Dq.x);
-              dpt[a][nt][2 * r + 1] = p.y * (dpt[a][nt][2 * r + 1] - Dq.y);
-            }
-          }
-        }
-      }
-
       // dv += Pᵀ·dout and dk += dSᵀ·q (k = the BM queries); dSᵀ also goes to shared memory for
       // dq.
 #pragma unroll
@@ -513,7 +442,6 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
     __syncthreads();
 
     // dq[m0.., :] += dS·k: warp (wm, wn) takes query rows 16·wm.. and head columns kDqCols·wn..
-    if constexpr ((F::DG & 2) != 0) continue;
     const int wm = warp % F::kWarpsM, wn = warp / F::kWarpsM;
     float dq_part[F::kDqCols / 8][4] = {};
 #pragma unroll
@@ -528,7 +456,7 @@ __global__ void __launch_bounds__(F::kThreads, F::MB) attention_bwd_kernel(
         mma2(dq_part[2 * dp], dq_part[2 * dp + 1], a, bk);
       }
     }
-    if (n0 > m0 + wm * 16 + 15 || (F::DG & 1)) continue;  // nothing was added
+    if (n0 > m0 + wm * 16 + 15) continue;  // nothing was added
     float* dq_tile = dq_acc + (int64_t(b) * T * NH + h) * HS + wn * F::kDqCols;
 #pragma unroll
     for (int dt = 0; dt < F::kDqCols / 8; ++dt)
@@ -603,43 +531,14 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   CUDA_CHECK_LAUNCH();
 }
 
-// TUNING (temporary): POLARGPT_ATTN_FWD / POLARGPT_ATTN_BWD pick a tiling per hs.
-int tuning(const char* name) {
-  const char* s = std::getenv(name);
-  return s ? std::atoi(s) : 0;
-}
-
 }  // namespace
 
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                    const AttentionDims& dims, cudaStream_t stream) {
   const AttentionDims d = resolved(dims);
-  static const int t = tuning("POLARGPT_ATTN_FWD");
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64) switch (t) {
-    case 8: case 12: case 13: case 14: launch_fwd<FwdTiling<64, 2, 4, 64, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 9: launch_fwd<FwdTiling<64, 2, 4, 128, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 10: launch_fwd<FwdTiling<64, 2, 4, 32, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 11: launch_fwd<FwdTiling<64, 1, 8, 128, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 1: launch_fwd<FwdTiling<64, 1, 8, 64>>(out, lse, q, k, v, d, stream); break;
-    case 2: launch_fwd<FwdTiling<64, 1, 8, 128>>(out, lse, q, k, v, d, stream); break;
-    case 3: launch_fwd<FwdTiling<64, 2, 4, 32>>(out, lse, q, k, v, d, stream); break;
-    case 4: launch_fwd<FwdTiling<64, 1, 4, 64>>(out, lse, q, k, v, d, stream); break;
-    case 5: launch_fwd<FwdTiling<64, 1, 8, 64, 2>>(out, lse, q, k, v, d, stream); break;
-    case 6: launch_fwd<FwdTiling<64, 1, 4, 64, 4>>(out, lse, q, k, v, d, stream); break;
-    case 7: launch_fwd<FwdTiling<64, 2, 4, 32, 3>>(out, lse, q, k, v, d, stream); break;
-    default: launch_fwd<FwdTiling<64, 2, 4, 64>>(out, lse, q, k, v, d, stream);
-  }
-  if (d.hs == 128) switch (t) {
-    case 8: launch_fwd<FwdTiling<128, 1, 4, 64, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 9: launch_fwd<FwdTiling<128, 1, 8, 64, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 10: launch_fwd<FwdTiling<128, 2, 4, 32, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 11: launch_fwd<FwdTiling<128, 1, 8, 32, 1, true>>(out, lse, q, k, v, d, stream); break;
-    case 1: launch_fwd<FwdTiling<128, 1, 8, 64>>(out, lse, q, k, v, d, stream); break;
-    case 2: launch_fwd<FwdTiling<128, 1, 8, 32>>(out, lse, q, k, v, d, stream); break;
-    case 3: launch_fwd<FwdTiling<128, 1, 8, 32, 2>>(out, lse, q, k, v, d, stream); break;
-    default: launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
-  }
+  if (d.hs == 64) launch_fwd<FwdTiling<64, 2, 4, 64>>(out, lse, q, k, v, d, stream);
+  if (d.hs == 128) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
 }
 
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
@@ -661,39 +560,15 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
       dq_acc, D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
   CUDA_CHECK_LAUNCH();
 
-  static const int t = tuning("POLARGPT_ATTN_BWD");
-#define PG_BWD(...) launch_bwd<BwdTiling<__VA_ARGS__>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream)
-  if (d.hs == 32) {
-    if (t % 2 == 0) PG_BWD(32, 64, 4, 1);
-    if (t % 2 == 1) PG_BWD(32, 64, 8, 1);
-  }
-  if (d.hs == 64) switch (t) {
-    case 8: PG_BWD(64, 32, 4, 2, 1, true); break;
-    case 9: PG_BWD(64, 64, 8, 1, 1, true, true); break;
-    case 10: PG_BWD(64, 64, 4, 1, 1, true, true); break;
-    case 11: PG_BWD(64, 64, 4, 2, 1, true); break;
-    case 12: PG_BWD(64, 32, 4, 2, 1, false, false, 1); break;
-    case 13: PG_BWD(64, 32, 4, 2, 1, false, false, 2); break;
-    case 14: PG_BWD(64, 32, 4, 2, 1, false, false, 4); break;
-    case 1: PG_BWD(64, 64, 8, 1); break;
-    case 2: PG_BWD(64, 32, 4, 2); break;
-    case 3: PG_BWD(64, 32, 8, 1); break;
-    case 4: PG_BWD(64, 32, 8, 2); break;
-    case 5: PG_BWD(64, 32, 4, 1, 3); break;
-    case 6: PG_BWD(64, 32, 8, 1, 2); break;
-    case 7: PG_BWD(64, 64, 4, 1, 2); break;
-    default: PG_BWD(64, 64, 4, 1);
-  }
-  if (d.hs == 128) switch (t) {
-    case 8: PG_BWD(128, 32, 4, 1, 1, true); break;
-    case 9: PG_BWD(128, 32, 8, 1, 1, true); break;
-    case 10: PG_BWD(128, 32, 8, 1, 1, true, true); break;
-    case 11: PG_BWD(128, 64, 4, 1, 1, true); break;
-    case 1: case 3: case 5: PG_BWD(128, 32, 8, 1); break;
-    case 2: PG_BWD(128, 64, 8, 1); break;
-    default: PG_BWD(128, 32, 4, 1);
-  }
-#undef PG_BWD
+  // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 four warps of two atoms
+  // (sharing the q and dout fragments), 32 queries per step to keep dk, dv, Sᵀ and dPᵀ in
+  // registers; for hs = 128 eight warps of one atom, 64 queries per step.
+  if (d.hs == 32)
+    launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64)
+    launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 128)
+    launch_bwd<BwdTiling<128, 64, 8, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
 
   attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
       dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
