@@ -10,23 +10,27 @@
 //             D_t = Σ_i dout[t,i]·out[t,i] (= Σ_s P[t,s]·dP[t,s]):
 //               dv = Pᵀ·dout, dP = dout·vᵀ, dS = P ∘ (dP - D), dk = scale·dSᵀ·q, dq = scale·dS·k.
 //             Key tiles are independent (dk, dv stay in registers); dq collects contributions
-//             from every key tile with fp32 atomics into a workspace, then one pass scales and
-//             rounds it.
+//             from every key tile with 16-byte fp32 atomics into a workspace, then one pass
+//             scales and rounds it. Those atomics take a quarter of the backward's time at
+//             GPT-2's shape (bench/RESULTS.md, 2026-12-02); their number falls with the key
+//             tile, hence 128 keys per block for hs = 64 and 128.
 //
-// Kernels (blocks of 128 threads = 4 warps). The grids put the tiles of one (b, h) side by side,
+// Kernels (blocks of 4 warps unless said). The grids put the tiles of one (b, h) side by side,
 // so that its k, v (forward) or q, dout (backward) stay in L2 while they run (ordered the other
 // way, ~400 heads in flight overflowed L2 and doubled the time at B=64), heaviest tile first:
-//   attention_fwd_kernel<HS>   grid (ceil(T/R), B·NH), R = 128 query rows per block (64 for
-//                              hs = 128); block x takes query tile nq-1-x, warp w rows R/4·w..
-//                              (two m16 atoms, one for hs = 128). Shared: q tile, two k and two
-//                              v tiles of 64 keys (cp.async double buffer). Writes out, lse.
+//   attention_fwd_kernel<F>    grid (ceil(T/R), B·NH), R = 16·MA·4 query rows per block (MA = 2
+//                              m16 atoms per warp for hs <= 64, 1 for hs = 128 to fit its
+//                              registers); block x takes query tile nq-1-x, warp w rows
+//                              16·MA·w... Shared: q tile, two k and two v tiles of 64 keys
+//                              (cp.async double buffer). Writes out, lse.
 //   attention_bwd_pre_kernel   one thread per 8 channels of a (token, head): D, and zeroes the
 //                              dq accumulator.
-//   attention_bwd_kernel<HS,BM> grid (ceil(T/64), B·NH); block x takes key tile x, warp w its
-//                              keys 16w..16w+15, and walks query tiles of BM rows (64 for
-//                              hs <= 64, 32 for hs = 128 to keep dk, dv and the tiles in
-//                              registers). Shared: k, v tiles, two q and two dout tiles,
-//                              dSᵀ [64][BM], lse, D.
+//   attention_bwd_kernel<F>    grid (ceil(T/KT), B·NH), KT = 16·KA·NW keys per block of NW
+//                              warps; block x takes key tile x, warp w its keys 16·KA·w.. and
+//                              walks query tiles of BM rows. hs = 64: NW = 4, KA = 2 m16 atoms
+//                              (sharing every q and dout fragment read), BM = 32; hs = 128:
+//                              NW = 8, KA = 1, BM = 64; hs = 32: NW = 4, KA = 1, BM = 64. Shared:
+//                              k, v tiles, two q and two dout tiles, dSᵀ [KT][BM], lse, D.
 //   attention_bwd_dq_kernel    dq = bf16(scale·accumulator), one thread per 8 elements.
 // Pointer layouts are in attention.cuh. Workspace: dq accumulator fp32 [B,T,NH,hs] (contiguous),
 // then D fp32 [B,NH,T].
@@ -43,49 +47,44 @@ namespace {
 
 using namespace tiles;
 
-constexpr int kThreads = 128;
-constexpr int kTile = 64;  // query rows per forward block; keys per backward block
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- forward ------------------------------------------------------------------------------------
 
-// Query rows per warp: 16·kMA (kMA m16 atoms share every k and v fragment read from shared memory,
-// halving those reads per product); hs = 128 keeps one atom to fit its registers.
-template <int HS>
-__host__ __device__ constexpr int fwd_atoms() {
-  return HS == 128 ? 1 : 2;
-}
-template <int HS>
-__host__ __device__ constexpr int fwd_rows() {
-  return 64 * fwd_atoms<HS>();
-}
-
-template <int HS>
-struct FwdSmem {
-  bf16 q[fwd_rows<HS>() * HS];
-  bf16 k[2][kTile * HS];
-  bf16 v[2][kTile * HS];
+// A forward block: NW warps of MA m16 atoms (16·MA query rows each; the MA atoms share every k
+// and v fragment read from shared memory), walking key tiles of KT keys.
+template <int HS_, int MA_, int NW_, int KT_>
+struct FwdTiling {
+  static constexpr int HS = HS_, MA = MA_, NW = NW_, KT = KT_;
+  static constexpr int kThreads = 32 * NW, kRows = 16 * MA * NW;
 };
 
-template <int HS>
-__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
+template <class F>
+struct FwdSmem {
+  bf16 q[F::kRows * F::HS];
+  bf16 k[2][F::KT * F::HS];
+  bf16 v[2][F::KT * F::HS];
+};
+
+template <class F>
+__global__ void __launch_bounds__(F::kThreads, 1) attention_fwd_kernel(
     bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
     const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
     int64_t out_stride, float scale_log2) {
-  constexpr int kMA = fwd_atoms<HS>(), kRows = fwd_rows<HS>();
+  constexpr int HS = F::HS, kMA = F::MA, KT = F::KT, kRows = F::kRows, kNT = F::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FwdSmem<HS>*>(smem_raw);
+  auto& sm = *reinterpret_cast<FwdSmem<F>*>(smem_raw);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
   const int m0 = qtile * kRows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;  // token 0 of (b, h)
   const int wrow0 = m0 + warp * 16 * kMA;                              // this warp's first row
-  const int n_ktiles = (min(m0 + kRows, T) - 1) / kTile + 1;           // causal: keys <= last row
+  const int n_ktiles = (min(m0 + kRows, T) - 1) / KT + 1;              // causal: keys <= last row
 
-  load_tile<kRows, HS, kThreads>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
-  load_tile<kTile, HS, kThreads>(sm.k[0], k + head0, qkv_stride, T);
-  load_tile<kTile, HS, kThreads>(sm.v[0], v + head0, qkv_stride, T);
+  load_tile<kRows, HS, kNT>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+  load_tile<KT, HS, kNT>(sm.k[0], k + head0, qkv_stride, T);
+  load_tile<KT, HS, kNT>(sm.v[0], v + head0, qkv_stride, T);
   cp_async_commit();
 
   // Per atom mi: rows wrow0 + 16·mi + g (r = 0) and + 8 (r = 1).
@@ -99,11 +98,9 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
     cp_async_wait<0>();
     __syncthreads();  // tile j landed for all; everyone is done reading buffer (j+1)&1
     if (j + 1 < n_ktiles) {
-      const int n1 = (j + 1) * kTile;
-      load_tile<kTile, HS, kThreads>(sm.k[(j + 1) & 1], k + head0 + n1 * qkv_stride, qkv_stride,
-                                     T - n1);
-      load_tile<kTile, HS, kThreads>(sm.v[(j + 1) & 1], v + head0 + n1 * qkv_stride, qkv_stride,
-                                     T - n1);
+      const int n1 = (j + 1) * KT;
+      load_tile<KT, HS, kNT>(sm.k[(j + 1) & 1], k + head0 + n1 * qkv_stride, qkv_stride, T - n1);
+      load_tile<KT, HS, kNT>(sm.v[(j + 1) & 1], v + head0 + n1 * qkv_stride, qkv_stride, T - n1);
     }
     cp_async_commit();
     if (j == 0) {
@@ -113,17 +110,17 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
         for (int kk = 0; kk < HS / 16; ++kk)
           load_a<HS>(qf[mi][kk], sm.q, warp * 16 * kMA + mi * 16, kk * 16);
     }
-    const int n0 = j * kTile;
+    const int n0 = j * KT;
     if (n0 > wrow0 + 16 * kMA - 1) continue;  // every key of the tile is after this warp's rows
     const bf16* sk = sm.k[j & 1];
     const bf16* sv = sm.v[j & 1];
 
-    // S = q·kᵀ for this warp's rows × 64 keys.
-    float s[kMA][kTile / 8][4] = {};
+    // S = q·kᵀ for this warp's rows × KT keys.
+    float s[kMA][KT / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
 #pragma unroll
-      for (int np = 0; np < kTile / 16; ++np) {
+      for (int np = 0; np < KT / 16; ++np) {
         uint32_t bfr[4];
         load_b_nk<HS>(bfr, sk, np * 16, kk * 16);
 #pragma unroll
@@ -137,12 +134,12 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
     // beyond every valid row) and update the running max and sum. The max is taken on the raw
     // scores (scale > 0) and kept in the log2 domain, so p = 2^(s·scale·log2e - m) is one FFMA
     // and one ex2.
-    const bool diag = n0 + kTile - 1 > wrow0;
+    const bool diag = n0 + KT - 1 > wrow0;
 #pragma unroll
     for (int mi = 0; mi < kMA; ++mi) {
       float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int nt = 0; nt < kTile / 8; ++nt) {
+      for (int nt = 0; nt < KT / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           if (diag) {
@@ -172,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
         o[mi][dt][3] *= alpha[1];
       }
 #pragma unroll
-      for (int nt = 0; nt < kTile / 8; ++nt) {
+      for (int nt = 0; nt < KT / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float p = ex2(fmaf(s[mi][nt][e], scale_log2, -sub[e >> 1]));
@@ -184,7 +181,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(
 
     // o += P·v, P taken from the accumulators as A fragments.
 #pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) {
+    for (int kk = 0; kk < KT / 16; ++kk) {
       uint32_t pa[kMA][4];
 #pragma unroll
       for (int mi = 0; mi < kMA; ++mi) acc_to_a(pa[mi], s[mi][2 * kk], s[mi][2 * kk + 1]);
@@ -273,54 +270,81 @@ __global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __re
   *reinterpret_cast<uint4*>(dst) = packed;
 }
 
-template <int HS, int BM>
-struct BwdSmem {
-  bf16 k[kTile * HS];
-  bf16 v[kTile * HS];
-  bf16 q[2][BM * HS];
-  bf16 dout[2][BM * HS];
-  bf16 ds[kTile * BM];  // dSᵀ: [key][query]
-  alignas(16) float lse2[2][BM];  // lse·log2e, +inf for rows >= T (so P = 0 there)
-  alignas(16) float D[2][BM];
+// A backward block: NW warps of KA m16 atoms (16·KA keys each; the KA atoms share every q and
+// dout fragment read from shared memory), a key tile of KT = 16·KA·NW keys, walking query tiles
+// of BM rows.
+template <int HS_, int BM_, int NW_, int KA_>
+struct BwdTiling {
+  static constexpr int HS = HS_, BM = BM_, NW = NW_, KA = KA_;
+  static constexpr int kThreads = 32 * NW, KT = 16 * KA * NW;
+  // dq = dS·k over the BM × HS tile: warp (wm, wn) takes rows 16·wm.. and kDqCols columns.
+  static constexpr int kWarpsM = BM / 16, kWarpsN = NW / kWarpsM, kDqCols = HS / kWarpsN;
+  static_assert(NW % kWarpsM == 0 && kDqCols % 16 == 0, "dq tile split over the warps");
 };
 
-template <int HS, int BM>
-__global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
+template <class F>
+struct BwdSmem {
+  bf16 k[F::KT * F::HS];
+  bf16 v[F::KT * F::HS];
+  bf16 q[2][F::BM * F::HS];
+  bf16 dout[2][F::BM * F::HS];
+  bf16 ds[F::KT * F::BM];  // dSᵀ: [key][query]
+  alignas(16) float lse2[2][F::BM];  // lse·log2e, +inf for rows >= T (so P = 0 there)
+  alignas(16) float D[2][F::BM];
+};
+
+// dst[row][col..] += the fp32 accumulators of one 16×8 C tile (rows row0 + g, row0 + g + 8;
+// columns col0 + 2c, +1) as 16-byte atomics: each lane pair swaps halves so that the even lane
+// holds 4 adjacent columns of row g and the odd lane 4 of row g + 8. Rows >= T are skipped.
+__device__ __forceinline__ void atomic_add_c_tile(float* dst, int64_t row_stride, int row0,
+                                                  int T, const float (&x)[4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const bool odd = c & 1;
+  const float s0 = odd ? x[0] : x[2], s1 = odd ? x[1] : x[3];
+  const float y0 = __shfl_xor_sync(0xffffffffu, s0, 1), y1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+  const int row = row0 + g + (odd ? 8 : 0), col = 2 * (c & ~1);
+  if (row >= T) return;
+  const float4 val = odd ? make_float4(y0, y1, x[2], x[3]) : make_float4(x[0], x[1], y0, y1);
+  atomicAdd(reinterpret_cast<float4*>(dst + int64_t(row) * row_stride + col), val);
+}
+
+template <class F>
+__global__ void __launch_bounds__(F::kThreads, 1) attention_bwd_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
     int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
+  constexpr int HS = F::HS, BM = F::BM, KA = F::KA, KT = F::KT, kNT = F::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<BwdSmem<HS, BM>*>(smem_raw);
+  auto& sm = *reinterpret_cast<BwdSmem<F>*>(smem_raw);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int n0 = int(blockIdx.x) * kTile;
+  const int n0 = int(blockIdx.x) * KT;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
   const int64_t dhead0 = int64_t(b) * T * out_stride + int64_t(h) * HS;
   const float* lse_bh = lse + int64_t(bh) * T;
   const float* D_bh = D + int64_t(bh) * T;
   const int i_first = n0 / BM, n_qtiles = (T + BM - 1) / BM;
-  const int key_w0 = n0 + warp * 16;  // this warp's first key
+  const int wkey0 = warp * 16 * KA;  // this warp's first key within the tile
+  const int key_w0 = n0 + wkey0;
 
   auto load_q_tile = [&](int i, int buf) {
     const int m0 = i * BM;
-    load_tile<BM, HS, kThreads>(sm.q[buf], q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
-    load_tile<BM, HS, kThreads>(sm.dout[buf], dout + dhead0 + m0 * out_stride, out_stride, T - m0);
-    for (int r = threadIdx.x; r < BM; r += kThreads) {
+    load_tile<BM, HS, kNT>(sm.q[buf], q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+    load_tile<BM, HS, kNT>(sm.dout[buf], dout + dhead0 + m0 * out_stride, out_stride, T - m0);
+    for (int r = threadIdx.x; r < BM; r += kNT) {
       const bool valid = m0 + r < T;
       sm.lse2[buf][r] = valid ? lse_bh[m0 + r] * kLog2e : INFINITY;
       sm.D[buf][r] = valid ? D_bh[m0 + r] : 0.f;
     }
   };
 
-  load_tile<kTile, HS, kThreads>(sm.k, k + head0 + n0 * qkv_stride, qkv_stride, T - n0);
-  load_tile<kTile, HS, kThreads>(sm.v, v + head0 + n0 * qkv_stride, qkv_stride, T - n0);
+  load_tile<KT, HS, kNT>(sm.k, k + head0 + n0 * qkv_stride, qkv_stride, T - n0);
+  load_tile<KT, HS, kNT>(sm.v, v + head0 + n0 * qkv_stride, qkv_stride, T - n0);
   load_q_tile(i_first, 0);
   cp_async_commit();
 
-  float dk_acc[HS / 8][4] = {}, dv_acc[HS / 8][4] = {};
-  constexpr int kWarpsM = BM / 16, kWarpsN = 4 / kWarpsM;  // dq tile split over the 4 warps
-  constexpr int kDqCols = HS / kWarpsN;
+  float dk_acc[KA][HS / 8][4] = {}, dv_acc[KA][HS / 8][4] = {};
 
   for (int i = i_first; i < n_qtiles; ++i) {
     const int buf = (i - i_first) & 1;
@@ -332,102 +356,129 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(
     const bf16* sdo = sm.dout[buf];
     const int m0 = i * BM;
 
-    // Sᵀ = k·qᵀ (16 keys × BM queries per warp) and dPᵀ = v·doutᵀ.
-    float st[BM / 8][4] = {}, dpt[BM / 8][4] = {};
+    // A warp whose keys all come after every query of the tile has P = dS = 0: it skips the
+    // tile, and the dq product below skips its rows of dSᵀ (left stale) for the same reason.
+    if (key_w0 <= m0 + BM - 1) {
+      // Sᵀ = k·qᵀ (16·KA keys × BM queries per warp) and dPᵀ = v·doutᵀ.
+      uint32_t pa[KA][BM / 16][4];  // Pᵀ as bf16 A fragments
+      float dpt[KA][BM / 8][4] = {};
+      {
+        float st[KA][BM / 8][4] = {};
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) {
-      uint32_t ka[4], va[4];
-      load_a<HS>(ka, sm.k, warp * 16, kk * 16);
-      load_a<HS>(va, sm.v, warp * 16, kk * 16);
+        for (int kk = 0; kk < HS / 16; ++kk) {
+          uint32_t ka[KA][4], va[KA][4];
 #pragma unroll
-      for (int np = 0; np < BM / 16; ++np) {
-        uint32_t bq[4], bd[4];
-        load_b_nk<HS>(bq, sq, np * 16, kk * 16);
-        load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
-        mma2(st[2 * np], st[2 * np + 1], ka, bq);
-        mma2(dpt[2 * np], dpt[2 * np + 1], va, bd);
-      }
-    }
+          for (int a = 0; a < KA; ++a) {
+            load_a<HS>(ka[a], sm.k, wkey0 + 16 * a, kk * 16);
+            load_a<HS>(va[a], sm.v, wkey0 + 16 * a, kk * 16);
+          }
+#pragma unroll
+          for (int np = 0; np < BM / 16; ++np) {
+            uint32_t bq[4], bd[4];
+            load_b_nk<HS>(bq, sq, np * 16, kk * 16);
+            load_b_nk<HS>(bd, sdo, np * 16, kk * 16);
+#pragma unroll
+            for (int a = 0; a < KA; ++a) {
+              mma2(st[a][2 * np], st[a][2 * np + 1], ka[a], bq);
+              mma2(dpt[a][2 * np], dpt[a][2 * np + 1], va[a], bd);
+            }
+          }
+        }
 
-    // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query; dSᵀ = Pᵀ ∘ (dPᵀ - D).
-    const bool diag = key_w0 + 15 > m0;
+        // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query; dSᵀ = Pᵀ ∘ (dPᵀ - D).
 #pragma unroll
-    for (int nt = 0; nt < BM / 8; ++nt) {
-      const float2 lse2 = *reinterpret_cast<const float2*>(&sm.lse2[buf][nt * 8 + 2 * c]);
-      const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
+        for (int a = 0; a < KA; ++a) {
+          const int key_a0 = key_w0 + 16 * a;
+          const bool diag = key_a0 + 15 > m0;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qcol = nt * 8 + 2 * c + (e & 1);
-        float p = ex2(fmaf(st[nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x)));
-        if (diag && key_w0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
-        st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - ((e & 1) ? Dq.y : Dq.x));
+          for (int nt = 0; nt < BM / 8; ++nt) {
+            const float2 lse2 = *reinterpret_cast<const float2*>(&sm.lse2[buf][nt * 8 + 2 * c]);
+            const float2 Dq = *reinterpret_cast<const float2*>(&sm.D[buf][nt * 8 + 2 * c]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int qcol = nt * 8 + 2 * c + (e & 1);
+              float p = ex2(fmaf(st[a][nt][e], scale_log2, -((e & 1) ? lse2.y : lse2.x)));
+              if (diag && key_a0 + g + (e >> 1) * 8 > m0 + qcol) p = 0.f;
+              st[a][nt][e] = p;
+              dpt[a][nt][e] = p * (dpt[a][nt][e] - ((e & 1) ? Dq.y : Dq.x));
+            }
+          }
+#pragma unroll
+          for (int kk = 0; kk < BM / 16; ++kk)
+            acc_to_a(pa[a][kk], st[a][2 * kk], st[a][2 * kk + 1]);
+        }
       }
-    }
-
-    // dv += Pᵀ·dout and dk += dSᵀ·q (k = the BM queries); dSᵀ also goes to shared memory for dq.
+      // dv += Pᵀ·dout and dk += dSᵀ·q (k = the BM queries); dSᵀ also goes to shared memory for
+      // dq.
 #pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk) {
-      uint32_t pa[4], dsa[4];
-      acc_to_a(pa, st[2 * kk], st[2 * kk + 1]);
-      acc_to_a(dsa, dpt[2 * kk], dpt[2 * kk + 1]);
+      for (int kk = 0; kk < BM / 16; ++kk) {
+        uint32_t dsa[KA][4];
 #pragma unroll
-      for (int dp = 0; dp < HS / 16; ++dp) {
-        uint32_t bd[4], bq[4];
-        load_b_kn<HS>(bd, sdo, kk * 16, dp * 16);
-        load_b_kn<HS>(bq, sq, kk * 16, dp * 16);
-        mma2(dv_acc[2 * dp], dv_acc[2 * dp + 1], pa, bd);
-        mma2(dk_acc[2 * dp], dk_acc[2 * dp + 1], dsa, bq);
+        for (int a = 0; a < KA; ++a) acc_to_a(dsa[a], dpt[a][2 * kk], dpt[a][2 * kk + 1]);
+#pragma unroll
+        for (int dp = 0; dp < HS / 16; ++dp) {
+          uint32_t bd[4], bq[4];
+          load_b_kn<HS>(bd, sdo, kk * 16, dp * 16);
+          load_b_kn<HS>(bq, sq, kk * 16, dp * 16);
+#pragma unroll
+          for (int a = 0; a < KA; ++a) {
+            mma2(dv_acc[a][2 * dp], dv_acc[a][2 * dp + 1], pa[a][kk], bd);
+            mma2(dk_acc[a][2 * dp], dk_acc[a][2 * dp + 1], dsa[a], bq);
+          }
+        }
+        // dsa's registers a0..a3 are rows (g, g+8) × query columns (2c, 2c+8) of this 16-query
+        // block; store them as dSᵀ[key][query].
+#pragma unroll
+        for (int a = 0; a < KA; ++a) {
+          const int kr = wkey0 + 16 * a + g, qc = kk * 16 + 2 * c;
+          *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr, qc & ~7) + (qc & 7)) = dsa[a][0];
+          *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr + 8, qc & ~7) + (qc & 7)) = dsa[a][1];
+          *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr, (qc + 8) & ~7) + (qc & 7)) = dsa[a][2];
+          *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr + 8, (qc + 8) & ~7) + (qc & 7)) =
+              dsa[a][3];
+        }
       }
-      // dsa's registers a0..a3 are rows (g, g+8) × query columns (2c, 2c+8) of this 16-query
-      // block; store them as dSᵀ[key][query].
-      const int kr = warp * 16 + g, qc = kk * 16 + 2 * c;
-      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr, qc & ~7) + (qc & 7)) = dsa[0];
-      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr + 8, qc & ~7) + (qc & 7)) = dsa[1];
-      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr, (qc + 8) & ~7) + (qc & 7)) = dsa[2];
-      *reinterpret_cast<uint32_t*>(sm.ds + swz<BM>(kr + 8, (qc + 8) & ~7) + (qc & 7)) = dsa[3];
     }
     __syncthreads();
 
     // dq[m0.., :] += dS·k: warp (wm, wn) takes query rows 16·wm.. and head columns kDqCols·wn..
-    const int wm = warp % kWarpsM, wn = warp / kWarpsM;
-    float dq_part[kDqCols / 8][4] = {};
+    const int wm = warp % F::kWarpsM, wn = warp / F::kWarpsM;
+    float dq_part[F::kDqCols / 8][4] = {};
 #pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) {
+    for (int kk = 0; kk < KT / 16; ++kk) {
+      if (n0 + kk * 16 > m0 + wm * 16 + 15) break;  // keys after every row of the warp: dS = 0
       uint32_t a[4];
       load_a_t<BM>(a, sm.ds, kk * 16, wm * 16);
 #pragma unroll
-      for (int dp = 0; dp < kDqCols / 16; ++dp) {
+      for (int dp = 0; dp < F::kDqCols / 16; ++dp) {
         uint32_t bk[4];
-        load_b_kn<HS>(bk, sm.k, kk * 16, wn * kDqCols + dp * 16);
+        load_b_kn<HS>(bk, sm.k, kk * 16, wn * F::kDqCols + dp * 16);
         mma2(dq_part[2 * dp], dq_part[2 * dp + 1], a, bk);
       }
     }
+    if (n0 > m0 + wm * 16 + 15) continue;  // nothing was added
+    float* dq_tile = dq_acc + (int64_t(b) * T * NH + h) * HS + wn * F::kDqCols;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = m0 + wm * 16 + g + r * 8;
-      if (row >= T) continue;
-      float* dst = dq_acc + ((int64_t(b) * T + row) * NH + h) * HS + wn * kDqCols + 2 * c;
-#pragma unroll
-      for (int dt = 0; dt < kDqCols / 8; ++dt)
-        atomicAdd(reinterpret_cast<float2*>(dst + dt * 8),
-                  make_float2(dq_part[dt][2 * r], dq_part[dt][2 * r + 1]));
-    }
+    for (int dt = 0; dt < F::kDqCols / 8; ++dt)
+      atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, m0 + wm * 16, T, dq_part[dt]);
   }
 
-  // dk = scale·Σ dSᵀ·q and dv, for this warp's 16 keys.
+  // dk = scale·Σ dSᵀ·q and dv, for this warp's 16·KA keys.
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = key_w0 + g + r * 8;
-    if (key >= T) continue;
-    bf16* dkr = dk + head0 + int64_t(key) * qkv_stride;
-    bf16* dvr = dv + head0 + int64_t(key) * qkv_stride;
+  for (int a = 0; a < KA; ++a) {
 #pragma unroll
-    for (int dt = 0; dt < HS / 8; ++dt) {
-      *reinterpret_cast<uint32_t*>(dkr + dt * 8 + 2 * c) =
-          pack_bf16(dk_acc[dt][2 * r] * scale, dk_acc[dt][2 * r + 1] * scale);
-      *reinterpret_cast<uint32_t*>(dvr + dt * 8 + 2 * c) =
-          pack_bf16(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
+    for (int r = 0; r < 2; ++r) {
+      const int key = key_w0 + 16 * a + g + r * 8;
+      if (key >= T) continue;
+      bf16* dkr = dk + head0 + int64_t(key) * qkv_stride;
+      bf16* dvr = dv + head0 + int64_t(key) * qkv_stride;
+#pragma unroll
+      for (int dt = 0; dt < HS / 8; ++dt) {
+        *reinterpret_cast<uint32_t*>(dkr + dt * 8 + 2 * c) =
+            pack_bf16(dk_acc[a][dt][2 * r] * scale, dk_acc[a][dt][2 * r + 1] * scale);
+        *reinterpret_cast<uint32_t*>(dvr + dt * 8 + 2 * c) =
+            pack_bf16(dv_acc[a][dt][2 * r], dv_acc[a][dt][2 * r + 1]);
+      }
     }
   }
 }
@@ -455,26 +506,26 @@ void set_smem(Kernel kernel, size_t bytes) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-template <int HS>
+template <class F>
 void launch_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                 const AttentionDims& d, cudaStream_t stream) {
-  const size_t smem = sizeof(FwdSmem<HS>);
-  set_smem(attention_fwd_kernel<HS>, smem);
+  const size_t smem = sizeof(FwdSmem<F>);
+  set_smem(attention_fwd_kernel<F>, smem);
   // Query tiles of one (b, h) side by side, so that its k and v stay in L2 while they run.
-  const dim3 grid((d.T + fwd_rows<HS>() - 1) / fwd_rows<HS>(), d.B * d.NH);
-  attention_fwd_kernel<HS><<<grid, kThreads, smem, stream>>>(
+  const dim3 grid((d.T + F::kRows - 1) / F::kRows, d.B * d.NH);
+  attention_fwd_kernel<F><<<grid, F::kThreads, smem, stream>>>(
       out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
 
-template <int HS, int BM>
+template <class F>
 void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout,
                 const float* lse, const bf16* q, const bf16* k, const bf16* v,
                 const AttentionDims& d, cudaStream_t stream) {
-  const size_t smem = sizeof(BwdSmem<HS, BM>);
-  set_smem(attention_bwd_kernel<HS, BM>, smem);
-  const dim3 grid((d.T + kTile - 1) / kTile, d.B * d.NH);  // key tiles of one (b, h) side by side
-  attention_bwd_kernel<HS, BM><<<grid, kThreads, smem, stream>>>(
+  const size_t smem = sizeof(BwdSmem<F>);
+  set_smem(attention_bwd_kernel<F>, smem);
+  const dim3 grid((d.T + F::KT - 1) / F::KT, d.B * d.NH);  // key tiles of one (b, h) side by side
+  attention_bwd_kernel<F><<<grid, F::kThreads, smem, stream>>>(
       dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale,
       d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
@@ -485,9 +536,9 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                    const AttentionDims& dims, cudaStream_t stream) {
   const AttentionDims d = resolved(dims);
-  if (d.hs == 32) launch_fwd<32>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64) launch_fwd<64>(out, lse, q, k, v, d, stream);
-  if (d.hs == 128) launch_fwd<128>(out, lse, q, k, v, d, stream);
+  if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64) launch_fwd<FwdTiling<64, 2, 4, 64>>(out, lse, q, k, v, d, stream);
+  if (d.hs == 128) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
 }
 
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
@@ -509,9 +560,15 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
       dq_acc, D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
   CUDA_CHECK_LAUNCH();
 
-  if (d.hs == 32) launch_bwd<32, 64>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64) launch_bwd<64, 64>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 128) launch_bwd<128, 32>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 four warps of two atoms
+  // (sharing the q and dout fragments), 32 queries per step to keep dk, dv, Sᵀ and dPᵀ in
+  // registers; for hs = 128 eight warps of one atom, 64 queries per step.
+  if (d.hs == 32)
+    launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64)
+    launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 128)
+    launch_bwd<BwdTiling<128, 64, 8, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
 
   attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
       dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);

@@ -136,7 +136,10 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
   const Case cs = GENERATE(Case{1, 64, 1, 64, false}, Case{2, 100, 3, 32, false},
                            Case{2, 77, 2, 64, false}, Case{1, 200, 2, 128, false},
                            Case{3, 130, 2, 128, true}, Case{2, 257, 4, 64, true},
-                           Case{1, 1, 2, 32, false}, Case{1, 33, 1, 128, false});
+                           Case{1, 1, 2, 32, false}, Case{1, 33, 1, 128, false},
+                           // around the 128-key and 128-query tiles: one past, exact, partial
+                           Case{2, 129, 3, 64, false}, Case{1, 256, 2, 64, true},
+                           Case{3, 300, 2, 64, false}, Case{2, 255, 2, 128, false});
   const uint64_t seed = 9000 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
   CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, seed);
   Rng rng(seed);
