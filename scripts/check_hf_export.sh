@@ -20,7 +20,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 
 "$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-"$PG" train --config configs/tiny.json --set model.n_layer=2 --set model.d_model=64 --set model.n_head=2 \
+"$PG" train --config configs/tiny.json --set model.n_layer=2 --set model.d_model=64 --set model.n_head=2 --set model.pos=learned \
   --set model.seq_len=64 --set train.batch_size=8 --set train.max_steps=40 --set train.eval_every=0 \
   --set train.eval_batches=2 --set train.log_every=20 --out "$WORK/run"
 "$PG" export --ckpt "$WORK/run" --format hf --out "$WORK/hf"

@@ -39,7 +39,7 @@ CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(
   const int64_t P = int64_t(max_batch) * NH_ * S_ * S_, NR = N * NH_;
   const int64_t per_layer = 2 * NC + (has_norm_ ? NC + 2 * N : 0) + (qk_norm_ ? 2 * NC + 2 * NR : 0) + 3 * NC + P +
                             NC + (has_norm_ ? NC + 2 * N : 0);
-  int64_t total = L_ * per_layer + NC + (has_norm_ ? NC + 2 * N : 0) + NV + (softcap_ > 0 ? NV : 0) + N;
+  int64_t total = L_ * per_layer + NC + (has_norm_ ? NC + 2 * N : 0) + NV + (softcap_ > 0 ? NV : 0) + 2 * N;
   total += 7 * NC + 2 * NF;  // backward scratch
   int n_moe = 0;
   for (const auto& b : moe_) n_moe += b != nullptr;
@@ -75,6 +75,7 @@ CpuGpt<T>::CpuGpt(const Config& cfg, const ParamTable& t, int max_batch) : cfg_(
   logits_ = take(NV);
   dlogits_ = softcap_ > 0 ? take(NV) : logits_;
   losses_ = take(N);
+  lse_ = take(N);
   dres_ = take(NC), dln_ = take(NC), dq_ = take(NC), dk_ = take(NC), dv_ = take(NC), dtmp_ = take(NC), datt_ = take(NC);
   dfc_ = take(NF), dact_ = take(NF);
   PG_CHECK(cur == arena_.data() + arena_.size(), "arena layout mismatch");
@@ -111,7 +112,7 @@ double CpuGpt<T>::forward(const T* P, const int32_t* inputs, const int32_t* targ
   cpu::embedding_fwd(acts_[0].res_in, inputs, P + wte_, wpe_ >= 0 ? P + wpe_ : nullptr, B, Tn, C_);
   blocks_fwd(P, B, Tn);
   if (!targets) return 0.0;
-  return cpu::cross_entropy_fwd(losses_, n_correct, logits_, targets, N, V_);
+  return cpu::cross_entropy_fwd(losses_, n_correct, logits_, targets, N, V_, lse_);
 }
 
 template <typename T>
@@ -176,7 +177,7 @@ void CpuGpt<T>::backward(const T* P, T* G, double loss_scale) {
   auto zero = [](T* p, int64_t n) { std::fill(p, p + n, T(0)); };
   const T keep = T(1.0 - res_alpha_);
 
-  cpu::cross_entropy_bwd(dlogits_, logits_, targets_.data(), N, V_, loss_scale / N);
+  cpu::cross_entropy_bwd_lse(dlogits_, logits_, lse_, targets_.data(), N, V_, loss_scale / N);
   if (softcap_ > 0) cpu::softcap_bwd(dlogits_, dlogits_, logits_, int64_t(N) * V_, softcap_);
   zero(dln_, NC);
   cpu::matmul_bwd(dln_, G + head_, (T*)nullptr, dlogits_, lnf_, P + head_, N, C_, V_);

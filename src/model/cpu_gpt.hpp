@@ -82,6 +82,7 @@ class CpuGpt {
   std::vector<T> arena_;
   std::vector<LayerActs> acts_;
   T *res_final_, *lnf_, *lnf_mean_, *lnf_rstd_, *logits_, *dlogits_, *losses_;
+  T* lse_;  // [B*Tn] row logsumexps of the last forward's logits, read by backward
   T *dres_, *dln_, *dq_, *dk_, *dv_, *dtmp_, *datt_, *dfc_, *dact_;
   std::vector<int32_t> inputs_, targets_;
   int B_ = 0, Tn_ = 0;

@@ -97,6 +97,32 @@ TEST_CASE("matmul forward and backward equal a naive triple loop (fp32 and float
   CHECK(max_abs_diff(db, rdb) < 1e-12);
 }
 
+TEST_CASE("matmul at LM-head-like shapes (cut by columns, or into at most 4 row blocks) equals float64 loops", "[ops]") {
+  const uint64_t seed = 23;
+  CAPTURE(seed);
+  pg::Rng rng(seed);
+  // OC > N: the forward is cut by output columns; OC x IC > 2^20: the input gradient by at most
+  // 4 blocks of rows; the weight gradient by rows of dw.
+  const int N = 300, IC = 24, OC = 47000;
+  const Vec x = randn(rng, N * IC), w = randn(rng, int64_t(OC) * IC), dout = randn(rng, int64_t(N) * OC);
+  const auto xf = cast<float>(x), wf = cast<float>(w), df = cast<float>(dout);
+  std::vector<float> out(size_t(N) * OC, std::nanf("")), dx(size_t(N) * IC, 0.f), dw(size_t(OC) * IC, 0.f);
+  matmul_fwd(out.data(), xf.data(), wf.data(), nullptr, N, IC, OC);
+  matmul_bwd(dx.data(), dw.data(), (float*)nullptr, df.data(), xf.data(), wf.data(), N, IC, OC);
+  CHECK(rel_diff(out, naive_matmul(x, w, nullptr, N, IC, OC)) < 1e-6);
+  Vec rdx(size_t(N) * IC, 0.0), rdw(size_t(OC) * IC, 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int o = 0; o < OC; ++o) {
+      const double g = dout[size_t(n) * OC + o];
+      for (int i = 0; i < IC; ++i) {
+        rdx[size_t(n) * IC + i] += g * w[size_t(o) * IC + i];
+        rdw[size_t(o) * IC + i] += g * x[size_t(n) * IC + i];
+      }
+    }
+  CHECK(rel_diff(dx, rdx) < 1e-5);
+  CHECK(rel_diff(dw, rdw) < 1e-5);
+}
+
 TEST_CASE("embedding forward adds the token row and the position row", "[ops]") {
   const uint64_t seed = 20;
   CAPTURE(seed);
@@ -474,5 +500,12 @@ TEST_CASE("fp32 ops agree with float64 to ~1e-5 relative", "[ops]") {
     cross_entropy_bwd(d.data(), logits.data(), tgt.data(), N, V, 1.0 / N);
     cross_entropy_bwd(df.data(), f(logits).data(), tgt.data(), N, V, 1.0 / N);
     CHECK(rel_diff(df, d) < tol);
+    // From the forward's row logsumexps (the trainer's path): float against double, and against
+    // the recomputing backward of the same precision.
+    std::vector<float> lsef(N), dlf(N * V);
+    cross_entropy_fwd(lf.data(), nullptr, f(logits).data(), tgt.data(), N, V, lsef.data());
+    cross_entropy_bwd_lse(dlf.data(), f(logits).data(), lsef.data(), tgt.data(), N, V, 1.0 / N);
+    CHECK(rel_diff(dlf, d) < tol);
+    CHECK(rel_diff(dlf, df) < tol);
   }
 }

@@ -256,6 +256,33 @@ TEST_CASE("cross-entropy backward matches finite differences, also in place", "[
   check_gradients(gradcheck(loss, {{"logits", logits.data(), N * V, g.data()}}), kTol);
 }
 
+TEST_CASE("cross-entropy backward from the forward's logsumexps matches finite differences, also in place", "[ops]") {
+  const uint64_t seed = 21;
+  CAPTURE(seed);
+  pg::Rng rng(seed);
+  const int N = 6, V = 11;
+  const auto targets = rand_ints(rng, N, V);
+  Vec logits = randn(rng, N * V, 2.0);
+  Vec losses(N), lse(N, 7.0);
+  const auto loss = [&] {
+    return cross_entropy_fwd(losses.data(), nullptr, logits.data(), targets.data(), N, V);
+  };
+  cross_entropy_fwd(losses.data(), nullptr, logits.data(), targets.data(), N, V, lse.data());
+  for (int r = 0; r < N; ++r) {  // lse - logit of the target is the row's loss
+    CHECK(lse[size_t(r)] - logits[size_t(r * V + targets[size_t(r)])] == Approx(losses[size_t(r)]).epsilon(1e-12));
+  }
+  Vec g(N * V, -5.0);  // it writes: the old contents must not matter
+  cross_entropy_bwd_lse(g.data(), logits.data(), lse.data(), targets.data(), N, V, 0.5 / N);
+  Vec inplace = logits;
+  cross_entropy_bwd_lse(inplace.data(), inplace.data(), lse.data(), targets.data(), N, V, 0.5 / N);
+  CHECK(inplace == g);
+  Vec ref(N * V);
+  cross_entropy_bwd(ref.data(), logits.data(), targets.data(), N, V, 0.5 / N);
+  for (size_t i = 0; i < g.size(); ++i) CHECK(g[i] == Approx(ref[i]).margin(1e-15).epsilon(1e-12));
+  for (double& x : g) x *= 2.0;  // the gradient of the mean loss is dloss = 1/N
+  check_gradients(gradcheck(loss, {{"logits", logits.data(), N * V, g.data()}}), kTol);
+}
+
 TEST_CASE("softcap composed with cross-entropy: gradient matches finite differences", "[ops]") {
   const uint64_t seed = 12;
   CAPTURE(seed);

@@ -106,6 +106,10 @@ TEST_CASE("fp32 op results do not depend on the thread count", "[ops]") {
   const auto targets = rand_ints(rng, N, V);
   const auto q = fv(int64_t(B) * Tn * NH * hs), k = fv(q.size()), v = fv(q.size());
   const auto tokens = rand_ints(rng, int64_t(B) * Tn, 50);
+  // A narrow input of a wide output: the input gradient's shared operand (Vw x Cn > 2^20 elements)
+  // caps it at 4 row blocks.
+  const int Vw = 70001, Cn = 16;
+  const auto wn = fv(int64_t(Vw) * Cn, 0.1), xn = fv(int64_t(N) * Cn), dn = fv(int64_t(N) * Vw);
 
   using F = std::vector<float>;
   const auto run_all = [&]() {
@@ -119,6 +123,10 @@ TEST_CASE("fp32 op results do not depend on the thread count", "[ops]") {
     r.push_back(losses);
     r.push_back(F{float(mean), float(correct)});
     r.push_back(dl);
+    F lse(N), dll(size_t(N) * V);
+    cross_entropy_fwd(losses.data(), nullptr, logits.data(), targets.data(), N, V, lse.data());
+    cross_entropy_bwd_lse(dll.data(), logits.data(), lse.data(), targets.data(), N, V, 1.0 / N);
+    r.insert(r.end(), {lse, dll});
     layernorm_fwd(o.data(), m.data(), rs.data(), x.data(), g.data(), b.data(), N, C);
     layernorm_bwd(dx.data(), dg.data(), db.data(), dout.data(), x.data(), g.data(), m.data(),
                   rs.data(), N, C);
@@ -130,6 +138,9 @@ TEST_CASE("fp32 op results do not depend on the thread count", "[ops]") {
     matmul_fwd(lo.data(), x.data(), w.data(), nullptr, N, C, V);
     matmul_bwd(dxm.data(), dw.data(), dwb.data(), dlog.data(), x.data(), w.data(), N, C, V);
     r.insert(r.end(), {lo, dxm, dw, dwb});
+    F dxn(size_t(N) * Cn, 0.f);
+    matmul_bwd(dxn.data(), (float*)nullptr, (float*)nullptr, dn.data(), xn.data(), wn.data(), N, Cn, Vw);
+    r.push_back(dxn);
     F ao(q.size()), p(size_t(B) * NH * Tn * Tn), dq(q.size(), 0.f), dk(q.size(), 0.f),
         dv(q.size(), 0.f);
     attention_fwd(ao.data(), p.data(), q.data(), k.data(), v.data(), B, Tn, NH, hs, 0.25);

@@ -108,7 +108,7 @@ void check_target(int32_t tgt, int V) {
 
 template <typename T>
 double cross_entropy_fwd(T* losses, int64_t* n_correct, const T* logits, const int32_t* targets,
-                         int N, int V) {
+                         int N, int V, T* lse_out) {
   PG_CHECK(V > 0, "cross_entropy_fwd: empty vocabulary");
   std::atomic<int64_t> correct{0};
   parallel_for(
@@ -122,6 +122,7 @@ double cross_entropy_fwd(T* losses, int64_t* n_correct, const T* logits, const i
           const RowStats<T> st = row_stats(x, V, n_correct != nullptr);
           const double lse = double(st.max) + std::log(st.sum);
           losses[r] = T(lse - double(x[tgt]));
+          if (lse_out) lse_out[r] = T(lse);
           hits += (st.argmax == tgt);
         }
         correct += hits;  // integer: the order of the additions does not matter
@@ -153,9 +154,34 @@ void cross_entropy_bwd(T* dlogits, const T* logits, const int32_t* targets, int 
       rows_per_chunk(int64_t(V) * 6));
 }
 
-template double cross_entropy_fwd<float>(float*, int64_t*, const float*, const int32_t*, int, int);
+template <typename T>
+void cross_entropy_bwd_lse(T* dlogits, const T* logits, const T* lse, const int32_t* targets, int N,
+                           int V, double dloss) {
+  PG_CHECK(V > 0, "cross_entropy_bwd_lse: empty vocabulary");
+  parallel_for(
+      N,
+      [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* x = logits + r * V;
+          T* d = dlogits + r * V;  // may be x itself: each x[j] is read before d[j] is written
+          const int32_t tgt = targets[r];
+          check_target(tgt, V);
+          // e^(x - lse) = softmax; lse >= every x[j], so the exponent is never positive.
+          row_scaled_exp(d, x, V, lse[r], dloss);
+          d[tgt] = T(double(d[tgt]) - dloss);
+        }
+      },
+      rows_per_chunk(int64_t(V) * 3));
+}
+
+template double cross_entropy_fwd<float>(float*, int64_t*, const float*, const int32_t*, int, int,
+                                         float*);
 template double cross_entropy_fwd<double>(double*, int64_t*, const double*, const int32_t*, int,
-                                          int);
+                                          int, double*);
+template void cross_entropy_bwd_lse<float>(float*, const float*, const float*, const int32_t*, int,
+                                           int, double);
+template void cross_entropy_bwd_lse<double>(double*, const double*, const double*, const int32_t*,
+                                            int, int, double);
 template void cross_entropy_bwd<float>(float*, const float*, const int32_t*, int, int, double);
 template void cross_entropy_bwd<double>(double*, const double*, const int32_t*, int, int, double);
 

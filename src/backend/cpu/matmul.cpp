@@ -1,5 +1,5 @@
 // Linear layer: out[N,OC] = inp[N,IC] · w[OC,IC]^T + bias[OC], and its backward. The GEMMs go
-// to single-threaded OpenBLAS calls, one per contiguous block of output rows, run on our own
+// to single-threaded OpenBLAS calls, one per contiguous block of output rows or columns, run on our own
 // thread pool: one pool for every op, so OpenBLAS's threads never spin against ours (that
 // contention cost ~18% of a CPU training step). Splitting never touches the reduction, so
 // results do not depend on the thread count. The bias gradient is a column sum split over columns.
@@ -14,24 +14,38 @@
 namespace pg::cpu {
 namespace {
 
-// The same, with the rows of C cut into blocks spread over the pool. The block height depends
-// on M alone (at least 64 rows, at most 32 blocks, so tall products like the LM head's weight
-// gradient do not repack the other operand per 64 rows), never on the thread count, so neither
-// do the results.
+// The same, with C cut into blocks spread over the pool. OpenBLAS packs both operands of every
+// call, so each block repacks the whole operand it shares with the other blocks: C is cut along
+// its longer side, which makes that shared operand the smaller one (for the LM head's forward,
+// 2048 x 50257 from 2048 x 128 times 128 x 50257, cutting the 50257 columns repacks only the
+// 2048 x 128 input per block, not the 25.7 MB weight). Blocks are at least 64 wide and at most 32;
+// when the shared operand is large (over 2^20 elements: the head's 50257 x 128 weight in its
+// input gradient), at most 4, so it is repacked at most 4 times (bench/RESULTS.md, the head GEMMs).
+// The block size depends on the shapes alone, never on the thread count, so neither do the
+// results; splitting never touches the reduction.
 template <typename T>
 void gemm(bool ta, bool tb, int M, int Nc, int K, T alpha, const T* A, int lda, const T* B, int ldb,
           T beta, T* C, int ldc) {
   ensure_single_threaded_blas();
-  const int64_t rows = std::max<int64_t>(64, (int64_t(M) + 31) / 32);
-  const int64_t blocks = (M + rows - 1) / rows;
-  const int64_t work_per_block = rows * Nc * K;
+  const bool by_cols = Nc > M;
+  const int64_t len = by_cols ? Nc : M;                        // the side that is cut
+  const int64_t shared = int64_t(K) * (by_cols ? M : Nc);      // elements repacked per block
+  const int64_t max_blocks = shared > (int64_t(1) << 20) ? 4 : 32;
+  const int64_t step = std::max<int64_t>(64, (len + max_blocks - 1) / max_blocks);
+  const int64_t blocks = (len + step - 1) / step;
+  const int64_t work_per_block = step * (by_cols ? M : Nc) * int64_t(K);
   parallel_for(
       blocks,
       [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
-          const int64_t m0 = b * rows, m1 = std::min<int64_t>(M, m0 + rows);
-          const T* a = ta ? A + m0 : A + m0 * lda;
-          dense::gemm(ta, tb, int(m1 - m0), Nc, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
+          const int64_t i0 = b * step, i1 = std::min<int64_t>(len, i0 + step);
+          if (by_cols) {  // columns i0..i1 of C: columns of op(B)
+            const T* bb = tb ? B + i0 * ldb : B + i0;
+            dense::gemm(ta, tb, M, int(i1 - i0), K, alpha, A, lda, bb, ldb, beta, C + i0, ldc);
+          } else {  // rows i0..i1 of C: rows of op(A)
+            const T* a = ta ? A + i0 : A + i0 * lda;
+            dense::gemm(ta, tb, int(i1 - i0), Nc, K, alpha, a, lda, B, ldb, beta, C + i0 * ldc, ldc);
+          }
         }
       },
       work_per_block >= (int64_t(1) << 18) ? 1 : 4);

@@ -122,15 +122,21 @@ void attention_bwd(Nullable<T> dq, Nullable<T> dk, Nullable<T> dv, const T* dout
 // Cross entropy of logits[N,V] against targets[N] (each in [0, V)):
 //   losses[n] = logsumexp(logits[n,:]) - logits[n, targets[n]]; returns the mean of losses.
 // n_correct (may be null) receives the number of rows whose argmax (lowest index on ties) is the
-// target.
+// target. lse (may be null) receives each row's logsumexp, for cross_entropy_bwd_lse.
 template <typename T>
 double cross_entropy_fwd(T* losses, int64_t* n_correct, const T* logits, const int32_t* targets,
-                         int N, int V);
+                         int N, int V, T* lse = nullptr);
 // dlogits[n,:] = (softmax(logits[n,:]) - onehot(targets[n])) · dloss, where dloss is the gradient
 // of the objective with respect to each row's loss (1/N for the mean). WRITES; dlogits may alias
 // logits. The softmax is max-shifted with its denominator accumulated in double.
 template <typename T>
 void cross_entropy_bwd(T* dlogits, const T* logits, const int32_t* targets, int N, int V,
                        double dloss);
+// The same from the row logsumexps that cross_entropy_fwd wrote (lse[N]): one pass and one exp per
+// logit instead of recomputing the row maximum and sum (the trainer's backward, where the forward
+// has just run on the same logits). WRITES; dlogits may alias logits.
+template <typename T>
+void cross_entropy_bwd_lse(T* dlogits, const T* logits, const T* lse, const int32_t* targets, int N,
+                           int V, double dloss);
 
 }  // namespace pg::cpu
