@@ -148,6 +148,7 @@ class CudaEngine final : public TrainEngine {
     optimizer_ = make_cuda_optimizer(cfg.optim, table_, stream_.get(), optimizer_dist(grads_.data()));
     upload_params();
     project(0.0, 0);  // start inside the constraint set, as the CPU engine
+    host_stale_ = projects();  // the host copy still holds the unprojected initial weights
   }
 
   const ParamTable& table() const override { return table_; }
