@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "backend/cpu/ops.hpp"
 #include "backend/cpu/parallel.hpp"
@@ -134,10 +135,11 @@ double cross_entropy_fwd(T* losses, int64_t* n_correct, const T* logits, const i
   return N > 0 ? total / N : 0.0;
 }
 
-template <typename T>
-void cross_entropy_bwd(T* dlogits, const T* logits, const int32_t* targets, int N, int V,
-                       double dloss) {
-  PG_CHECK(V > 0, "cross_entropy_bwd: empty vocabulary");
+// Rows of d = softmax(x)·dloss, less dloss at the target, with softmax(x) = e^(x - shift)·scale/dloss
+// and (shift, scale) = row(r, x); `cost` is the work per row in passes over V (chunking only).
+template <typename T, typename RowShiftScale>
+void cross_entropy_bwd_rows(T* dlogits, const T* logits, const int32_t* targets, int N, int V, double dloss,
+                            int cost, RowShiftScale row) {
   parallel_for(
       N,
       [&](int64_t r0, int64_t r1) {
@@ -146,32 +148,31 @@ void cross_entropy_bwd(T* dlogits, const T* logits, const int32_t* targets, int 
           T* d = dlogits + r * V;  // may be x itself: every x[j] is read before d[j] is written
           const int32_t tgt = targets[r];
           check_target(tgt, V);
-          const RowStats<T> st = row_stats(x, V, false);
-          row_scaled_exp(d, x, V, st.max, dloss / st.sum);  // softmax · dloss
+          const auto [shift, scale] = row(r, x);
+          row_scaled_exp(d, x, V, shift, scale);
           d[tgt] = T(double(d[tgt]) - dloss);
         }
       },
-      rows_per_chunk(int64_t(V) * 6));
+      rows_per_chunk(int64_t(V) * cost));
+}
+
+template <typename T>
+void cross_entropy_bwd(T* dlogits, const T* logits, const int32_t* targets, int N, int V,
+                       double dloss) {
+  PG_CHECK(V > 0, "cross_entropy_bwd: empty vocabulary");
+  cross_entropy_bwd_rows(dlogits, logits, targets, N, V, dloss, 6, [&](int64_t, const T* x) {
+    const RowStats<T> st = row_stats(x, V, false);
+    return std::pair{st.max, dloss / st.sum};
+  });
 }
 
 template <typename T>
 void cross_entropy_bwd_lse(T* dlogits, const T* logits, const T* lse, const int32_t* targets, int N,
                            int V, double dloss) {
   PG_CHECK(V > 0, "cross_entropy_bwd_lse: empty vocabulary");
-  parallel_for(
-      N,
-      [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const T* x = logits + r * V;
-          T* d = dlogits + r * V;  // may be x itself: each x[j] is read before d[j] is written
-          const int32_t tgt = targets[r];
-          check_target(tgt, V);
-          // e^(x - lse) = softmax; lse >= every x[j], so the exponent is never positive.
-          row_scaled_exp(d, x, V, lse[r], dloss);
-          d[tgt] = T(double(d[tgt]) - dloss);
-        }
-      },
-      rows_per_chunk(int64_t(V) * 3));
+  // e^(x - lse) = softmax; lse >= every x[j], so the exponent is never positive.
+  cross_entropy_bwd_rows(dlogits, logits, targets, N, V, dloss, 3,
+                         [&](int64_t r, const T*) { return std::pair{lse[r], dloss}; });
 }
 
 template double cross_entropy_fwd<float>(float*, int64_t*, const float*, const int32_t*, int, int,
