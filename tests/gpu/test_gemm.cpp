@@ -38,14 +38,21 @@ Vec ref_gemm(const Vec& A, bool ta, const Vec& B, bool tb, const Vec& C0, int M,
   return C;
 }
 
+// A test's random stream (its seed captured in the body for failure messages), CUDA stream and
+// GEMM runner, as TEST_CASE_METHOD members.
+struct GemmCase {
+  uint64_t seed = 0;
+  Rng rng;
+  cuda::Stream stream;
+  cuda::GemmRunner runner{stream.get()};
+  void use_seed(uint64_t s) { seed = s, rng.reseed(s); }
+};
+
 }  // namespace
 
-TEST_CASE("gpu gemm: transposes, alpha and beta, fp32 output", "[gpu][gemm]") {
-  const uint64_t seed = 911;
+TEST_CASE_METHOD(GemmCase, "gpu gemm: transposes, alpha and beta, fp32 output", "[gpu][gemm]") {
+  use_seed(911);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int M = 37, N = 64, K = 96;
   for (int t = 0; t < 4; ++t) {
     const bool ta = t & 1, tb = t & 2;
@@ -64,12 +71,9 @@ TEST_CASE("gpu gemm: transposes, alpha and beta, fp32 output", "[gpu][gemm]") {
   CHECK(runner.cached_plans() == 4);
 }
 
-TEST_CASE("gpu gemm: bf16 output with bias and bias+GELU epilogues", "[gpu][gemm]") {
-  const uint64_t seed = 912;
+TEST_CASE_METHOD(GemmCase, "gpu gemm: bf16 output with bias and bias+GELU epilogues", "[gpu][gemm]") {
+  use_seed(912);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int M = 48, N = 80, K = 64;  // linear layer: inp[M,K] · w[N,K]^T + bias[N]
   const Vec A = round_bf16(randn(rng, int64_t(M) * K)), W = round_bf16(randn(rng, int64_t(N) * K, 0.2));
   const Vec bias = round_bf16(randn(rng, N));
@@ -92,12 +96,10 @@ TEST_CASE("gpu gemm: bf16 output with bias and bias+GELU epilogues", "[gpu][gemm
   CHECK(rel_diff(download(dC), ref_gelu) < kTolBf16);
 }
 
-TEST_CASE("gpu gemm: GELU with the pre-activation in aux, and the GELU-gradient epilogue", "[gpu][gemm]") {
-  const uint64_t seed = 916;
+TEST_CASE_METHOD(GemmCase,
+                 "gpu gemm: GELU with the pre-activation in aux, and the GELU-gradient epilogue", "[gpu][gemm]") {
+  use_seed(916);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int M = 48, N = 80, K = 64;  // fc: act = gelu(inp[M,K]·w[N,K]^T + bias), pre kept in aux
   const Vec A = round_bf16(randn(rng, int64_t(M) * K)), W = round_bf16(randn(rng, int64_t(N) * K, 0.2));
   const Vec bias = round_bf16(randn(rng, N));
@@ -131,17 +133,15 @@ TEST_CASE("gpu gemm: GELU with the pre-activation in aux, and the GELU-gradient 
   CHECK(rel_diff(download(dC), dref) < kTolBf16);
 }
 
-TEST_CASE("gpu gemm: strided batches with per-batch bias, GELU aux, GELU-gradient and bias-gradient epilogues",
-          "[gpu][gemm]") {
+TEST_CASE_METHOD(GemmCase,
+                 "gpu gemm: strided batches with per-batch bias, GELU aux, GELU-gradient and bias-gradient epilogues",
+                 "[gpu][gemm]") {
   // The expert GEMMs of an MoE block: batch e multiplies its own rows by its own weights and adds
   // its own bias (stride_bias), keeping its pre-activation at aux + e·stride_aux; the backward's
   // dX GEMM multiplies by gelu'(aux) of its own batch, its dW GEMM yields each batch's bias
   // gradient. Random inputs; bf16 outputs kTolBf16, fp32 outputs kTolGemmF32.
-  const uint64_t seed = 917;
+  use_seed(917);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int batch = 5, M = 40, N = 48, K = 64, Pn = 32;  // rows per batch, out width, in width
   const Vec A = round_bf16(randn(rng, int64_t(batch) * M * K)), W = round_bf16(randn(rng, int64_t(batch) * N * K, 0.2));
   const Vec bias = round_bf16(randn(rng, int64_t(batch) * N));
@@ -203,12 +203,9 @@ TEST_CASE("gpu gemm: strided batches with per-batch bias, GELU aux, GELU-gradien
   }
 }
 
-TEST_CASE("gpu gemm: strided batches, X·X^T as in Newton-Schulz", "[gpu][gemm]") {
-  const uint64_t seed = 913;
+TEST_CASE_METHOD(GemmCase, "gpu gemm: strided batches, X·X^T as in Newton-Schulz", "[gpu][gemm]") {
+  use_seed(913);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int batch = 3, R = 32, Ccols = 72;
   const Vec X = round_bf16(randn(rng, int64_t(batch) * R * Ccols));
   auto dX = upload_bf16(X);
@@ -228,12 +225,9 @@ TEST_CASE("gpu gemm: strided batches, X·X^T as in Newton-Schulz", "[gpu][gemm]"
   }
 }
 
-TEST_CASE("gpu gemm: linear layer backward matches cpu::matmul_bwd", "[gpu][gemm]") {
-  const uint64_t seed = 914;
+TEST_CASE_METHOD(GemmCase, "gpu gemm: linear layer backward matches cpu::matmul_bwd", "[gpu][gemm]") {
+  use_seed(914);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int Nrows = 64, IC = 96, OC = 40;
   const Vec inp = round_bf16(randn(rng, int64_t(Nrows) * IC));
   const Vec w = round_bf16(randn(rng, int64_t(OC) * IC, 0.3));
@@ -292,12 +286,9 @@ TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {
 // fp16 and fp32 operands (Newton-Schulz at those precisions) and beta·C_in from a second input,
 // strided-batched. fp32 must be true fp32: at K = 512 TF32 (10-bit mantissa) would be off by
 // ~1e-3, fp32 by ~1e-7, hence 1e-5. fp16 output rounds once (2^-11): kTolBf16 / 4.
-TEST_CASE("gpu gemm: fp16 and fp32 operands, beta from a second input", "[gpu][gemm]") {
-  const uint64_t seed = 917;
+TEST_CASE_METHOD(GemmCase, "gpu gemm: fp16 and fp32 operands, beta from a second input", "[gpu][gemm]") {
+  use_seed(917);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int batch = 2, M = 24, N = 40, K = 512;
   const int64_t sa = int64_t(M) * K, sb = int64_t(N) * K, sc = int64_t(M) * N;
   for (cuda::InType in : {cuda::InType::F16, cuda::InType::F32}) {
@@ -348,12 +339,9 @@ TEST_CASE("gpu gemm: fp16 and fp32 operands, beta from a second input", "[gpu][g
 
 // Row strides: C's top-right block of a wider matrix from sub-blocks of A and B (ld > width),
 // as Newton-Schulz's X X^T by blocks uses them; the rest of C is left alone.
-TEST_CASE("gpu gemm: leading dimensions of sub-blocks", "[gpu][gemm]") {
-  const uint64_t seed = 918;
+TEST_CASE_METHOD(GemmCase, "gpu gemm: leading dimensions of sub-blocks", "[gpu][gemm]") {
+  use_seed(918);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int M = 16, N = 24, K = 40, lda = 56, ldb = 48, ldc = 64;  // A [M, lda], B [N, ldb] (trans_b), C [M, ldc]
   const Vec A = round_bf16(randn(rng, int64_t(M) * lda)), B = round_bf16(randn(rng, int64_t(N) * ldb));
   const Vec C0 = randn(rng, int64_t(M) * ldc);
@@ -384,12 +372,10 @@ TEST_CASE("gpu gemm: leading dimensions of sub-blocks", "[gpu][gemm]") {
 // variant): bf16 out = alpha·(inp·W^T) + beta·res with res a second bf16 input (the convex
 // residual a/3, 1 - a), and in place (beta·C, C_in null: the gradient dres = keep·dres + dX).
 // bf16 output: kTolBf16; the residual input is left unchanged.
-TEST_CASE("gpu gemm: bf16 output plus beta times a bf16 residual, separate and in place", "[gpu][gemm]") {
-  const uint64_t seed = 919;
+TEST_CASE_METHOD(GemmCase,
+                 "gpu gemm: bf16 output plus beta times a bf16 residual, separate and in place", "[gpu][gemm]") {
+  use_seed(919);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   const int M = 64, N = 96, K = 128;
   const double alpha = 0.25 / 3.0, beta = 0.75;
   const Vec A = round_bf16(randn(rng, int64_t(M) * K)), W = round_bf16(randn(rng, int64_t(N) * K, 0.2));
@@ -411,13 +397,11 @@ TEST_CASE("gpu gemm: bf16 output plus beta times a bf16 residual, separate and i
   CHECK(rel_diff(download(dR), ref) < kTolBf16);
 }
 
-TEST_CASE("gpu gemm: autotuning picks among candidates and leaves an accumulated output as one call would",
-          "[gpu][gemm]") {
-  const uint64_t seed = 917;
+TEST_CASE_METHOD(GemmCase,
+                 "gpu gemm: autotuning picks among candidates and leaves an accumulated output as one call would",
+                 "[gpu][gemm]") {
+  use_seed(917);
   CAPTURE(seed);
-  Rng rng(seed);
-  cuda::Stream stream;
-  cuda::GemmRunner runner(stream.get());
   runner.set_autotune(true);
   // The trials run on the call's own buffers: C += A^T·B (beta = 1, in place) must come out as
   // one accumulation, the first call (tuning) and the second (cached) alike.
