@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backend/cuda/device.hpp"
+#include "bench/gpt2_step.hpp"
 #include "config/config.hpp"
 #include "core/rng.hpp"
 #include "kernels/adamw.cuh"
@@ -44,49 +45,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpt_step_bench: gemm: expected heuristic or tuned, got %s\n", gemm.c_str());
     return 2;
   }
-  std::vector<std::string> sets = {"model.n_layer=12", "model.n_head=12", "model.d_model=768",
-                                   "model.vocab_size=50304", "model.seq_len=1024"};
+  std::vector<std::string> sets;
   if (variant == "lipschitz")
-    sets.insert(sets.end(), {"model.variant=lipschitz", "model.norm=none", "model.pos=rope", "model.bias=false",
-                             "model.tie_embeddings=false"});
-  const Config cfg = default_config(sets);
-  const ParamTable table = build_gpt_params(cfg);
-  std::vector<float> host(size_t(table.total()), 0.f);
-  init_gpt_params(cfg, table, host, 1);
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> master{std::span<const float>(host)}, grads{host.size()}, m{host.size()}, v{host.size()};
-  cuda::DeviceBuffer<kernels::bf16> params{host.size()};
-  kernels::copy_to_bf16(params.data(), master.data(), int64_t(host.size()), stream.get());
-  m.zero(stream.get()), v.zero(stream.get());
-  Rng rng(2);
-  std::vector<int32_t> tok(size_t(B) * T), tgt(size_t(B) * T);
-  for (auto& t : tok) t = int32_t(rng.below(50257));
-  for (auto& t : tgt) t = int32_t(rng.below(50257));
-  cuda::DeviceBuffer<int32_t> d_tok{std::span<const int32_t>(tok)}, d_tgt{std::span<const int32_t>(tgt)};
-
-  CudaGpt model(cfg, table, B, stream.get());
-  model.set_gemm_autotune(gemm == "tuned");
+    sets = {"model.variant=lipschitz", "model.norm=none", "model.pos=rope", "model.bias=false",
+            "model.tie_embeddings=false"};
+  bench::Gpt2Step bench(B, sets);
+  const ParamTable& table = bench.table();
+  bench.model().set_gemm_autotune(gemm == "tuned");
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
-              (long long)table.n_params(), B, T, double(model.arena_bytes()) / (1 << 30));
-  kernels::AdamWStep s;
-  s.lr = 1e-4f, s.weight_decay = 0.f;
-  std::vector<float> ms;
+              (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;
-  for (int step = 0; step < n_warmup + n_steps; ++step) {
-    cuda::Event start, stop;
-    start.record(stream.get());
-    grads.zero(stream.get());
-    loss = model.forward(params.data(), d_tok.data(), d_tgt.data(), B, T);
-    model.backward(params.data(), grads.data(), 1.0);
-    s.t = step + 1;
-    kernels::adamw_update(master.data(), params.data(), grads.data(), m.data(), v.data(), int64_t(host.size()), s,
-                          false, stream.get());
-    stop.record(stream.get());
-    stop.synchronize();
-    if (step >= n_warmup) ms.push_back(stop.elapsed_ms_since(start));
-  }
-  std::sort(ms.begin(), ms.end());
-  const float med = ms[ms.size() / 2];
+  const float med = bench.median_ms(n_steps, n_warmup, &loss);
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   std::printf("gpt_step_bench: loss %.4f, median %.2f ms/step, %.0f tokens/s, device memory in use %.2f GiB\n", loss,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backend/cuda/device.hpp"
+#include "bench/gpt2_step.hpp"
 #include "config/config.hpp"
 #include "core/rng.hpp"
 #include "kernels/adamw.cuh"
@@ -35,42 +36,7 @@ float median(std::vector<float> v) {
 }
 
 // GPT-2 124M training step (llm.c's configuration), median ms over `steps` after 3 warm-up steps.
-float gpt2_step_ms(int B, int steps) {
-  const int T = 1024;
-  const Config cfg = default_config({"model.n_layer=12", "model.n_head=12", "model.d_model=768",
-                                     "model.vocab_size=50304", "model.seq_len=1024"});
-  const ParamTable table = build_gpt_params(cfg);
-  std::vector<float> host(size_t(table.total()), 0.f);
-  init_gpt_params(cfg, table, host, 1);
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> master{std::span<const float>(host)}, grads{host.size()}, m{host.size()}, v{host.size()};
-  cuda::DeviceBuffer<kernels::bf16> params{host.size()};
-  kernels::copy_to_bf16(params.data(), master.data(), int64_t(host.size()), stream.get());
-  m.zero(stream.get()), v.zero(stream.get());
-  Rng rng(2);
-  std::vector<int32_t> tok(size_t(B) * T), tgt(size_t(B) * T);
-  for (auto& t : tok) t = int32_t(rng.below(50257));
-  for (auto& t : tgt) t = int32_t(rng.below(50257));
-  cuda::DeviceBuffer<int32_t> d_tok{std::span<const int32_t>(tok)}, d_tgt{std::span<const int32_t>(tgt)};
-  CudaGpt model(cfg, table, B, stream.get());
-  kernels::AdamWStep s;
-  s.lr = 1e-4f;
-  std::vector<float> ms;
-  for (int step = 0; step < 3 + steps; ++step) {
-    cuda::Event start, stop;
-    start.record(stream.get());
-    grads.zero(stream.get());
-    model.forward(params.data(), d_tok.data(), d_tgt.data(), B, T);
-    model.backward(params.data(), grads.data(), 1.0);
-    s.t = step + 1;
-    kernels::adamw_update(master.data(), params.data(), grads.data(), m.data(), v.data(), int64_t(host.size()), s,
-                          false, stream.get());
-    stop.record(stream.get());
-    stop.synchronize();
-    if (step >= 3) ms.push_back(stop.elapsed_ms_since(start));
-  }
-  return median(ms);
-}
+float gpt2_step_ms(int B, int steps) { return bench::Gpt2Step(B).median_ms(steps, 3); }
 
 }  // namespace
 
