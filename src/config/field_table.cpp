@@ -109,7 +109,7 @@ const std::vector<Field>& fields() {
        "Dtype gradients are reduced in across ranks (bf16 halves the traffic; summed in fp32)."},
       {PG_FIELD(dist, zero), closed(0, 1),
        "0: gradients all-reduced, every rank holds the whole AdamW state; 1: ZeRO-1 (reduce-scatter, "
-       "AdamW state sharded by rank, parameters all-gathered)."},
+       "or all-reduce beside Muon; AdamW state sharded by rank, parameters all-gathered)."},
       {PG_FIELD(dist, timeout_s), greater_than(0),
        "Seconds the rendezvous waits for every rank to reach MASTER_ADDR:MASTER_PORT."},
       {PG_FIELD(dist, bucket_mb), greater_than(0),

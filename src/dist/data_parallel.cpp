@@ -41,9 +41,10 @@ BucketLayout make_buckets(const ParamTable& table, int world_size, double bucket
   return out;
 }
 
-DataParallel::DataParallel(Comm& comm, const ParamTable& table, const DistConfig& cfg)
+DataParallel::DataParallel(Comm& comm, const ParamTable& table, const DistConfig& cfg, bool whole_grads)
     : comm_(&comm),
       zero_(cfg.zero == 1),
+      whole_grads_(whole_grads),
       bf16_(cfg.grad_dtype == "bf16"),
       layout_(make_buckets(table, comm.world_size(), cfg.bucket_mb)) {
   const int W = world_size(), r = rank();
@@ -73,9 +74,10 @@ void DataParallel::reduce_grads(std::span<float> grads) {
   for (const Bucket& b : layout_.buckets) {
     float* g = grads.data() + b.begin;
     const int64_t len = b.end - b.begin, n = len / W;
-    if (!zero_ && !bf16_) {
+    const bool all_reduce = !zero_ || whole_grads_;
+    if (all_reduce && !bf16_) {
       comm_->all_reduce(g, len, DType::f32, ReduceOp::avg);
-    } else if (!zero_) {
+    } else if (all_reduce) {
       to_bf16(g, staging_.data(), len);
       comm_->all_reduce(staging_.data(), len, DType::bf16, ReduceOp::avg);
       from_bf16(staging_.data(), g, len);
@@ -92,6 +94,10 @@ void DataParallel::reduce_grads(std::span<float> grads) {
 
 double DataParallel::grad_norm(std::span<const float> grads) {
   double s = 0.0;
+  if (whole_grads_) {  // every rank holds the whole reduced gradient
+    for (int64_t i = 0; i < padded_total(); ++i) s += double(grads[size_t(i)]) * double(grads[size_t(i)]);
+    return std::sqrt(s);
+  }
   for (const ElementRange& r : owned_)
     for (int64_t i = r.begin; i < r.end; ++i) s += double(grads[size_t(i)]) * double(grads[size_t(i)]);
   if (zero_ && world_size() > 1) comm_->all_reduce(std::span<double>(&s, 1), ReduceOp::sum);
@@ -99,6 +105,10 @@ double DataParallel::grad_norm(std::span<const float> grads) {
 }
 
 void DataParallel::scale_grads(std::span<float> grads, float s) {
+  if (whole_grads_) {
+    for (int64_t i = 0; i < padded_total(); ++i) grads[size_t(i)] *= s;
+    return;
+  }
   for (const ElementRange& r : owned_)
     for (int64_t i = r.begin; i < r.end; ++i) grads[size_t(i)] *= s;
 }

@@ -16,6 +16,9 @@
 // buffer, identically. dist.zero = 1 (ZeRO-1): each bucket is reduce-scattered (avg), rank r
 // receiving part r of every bucket; rank r clips and runs AdamW on those parts only, keeping
 // AdamW moments for them only (owned()); then each bucket's parameters are all-gathered.
+// With whole_grads (ZeRO-1 beside Muon, whose owner of a matrix needs all of its gradient) the
+// buckets are all-reduced instead, the norm and the clipping cover the whole buffer, and AdamW's
+// moments stay sharded as above.
 // dist.grad_dtype = bf16 rounds the gradients to bf16 for the collective and back to fp32 after
 // it (summed in fp32 by the in-process comm; by NCCL's kernels on the GPU).
 //
@@ -47,7 +50,7 @@ BucketLayout make_buckets(const ParamTable& table, int world_size, double bucket
 
 class DataParallel {
  public:
-  DataParallel(Comm& comm, const ParamTable& table, const DistConfig& cfg);
+  DataParallel(Comm& comm, const ParamTable& table, const DistConfig& cfg, bool whole_grads = false);
 
   int rank() const { return comm_->rank(); }
   int world_size() const { return comm_->world_size(); }
@@ -61,11 +64,11 @@ class DataParallel {
   // Rank 0's parameters to every rank (start of a run: identical replicas however initialised).
   void broadcast_params(std::span<float> params);
   // Averages the gradients over ranks, bucket by bucket; afterwards the owned ranges hold the
-  // global-batch gradient (the rest of the buffer is stale under ZeRO-1).
+  // global-batch gradient (the rest of the buffer is stale under ZeRO-1 without whole_grads).
   void reduce_grads(std::span<float> grads);
   // Global L2 norm of the reduced gradient (sum of squares in double; the same on every rank).
   double grad_norm(std::span<const float> grads);
-  void scale_grads(std::span<float> grads, float s);  // owned ranges only
+  void scale_grads(std::span<float> grads, float s);  // owned ranges only (whole_grads: all)
   // ZeRO-1: every rank's updated parts to every rank. No-op otherwise.
   void gather_params(std::span<float> params);
   // ZeRO-1: owned-range optimizer state (AdamW's compact layout) -> the whole flat buffer on
@@ -79,6 +82,7 @@ class DataParallel {
  private:
   Comm* comm_;
   bool zero_;
+  bool whole_grads_;  // ZeRO-1 with all-reduced gradients (see above)
   bool bf16_;
   BucketLayout layout_;
   std::vector<ElementRange> owned_;

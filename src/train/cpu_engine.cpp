@@ -12,6 +12,7 @@
 #include "model/cpu_gpt.hpp"
 #include "model/gpt.hpp"
 #include "optim/adamw.hpp"
+#include "optim/muon_adamw.hpp"
 #include "spectral/constrain.hpp"
 #include "spectral/spectral_log.hpp"
 #include "train/checkpoint.hpp"
@@ -28,35 +29,38 @@ class CpuEngine final : public TrainEngine {
         opt_(opt),
         comm_(comm),
         table_(with_constraints(cfg, build_gpt_params(cfg))),
-        dp_(comm, table_, cfg.dist),
+        dp_(comm, table_, cfg.dist, /*whole_grads=*/cfg.dist.zero == 1 && cfg.optim.kind == "muon"),
         params_(size_t(dp_.padded_total()), 0.0f),
         grads_(size_t(dp_.padded_total()), 0.0f) {
     init_gpt_params(cfg, table_, params_, cfg.train.seed);
-    // ZeRO-1 shards AdamW's moments by rank; Muon's state is not sharded yet, so Muon runs on the
-    // all-reduced gradients (dist.zero = 0) with its Newton-Schulz work split over the ranks.
-    if (cfg.dist.zero == 1 && cfg.optim.kind != "adamw")
-      throw UserError("dist.zero = 1: needs optim.kind = adamw (got '" + cfg.optim.kind + "'); use dist.zero = 0");
     // The bias update reads the step's routing stats, which are per rank: replicas would drift apart.
     if (comm.world_size() > 1 && cfg.moe.n_expert > 0 && cfg.moe.balance == "bias")
       throw UserError("moe.balance = bias: not supported with more than one data-parallel rank yet; use moe.balance = aux");
-    if (cfg.dist.zero == 1) {
+    // Muon's Newton-Schulz matrices are split over the ranks (dist/muon_split.hpp).
+    NsSplitFn ns_split;
+    if (comm.world_size() > 1)
+      ns_split = [&comm](std::span<float* const> mats, std::span<const MatrixShape> shapes, const NsLocalFn& local) {
+        std::vector<dist::NsMatrix> dshapes;
+        for (const MatrixShape& s : shapes) dshapes.push_back({s.rows, s.cols});
+        dist::orthogonalize_distributed(comm, mats, dshapes,
+                                        [&](std::span<float* const> sub, std::span<const dist::NsMatrix> sub_shapes) {
+                                          std::vector<MatrixShape> ms;
+                                          for (const dist::NsMatrix& s : sub_shapes) ms.push_back({s.rows, s.cols});
+                                          local(sub, ms);
+                                        });
+      };
+    // ZeRO-1 shards AdamW's moments by rank; beside Muon the gradients are all-reduced (see
+    // DataParallel) and Muon keeps its whole state on every rank.
+    if (cfg.dist.zero == 1 && cfg.optim.kind == "muon") {
+      auto o = std::make_unique<MuonAdamW>(cfg.optim, table_, std::move(ns_split), dp_.owned());
+      zero_adamw_ = &o->adamw();
+      zero_muon_ = &o->muon();
+      optimizer_ = std::move(o);
+    } else if (cfg.dist.zero == 1) {
       auto a = std::make_unique<AdamW>(cfg.optim, table_, dp_.owned());
       zero_adamw_ = a.get();
       optimizer_ = std::move(a);
     } else {
-      // Muon's Newton-Schulz matrices are split over the ranks (dist/muon_split.hpp).
-      NsSplitFn ns_split;
-      if (comm.world_size() > 1)
-        ns_split = [&comm](std::span<float* const> mats, std::span<const MatrixShape> shapes, const NsLocalFn& local) {
-          std::vector<dist::NsMatrix> dshapes;
-          for (const MatrixShape& s : shapes) dshapes.push_back({s.rows, s.cols});
-          dist::orthogonalize_distributed(comm, mats, dshapes,
-                                          [&](std::span<float* const> sub, std::span<const dist::NsMatrix> sub_shapes) {
-                                            std::vector<MatrixShape> ms;
-                                            for (const dist::NsMatrix& s : sub_shapes) ms.push_back({s.rows, s.cols});
-                                            local(sub, ms);
-                                          });
-        };
       optimizer_ = make_optimizer(cfg.optim, table_, std::move(ns_split));
     }
     project_constrained(table_, params_, spectral_, cfg, 0.0, 0);  // start inside the constraint set
@@ -136,7 +140,12 @@ class CpuEngine final : public TrainEngine {
     if (zero_adamw_) {
       full_m_.assign(params_.size(), 0.0f);
       full_v_.assign(params_.size(), 0.0f);
-      load_optimizer_state(dir, adamw_state(table_, full_m_.data(), full_v_.data()));
+      std::vector<StateTensor> state = adamw_state(table_, full_m_.data(), full_v_.data());
+      if (zero_muon_) {
+        const std::vector<StateTensor> m = zero_muon_->state();
+        state.insert(state.begin(), m.begin(), m.end());
+      }
+      load_optimizer_state(dir, state);
       dp_.scatter_state(full_m_, zero_adamw_->m());
       dp_.scatter_state(full_v_, zero_adamw_->v());
     } else {
@@ -156,7 +165,10 @@ class CpuEngine final : public TrainEngine {
     full_v_.assign(params_.size(), 0.0f);
     dp_.gather_state(zero_adamw_->m(), full_m_);
     dp_.gather_state(zero_adamw_->v(), full_v_);
-    return adamw_state(table_, full_m_.data(), full_v_.data());
+    std::vector<StateTensor> state = zero_muon_ ? zero_muon_->state() : std::vector<StateTensor>{};
+    const std::vector<StateTensor> a = adamw_state(table_, full_m_.data(), full_v_.data());
+    state.insert(state.end(), a.begin(), a.end());
+    return state;
   }
 
   Config cfg_;
@@ -167,6 +179,7 @@ class CpuEngine final : public TrainEngine {
   std::vector<float> params_, grads_;
   std::unique_ptr<Optimizer> optimizer_;
   AdamW* zero_adamw_ = nullptr;  // the sharded AdamW under ZeRO-1
+  Muon* zero_muon_ = nullptr;    // and the Muon beside it (whole state on every rank)
   std::vector<float> full_m_, full_v_;
   SpectralState spectral_;
   std::optional<CpuGpt<float>> model_;

@@ -23,6 +23,7 @@
 #include "dist/in_process_comm.hpp"
 #include "io/checkpoint_dir.hpp"
 #include "io/jsonl.hpp"
+#include "io/safetensors.hpp"
 #include "model/gpt.hpp"
 #include "optim/adamw.hpp"
 #include "train/trainer.hpp"
@@ -184,7 +185,8 @@ TEST_CASE("dist: a 2-rank checkpoint resumes on 3 ranks (and a ZeRO-1 one on 1 r
   require_close(resumed, std::vector<double>(full.begin() + 4, full.end()), kLossTol);
 }
 
-TEST_CASE("dist: with optim.kind = muon (NS split over ranks), 2 in-process ranks give the losses of one rank; ZeRO-1 refuses Muon",
+TEST_CASE("dist: with optim.kind = muon (NS split over ranks), 2 in-process ranks give the losses of one rank, "
+          "also under ZeRO-1, whose checkpoint resumes on 3 ranks",
           "[dist]") {
   test::TempDir data("dpdata"), run("dprun");
   test::write_markov_shards(data.str(), 32, 20000, 4000, 10);
@@ -200,5 +202,25 @@ TEST_CASE("dist: with optim.kind = muon (NS split over ranks), 2 in-process rank
   // a matrix lost or misplaced in the exchange moves the losses by far more than this tolerance.
   require_close(test::run_column(run / "w2", "train_loss"), ref, kLossTol);
   require_close(test::run_column(run / "w2", "val_loss"), test::run_column(run / "w1", "val_loss"), kLossTol);
-  REQUIRE_THROWS_AS(train(dp_run(data, 2, {"optim.kind=muon", "dist.zero=1"}), {run / "z", false, {}}), UserError);
+
+  // ZeRO-1 beside Muon: the gradients are all-reduced (an owner needs its matrices' whole
+  // gradients), AdamW's moments sharded, Muon's state whole on every rank.
+  const std::vector<std::string> zero = {"optim.kind=muon", "optim.ns_precision=fp32", "dist.zero=1"};
+  train(dp_run(data, 2, zero), {run / "z2", false, {}});
+  require_close(test::run_column(run / "z2", "train_loss"), ref, kLossTol);
+  require_close(test::run_column(run / "z2", "val_loss"), test::run_column(run / "w1", "val_loss"), kLossTol);
+  // Its checkpoint holds the whole state (Muon's momentum and the gathered AdamW moments), by name.
+  const auto latest = io::find_latest_checkpoint(run / "z2");
+  REQUIRE(latest.has_value());
+  const io::SafetensorsReader r(*latest + "/optimizer.safetensors");
+  CHECK(r.has("h.0.mlp.fc.weight.momentum_buffer"));
+  CHECK(r.has("wte.exp_avg"));
+  // Resumed from step 4 on 3 ranks (ZeRO-1 again): the same later losses.
+  fs::create_directories(run / "z3/checkpoints");
+  fs::copy(run / "z2/checkpoints/00000004", run / "z3/checkpoints/00000004", fs::copy_options::recursive);
+  const RunSummary s3 = train(dp_run(data, 3, zero), {run / "z3", true, {}});
+  REQUIRE(s3.steps_done == 10);
+  const auto full = test::run_column(run / "z2", "train_loss"), resumed = test::run_column(run / "z3", "train_loss");
+  REQUIRE(resumed.size() == 6);  // steps 5..10
+  require_close(resumed, std::vector<double>(full.begin() + 4, full.end()), kLossTol);
 }
