@@ -12,6 +12,23 @@
 namespace pg::kernels {
 
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+
+// Eight bf16 in one 16-byte word <-> eight fp32 (the 16-byte row accesses of norm.cu and moe.cu).
+__device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(h[i]);
+    f[2 * i] = t.x, f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float* f) {
+  uint4 raw;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  return raw;
+}
 __device__ __forceinline__ float to_f32(float x) { return x; }
 template <typename T>
 __device__ __forceinline__ T from_f32(float x);

@@ -252,22 +252,6 @@ __global__ void combine_bwd_kernel(bf16* deo, float* dgates, const bf16* dy, con
 // 16-byte aligned rows; the host side checks and otherwise takes the kernels above) ----------------
 constexpr int kRowWarps = 8;  // rows (warps) per block
 
-__device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __bfloat1622float2(h[i]);
-    f[2 * i] = t.x, f[2 * i + 1] = t.y;
-  }
-}
-__device__ __forceinline__ uint4 pack8(const float* f) {
-  uint4 raw;
-  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-  return raw;
-}
-
 __global__ void gather_vec8_kernel(bf16* xe, const bf16* x, const int32_t* row_src, int64_t rows, int k, int C) {
   const int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
   if (r >= rows) return;

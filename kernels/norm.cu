@@ -25,13 +25,7 @@ __device__ __forceinline__ float rounded(float x) { return to_f32(from_f32<bf16>
 template <int W>
 __device__ __forceinline__ void load_w(float (&v)[W], const bf16* p) {
   if constexpr (W == 8) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 f = __bfloat1622float2(h[j]);
-      v[2 * j] = f.x, v[2 * j + 1] = f.y;
-    }
+    unpack8(*reinterpret_cast<const uint4*>(p), v);
   } else {
     static_assert(W == 1);
     v[0] = to_f32(*p);
@@ -40,11 +34,7 @@ __device__ __forceinline__ void load_w(float (&v)[W], const bf16* p) {
 template <int W>
 __device__ __forceinline__ void store_w(bf16* p, const float (&v)[W]) {
   if constexpr (W == 8) {
-    uint4 raw;
-    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-    *reinterpret_cast<uint4*>(p) = raw;
+    *reinterpret_cast<uint4*>(p) = pack8(v);
   } else {
     static_assert(W == 1);
     *p = from_f32<bf16>(v[0]);
