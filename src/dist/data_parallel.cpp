@@ -56,6 +56,7 @@ DataParallel::DataParallel(Comm& comm, const ParamTable& table, const DistConfig
   } else {
     owned_.push_back({0, layout_.padded_total});
   }
+  reduced_ = whole_grads_ ? std::vector<ElementRange>{{0, layout_.padded_total}} : owned_;
   if (bf16_ && W > 1) {
     int64_t longest = 0;
     for (const Bucket& b : layout_.buckets) longest = std::max(longest, b.end - b.begin);
@@ -94,22 +95,14 @@ void DataParallel::reduce_grads(std::span<float> grads) {
 
 double DataParallel::grad_norm(std::span<const float> grads) {
   double s = 0.0;
-  if (whole_grads_) {  // every rank holds the whole reduced gradient
-    for (int64_t i = 0; i < padded_total(); ++i) s += double(grads[size_t(i)]) * double(grads[size_t(i)]);
-    return std::sqrt(s);
-  }
-  for (const ElementRange& r : owned_)
+  for (const ElementRange& r : reduced_)
     for (int64_t i = r.begin; i < r.end; ++i) s += double(grads[size_t(i)]) * double(grads[size_t(i)]);
-  if (zero_ && world_size() > 1) comm_->all_reduce(std::span<double>(&s, 1), ReduceOp::sum);
+  if (zero_ && !whole_grads_ && world_size() > 1) comm_->all_reduce(std::span<double>(&s, 1), ReduceOp::sum);
   return std::sqrt(s);
 }
 
 void DataParallel::scale_grads(std::span<float> grads, float s) {
-  if (whole_grads_) {
-    for (int64_t i = 0; i < padded_total(); ++i) grads[size_t(i)] *= s;
-    return;
-  }
-  for (const ElementRange& r : owned_)
+  for (const ElementRange& r : reduced_)
     for (int64_t i = r.begin; i < r.end; ++i) grads[size_t(i)] *= s;
 }
 

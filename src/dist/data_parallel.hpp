@@ -86,6 +86,7 @@ class DataParallel {
   bool bf16_;
   BucketLayout layout_;
   std::vector<ElementRange> owned_;
+  std::vector<ElementRange> reduced_;  // where reduce_grads leaves the global gradient: owned_, or all
   std::vector<uint16_t> staging_;  // one bucket of bf16 gradients
 };
 

@@ -138,14 +138,7 @@ class CpuEngine final : public TrainEngine {
   void load_checkpoint(const std::string& dir) override {
     load_model_weights(dir, table_, params_);
     if (zero_adamw_) {
-      full_m_.assign(params_.size(), 0.0f);
-      full_v_.assign(params_.size(), 0.0f);
-      std::vector<StateTensor> state = adamw_state(table_, full_m_.data(), full_v_.data());
-      if (zero_muon_) {
-        const std::vector<StateTensor> m = zero_muon_->state();
-        state.insert(state.begin(), m.begin(), m.end());
-      }
-      load_optimizer_state(dir, state);
+      load_optimizer_state(dir, zero_state_views());
       dp_.scatter_state(full_m_, zero_adamw_->m());
       dp_.scatter_state(full_v_, zero_adamw_->v());
     } else {
@@ -161,10 +154,17 @@ class CpuEngine final : public TrainEngine {
   // collective, every rank takes part).
   std::vector<StateTensor> full_state() {
     if (!zero_adamw_) return optimizer_->state();
-    full_m_.assign(params_.size(), 0.0f);
-    full_v_.assign(params_.size(), 0.0f);
+    std::vector<StateTensor> state = zero_state_views();
     dp_.gather_state(zero_adamw_->m(), full_m_);
     dp_.gather_state(zero_adamw_->v(), full_v_);
+    return state;
+  }
+
+  // ZeRO-1: named views of the whole optimizer state, AdamW's moments in the whole-buffer copies
+  // full_m_ / full_v_ (zeroed here) and Muon's, if any, in its own (whole) buffers.
+  std::vector<StateTensor> zero_state_views() {
+    full_m_.assign(params_.size(), 0.0f);
+    full_v_.assign(params_.size(), 0.0f);
     std::vector<StateTensor> state = zero_muon_ ? zero_muon_->state() : std::vector<StateTensor>{};
     const std::vector<StateTensor> a = adamw_state(table_, full_m_.data(), full_v_.data());
     state.insert(state.end(), a.begin(), a.end());
