@@ -196,7 +196,6 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   B_ = B, Tn_ = Tn, inputs_ = inputs, targets_ = targets;
   const int N = B * Tn;
   const auto kind = ln_ ? kernels::NormKind::LayerNorm : kernels::NormKind::RMSNorm;
-  const float eps = ln_ ? kLayerNormEps : kRmsNormEps;
   auto par = [&](int64_t o) { return o >= 0 ? P + o : nullptr; };
   kernels::AttentionDims dims;
   dims.B = B, dims.T = Tn, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
@@ -210,10 +209,10 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     // Without norms the previous block's last GEMM wrote x to res_in, which ln1 aliases.
     if (has_norm_ && l == 0)
       kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
-                                 par(w.ln1_b), N, C_, eps, kind, stream_);
+                                 par(w.ln1_b), N, C_, eps_, kind, stream_);
     else if (has_norm_)
       kernels::residual_norm_fwd(a.res_in, a.ln1, a.ln1_mean, a.ln1_rstd, acts_[size_t(l) - 1].res_mid, branch_,
-                                 P + w.ln1_w, par(w.ln1_b), N, C_, eps, kind, stream_);
+                                 P + w.ln1_w, par(w.ln1_b), N, C_, eps_, kind, stream_);
     if (fused_qkv_) {
       linear_fwd(a.q, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
     } else {
@@ -235,7 +234,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     if (has_norm_) {
       linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
       kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
-                                 par(w.ln2_b), N, C_, eps, kind, stream_);
+                                 par(w.ln2_b), N, C_, eps_, kind, stream_);
     } else {  // res_mid = keep·res_in + s·(att W_o^T), which ln2 aliases
       residual_linear_fwd(a.res_mid, a.res_in, res_keep_, a.att, P, w.o, w.ob, N, C_, C_, attn_out_scale_);
     }
@@ -262,7 +261,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   }
   if (has_norm_)  // without norms lnf_ aliases res_final_, which the last block wrote
     kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
-                               P + lnf_w_, par(lnf_b_), N, C_, eps, kind, stream_);
+                               P + lnf_w_, par(lnf_b_), N, C_, eps_, kind, stream_);
   cuda::GemmArgs g;
   g.M = N, g.N = V_, g.K = C_, g.A = lnf_, g.B = P + head_, g.trans_b = true, g.C = logits_;
   g.out_type = cuda::OutType::BF16;

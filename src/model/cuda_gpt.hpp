@@ -98,7 +98,7 @@ class CudaGpt {
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;
   bf16 *act_tmp_ = nullptr, *ln_tmp_ = nullptr;
-  float eps_ = 0.f;
+  float eps_ = 0.f;  // the norms' epsilon, forward and recompute alike
   float softcap_;
   // Residuals without norms (see above): stream weight, branch scales, attention logit scale
   // (0: the kernel's default 1/sqrt(d_head)).
