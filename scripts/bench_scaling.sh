@@ -9,7 +9,8 @@
 #   2. communication: 1 GPU and the largest N with one micro-batch per step (grad_accum 1, so each
 #      GPU does the same work): the step time added at N is the exposed communication; where nsys
 #      is installed, the NCCL kernels' total time per step at N (overlapped = total - exposed);
-#   3. ZeRO-1 on vs off at the largest N: device memory per GPU (the planned figure) and tokens/s;
+#   3. ZeRO-1 on at the largest N against its scaling run (off): device memory per GPU (the
+#      planned figure) and tokens/s;
 #   4. a simulated two-node launch: two launch.sh invocations with --nnodes 2, node ranks 0 and 1,
 #      the same master address and port, each on its own half of the GPUs, for a few steps;
 #   5. a rank killed mid-run (SIGKILL to rank 1 after step KILL_AT): the launcher stops the job with
@@ -72,7 +73,6 @@ if ((MAXN >= 2)); then
       echo "   nsys profile failed (see scaling_nsys.txt)"
   fi
 
-  train "zero0" "$MAXN" --set train.grad_accum=$((8 / MAXN)) --set dist.zero=0
   train "zero1" "$MAXN" --set train.grad_accum=$((8 / MAXN)) --set dist.zero=1
 
   half=$((MAXN / 2))
@@ -168,8 +168,8 @@ if maxn >= 2:
             per_step = total / 1e6 / 10 / maxn  # ns -> ms, 10 steps, summed over ranks
             out.append(f"NCCL kernels (nsys): {per_step:.1f} ms per step per GPU; overlapped "
                        f"{max(0.0, per_step - max(0.0, sn - s1) * 1e3):.1f} ms")
-    z0, z1 = tps("zero0"), tps("zero1")
-    out.append(f"\nZeRO-1 at {maxn} GPUs: off {z0 or 0:,.0f} tokens/s, {mem('zero0')} GiB per GPU; "
+    z0, z1 = tps(f"dp{maxn}"), tps("zero1")  # off: the scaling run at the same N
+    out.append(f"\nZeRO-1 at {maxn} GPUs: off {z0 or 0:,.0f} tokens/s, {mem(f'dp{maxn}')} GiB per GPU; "
                f"on {z1 or 0:,.0f} tokens/s, {mem('zero1')} GiB per GPU")
     l0, lk = losses("twonode0"), losses(f"dp{maxn}")
     common = [s for s in sorted(l0) if s in lk]
