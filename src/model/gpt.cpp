@@ -95,17 +95,6 @@ void init_gpt_params(const Config& cfg, const ParamTable& table, std::span<float
   }
 }
 
-double gpt_flops_per_token(const Config& cfg) {
-  const auto& m = cfg.model;
-  const double C = m.d_model, F = cfg.d_ff(), L = m.n_layer, V = m.vocab_size, T = m.seq_len;
-  double matmul_params = L * 4 * C * C + V * C;
-  for (int l = 0; l < m.n_layer; ++l)  // an MoE block counts its router and the experts a token uses
-    matmul_params += cfg.is_moe_layer(l)
-                         ? C * cfg.moe.n_expert + 2.0 * C * cfg.d_ff_expert() * (cfg.moe.top_k + cfg.moe.n_shared)
-                         : 2 * C * F;
-  return 6.0 * matmul_params + 12.0 * L * T * C;  // attention as PaLM/nanoGPT count it (no causal halving)
-}
-
 GptOffsets gpt_offsets(const Config& cfg, const ParamTable& t) {
   auto off = [&](const std::string& name) {
     const ParamInfo* p = t.find(name);

@@ -44,8 +44,4 @@ struct GptOffsets {
 // logic_error when the table lacks a tensor the plan needs.
 GptOffsets gpt_offsets(const Config& cfg, const ParamTable& table);
 
-// Training FLOPs per token (forward + backward = 3x forward): 6 N_matmul + 12 L T C for attention
-// (PaLM appendix-B accounting; the embedding counts only as the head's matmul).
-double gpt_flops_per_token(const Config& cfg);
-
 }  // namespace pg

@@ -92,10 +92,14 @@ bool cuda_trainer_available(std::string* why) {
 double flops_per_token(const Config& cfg, const ParamTable& table) {
   double n = 0.0;
   bool has_head = false;
+  // A token passes through top_k of an MoE block's routed experts (the shared ones always): only
+  // that share of the routed expert tensors is active, so MFU counts the FLOPs actually spent.
+  const double routed_share = cfg.moe.n_expert > 0 ? double(cfg.moe.top_k) / cfg.moe.n_expert : 1.0;
   for (const auto& p : table.entries()) {
     if (p.role == Role::embed || p.role == Role::pos_embed) continue;
     has_head = has_head || p.role == Role::head;
-    n += double(p.numel);
+    const bool routed = p.name.find(".moe.experts.") != std::string::npos;
+    n += double(p.numel) * (routed ? routed_share : 1.0);
   }
   // A tied head is the embedding matrix: its matmul still costs V·C per token.
   if (!has_head) n += double(cfg.model.vocab_size) * cfg.model.d_model;

@@ -23,6 +23,7 @@
 #include "model/gpt.hpp"
 #include "model/moe_balance.hpp"
 #include "train/checkpoint.hpp"
+#include "train/engine.hpp"
 #include "train/trainer.hpp"
 
 using namespace pg;
@@ -77,9 +78,12 @@ TEST_CASE("moe params: 3-D expert tensors, router and bias roles, Muon takes eac
     const ParamInfo& b = t.get(h + "router.score_bias");
     CHECK((b.role == Role::bias && !b.muon && !b.weight_decay));
   }
-  // FLOPs count the active experts: top_k + n_shared expert MLPs and the router, per MoE block.
-  const double per_moe_block = 6.0 * (8 * 4 + 2.0 * 8 * 6 * (2 + 1) - 2.0 * 8 * 12);
-  CHECK(gpt_flops_per_token(cfg) == Approx(gpt_flops_per_token(tiny_model({"model.n_layer=4"})) + 2 * per_moe_block));
+  // FLOPs count the active experts: top_k of the 4 routed expert MLPs (weights and biases), the
+  // shared one, the router and its selection bias, in place of a dense MLP, per MoE block.
+  const double expert = 2.0 * 8 * 6 + 6 + 8, dense_mlp = 2.0 * 8 * 12 + 12 + 8;
+  const double per_moe_block = 6.0 * (8 * 4 + 4 + expert * (2 + 1) - dense_mlp);
+  const Config dense = tiny_model({"model.n_layer=4"});
+  CHECK(flops_per_token(cfg, t) == Approx(flops_per_token(dense, build_gpt_params(dense)) + 2 * per_moe_block));
 }
 
 TEST_CASE("cpu_moe: whole-model gradients match finite differences in float64", "[moe]") {
