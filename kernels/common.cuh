@@ -37,7 +37,9 @@ __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat1
 template <>
 __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 
-__device__ __forceinline__ float warp_sum(float v) {
+// Sum over the warp in a fixed order (deterministic), for float or double.
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -48,15 +50,16 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
-// `scratch` is 32 floats of shared memory; the call synchronises the block twice.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Sum over the block (blockDim.x a multiple of 32, at most 1024) in a fixed order; every thread
+// gets the total. `scratch` is 32 elements of shared memory; the call synchronises the block twice.
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
   v = warp_sum(v);
   __syncthreads();  // scratch may still be read by a previous call
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  v = lane < n_warp ? scratch[lane] : 0.f;
+  v = lane < n_warp ? scratch[lane] : T(0);
   return warp_sum(v);
 }
 __device__ __forceinline__ float block_max(float v, float* scratch) {

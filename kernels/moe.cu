@@ -13,22 +13,6 @@ constexpr int kMaxTopK = 8;
 constexpr int kWarpsPerBlock = 8;  // router kernels: one warp per token
 constexpr int kRowBlock = 128;     // row kernels: one block per token row
 
-__device__ __forceinline__ double warp_sum_f64(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-// Sum over the block in fp64, fixed order; every thread gets the total. scratch: 32 doubles.
-__device__ __forceinline__ double block_sum_f64(double v, double* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
-  v = warp_sum_f64(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < n_warp ? scratch[lane] : 0.0;
-  return warp_sum_f64(v);
-}
-
 // ---- routing ------------------------------------------------------------------------------------
 __global__ void router_fwd_kernel(float* probs, float* lse, int32_t* sel, float* gates, const float* logits,
                                   const bf16* score_bias, int N, int E, int k) {
@@ -117,7 +101,7 @@ __global__ void prob_colsum_kernel(double* colsum, const float* probs, int N, in
   const int e = blockIdx.x;
   double s = 0.0;
   for (int n = threadIdx.x; n < N; n += blockDim.x) s += double(probs[int64_t(n) * E + e]);
-  s = block_sum_f64(s, red);
+  s = block_sum(s, red);
   if (threadIdx.x == 0) colsum[e] = s;
 }
 
@@ -127,10 +111,10 @@ __global__ void router_loss_kernel(double* losses, const double* colsum, const f
   double a = 0.0;
   for (int e = threadIdx.x; e < E; e += blockDim.x)
     a += double(counts[e]) / (double(N) * k) * (colsum[e] / N);
-  a = block_sum_f64(a, red);
+  a = block_sum(a, red);
   double z = 0.0;
   for (int n = threadIdx.x; n < N; n += blockDim.x) z += double(lse[n]) * double(lse[n]);
-  z = block_sum_f64(z, red);
+  z = block_sum(z, red);
   if (threadIdx.x == 0) losses[0] = E * a, losses[1] = z / N;
 }
 

@@ -19,22 +19,10 @@ __device__ __forceinline__ void store_op(void* dst, OperandType op, int64_t i, f
   }
 }
 
-__device__ __forceinline__ double warp_sum_d(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over a block of kBlock threads; every thread gets the total (fixed order: deterministic).
+// Sum over the block in fp64, fixed order (deterministic); every thread gets the total.
 __device__ double block_sum_d(double v) {
-  __shared__ double scratch[kBlock / 32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_sum_d(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < kBlock / 32 ? scratch[lane] : 0.0;
-  return warp_sum_d(v);
+  __shared__ double scratch[32];
+  return block_sum(v, scratch);
 }
 
 // ---- gather / scatter: 32 x 32 tiles through shared memory, so the transposed side is coalesced.
@@ -222,7 +210,7 @@ __global__ void matvec_rows_kernel(double* y, const float* base, const int64_t* 
   const double* xb = x + int64_t(b) * cols;
   double s = 0.0;
   for (int j = lane; j < cols; j += 32) s += double(w[j]) * xb[j];
-  s = warp_sum_d(s);
+  s = warp_sum(s);
   if (lane == 0) y[int64_t(b) * rows + row] = s;
 }
 
@@ -319,7 +307,7 @@ __global__ void max_norm_rows_kernel(float* E, bf16* E_bf16, int64_t rows, int c
   float* e = E + row * cols;
   double ss = 0.0;
   for (int j = lane; j < cols; j += 32) ss += double(e[j]) * e[j];
-  ss = warp_sum_d(ss);
+  ss = warp_sum(ss);
   const double rms = sqrt(ss / double(cols));
   const float s = rms > 1.0 ? float(1.0 / rms) : 1.f;
   for (int j = lane; j < cols; j += 32) {
