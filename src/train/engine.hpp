@@ -129,7 +129,8 @@ std::unique_ptr<TrainEngine> make_cuda_engine(const Config& cfg, const RunOption
 
 // FLOPs of one token's forward + backward (for MFU): 6·N + 12·n_layer·seq_len·d_model, where N
 // counts the parameters that take part in matmuls — every tensor except the token and position
-// embeddings, plus the LM head (the embedding matrix again when tied) — and the second term is
+// embeddings, plus the LM head (the embedding matrix again when tied), with an MoE block's routed
+// expert tensors counted at their active share top_k / n_expert — and the second term is
 // attention's QKᵀ and AV over a full (non-causal) T×T score matrix, as in the PaLM appendix.
 double flops_per_token(const Config& cfg, const ParamTable& table);
 // bf16 dense tensor peak of a GPU by its name, TFLOP/s: 989.4 for the H100 and H200 (SXM); 0 when
