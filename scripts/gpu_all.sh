@@ -9,6 +9,7 @@
 #   lipschitz  scripts/bench_lipschitz_gpt2.sh 24 12               (~2 min)
 #   moe        scripts/bench_moe.sh                                (dense vs MoE trainers + block)
 #   attention  scripts/bench_attention.sh    (its tests and sanitizer runs, then ours vs SDPA)
+#   profile    scripts/profile_step.sh       (not by default: every kernel of one GPT-2 step, ncu)
 #   usage: scripts/gpu_all.sh [stage]...
 # Exits non-zero when a stage fails; the later stages still run.
 set -uo pipefail
@@ -28,7 +29,8 @@ for s in "${stages[@]}"; do
     lipschitz) bash scripts/bench_lipschitz_gpt2.sh 24 12 > "$OUT/all_lipschitz.txt" 2>&1 ;;
     moe) bash scripts/bench_moe.sh > "$OUT/all_moe.txt" 2>&1 ;;
     attention) bash scripts/bench_attention.sh > "$OUT/all_attention.txt" 2>&1 ;;
-    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe or attention)" >&2; exit 2 ;;
+    profile) bash scripts/profile_step.sh > "$OUT/all_profile.txt" 2>&1 ;;
+    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention or profile)" >&2; exit 2 ;;
   esac
   rc=$?
   echo "==== $s: rc=$rc"
