@@ -1,10 +1,19 @@
-// Benchmarks of the cuBLASLt GEMM layer and the fused classifier on GPT-2 124M shapes
-// (B·T = 8192 rows per micro-batch of 8 × 1024, C = 768, vocab padded to 50304), plus the
+// Benchmarks of the cuBLASLt GEMM layer, the fused classifier and the norm backward on GPT-2 124M
+// shapes (B·T = 8192 rows per micro-batch of 8 × 1024, C = 768, vocab padded to 50304), plus the
 // 8192³ GEMM as the bf16 peak reference. Prints one line per case: median time over 20 runs
 // after 3 warm-up runs, TFLOP/s for GEMMs, GB/s for the classifier (bytes: the logits read
-// twice and written once). Run by scripts/gpu_check.sh; figures go to bench/RESULTS.md.
+// twice and written once) and the norm backward (below). Run by scripts/gpu_check.sh; figures go
+// to bench/RESULTS.md.
+//   usage: kernels_bench [part=all|gemm|classifier|norm]
+// norm: kernels::norm_bwd with the arguments of gpt_step_bench 64's step (CudaGpt::backward):
+// N = 64 × 1024 rows of C = 768, LayerNorm, the bf16 parameter copy as gain; the blocks' norms
+// accumulate into the residual gradient with dgain, dbias and dsum (the joined linear layer's
+// bias), the final norm writes it with the same sums; and the QK-norm shape (RMS without gain
+// over 12 heads of 64, in place, no sums). GB/s counts the [N, C] bf16 tensors read (x, dout,
+// and dinp when accumulating) and written (dinp), plus mean and rstd.
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/device.hpp"
@@ -13,6 +22,7 @@
 #include "core/rng.hpp"
 #include "kernels/adamw.cuh"
 #include "kernels/classifier.cuh"
+#include "kernels/norm.cuh"
 
 using namespace pg;
 using kernels::bf16;
@@ -31,17 +41,65 @@ cuda::DeviceBuffer<bf16> random_bf16(size_t n, uint64_t seed, float scale, cuda:
   return b;
 }
 
+cuda::DeviceBuffer<float> random_f32(size_t n, uint64_t seed, float lo, float hi) {
+  Rng rng(seed);
+  std::vector<float> h(n);
+  for (auto& x : h) x = float(rng.uniform(lo, hi));
+  return cuda::DeviceBuffer<float>{std::span<const float>(h)};
+}
+
+void bench_norm_bwd(cuda::Stream& stream) {
+  struct Case { const char* name; int N, C; bool accumulate, param, gain; kernels::NormKind kind; };
+  const Case cases[] = {
+      {"block LN (accumulate, dgain dbias dsum)", 65536, 768, true, true, true, kernels::NormKind::LayerNorm},
+      {"final LN (dgain dbias dsum)", 65536, 768, false, true, true, kernels::NormKind::LayerNorm},
+      {"QK-norm (RMS, no gain, in place)", 65536 * 12, 64, false, false, false, kernels::NormKind::RMSNorm},
+  };
+  for (const Case& k : cases) {
+    const size_t n = size_t(k.N) * k.C;
+    auto x = random_bf16(n, 5, 2.f, stream);
+    auto dout = random_bf16(n, 6, 1.f, stream);
+    auto dinp = random_bf16(n, 7, 1.f, stream);
+    auto gain = random_bf16(size_t(k.C), 8, 1.f, stream);
+    auto mean = random_f32(size_t(k.N), 9, -0.1f, 0.1f);
+    auto rstd = random_f32(size_t(k.N), 10, 0.5f, 2.f);
+    cuda::DeviceBuffer<float> dgain(size_t(k.C)), dbias(size_t(k.C)), dsum(size_t(k.C));
+    cuda::DeviceBuffer<float> scratch(size_t(kernels::norm_bwd_scratch_floats(k.C)));
+    const bool ln = k.kind == kernels::NormKind::LayerNorm;
+    // In place (dinp = dout) for QK-norm, as the step calls it.
+    bf16* dy = k.param ? dout.data() : dinp.data();
+    const float ms = bench::median_ms(stream, [&] {
+      kernels::norm_bwd(dinp.data(), k.accumulate, k.param ? dgain.data() : nullptr, k.param ? dbias.data() : nullptr,
+                        k.param ? dsum.data() : nullptr, k.param ? scratch.data() : nullptr, dy, x.data(),
+                        k.gain ? gain.data() : nullptr, ln ? mean.data() : nullptr, rstd.data(), k.N, k.C, k.kind,
+                        stream.get());
+    });
+    const double bytes =
+        double(n) * sizeof(bf16) * (k.accumulate ? 4 : 3) + double(k.N) * sizeof(float) * (ln ? 2 : 1);
+    std::printf("norm_bwd %-40s N=%d C=%d %8.3f ms %7.1f GB/s\n", k.name, k.N, k.C, ms, bytes / (ms * 1e-3) / 1e9);
+  }
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   if (cuda::device_count() == 0) {
     std::printf("kernels_bench: skipped: no CUDA device\n");
     return 0;
+  }
+  const std::string part = argc > 1 ? argv[1] : "all";
+  if (part != "all" && part != "gemm" && part != "classifier" && part != "norm") {
+    std::fprintf(stderr, "kernels_bench: part: expected all, gemm, classifier or norm, got %s\n", part.c_str());
+    return 2;
   }
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("kernels_bench on %s\n", prop.name);
   cuda::Stream stream;
+  if (part == "norm") {
+    bench_norm_bwd(stream);
+    return 0;
+  }
   cuda::GemmRunner runner(stream.get());
 
   struct G { const char* name; int M, N, K; bool ta, tb; cuda::OutType out; };
@@ -56,44 +114,50 @@ int main() {
       {"head dX   [BT,V]x[V,C]", BT, C, V, false, false, cuda::OutType::BF16},
       {"head dW   [BT,V]^T x [BT,C] fp32", V, C, BT, true, false, cuda::OutType::F32},
   };
-  for (const G& g : cases) {
-    auto A = random_bf16(size_t(g.M) * g.K, 1, 1.f, stream);
-    auto B = random_bf16(size_t(g.K) * g.N, 2, 1.f, stream);
-    cuda::DeviceBuffer<float> Cf(g.out == cuda::OutType::F32 ? size_t(g.M) * g.N : 0);
-    cuda::DeviceBuffer<bf16> Cb(g.out == cuda::OutType::BF16 ? size_t(g.M) * g.N : 0);
-    cuda::GemmArgs a;
-    a.M = g.M, a.N = g.N, a.K = g.K, a.A = A.data(), a.trans_a = g.ta, a.B = B.data(), a.trans_b = g.tb;
-    a.out_type = g.out;
-    a.C = g.out == cuda::OutType::F32 ? static_cast<void*>(Cf.data()) : static_cast<void*>(Cb.data());
-    const float ms = bench::median_ms(stream, [&] { runner.gemm(a); });
-    std::printf("gemm %-36s %8.3f ms %7.1f TFLOP/s\n", g.name, ms, 2.0 * g.M * g.N * g.K / (ms * 1e-3) / 1e12);
+  if (part == "all" || part == "gemm") {
+    for (const G& g : cases) {
+      auto A = random_bf16(size_t(g.M) * g.K, 1, 1.f, stream);
+      auto B = random_bf16(size_t(g.K) * g.N, 2, 1.f, stream);
+      cuda::DeviceBuffer<float> Cf(g.out == cuda::OutType::F32 ? size_t(g.M) * g.N : 0);
+      cuda::DeviceBuffer<bf16> Cb(g.out == cuda::OutType::BF16 ? size_t(g.M) * g.N : 0);
+      cuda::GemmArgs a;
+      a.M = g.M, a.N = g.N, a.K = g.K, a.A = A.data(), a.trans_a = g.ta, a.B = B.data(), a.trans_b = g.tb;
+      a.out_type = g.out;
+      a.C = g.out == cuda::OutType::F32 ? static_cast<void*>(Cf.data()) : static_cast<void*>(Cb.data());
+      const float ms = bench::median_ms(stream, [&] { runner.gemm(a); });
+      std::printf("gemm %-36s %8.3f ms %7.1f TFLOP/s\n", g.name, ms, 2.0 * g.M * g.N * g.K / (ms * 1e-3) / 1e12);
+    }
   }
 
   // Fused classifier over the logits of one micro-batch. Each timed run starts from fresh logits
   // (the kernel overwrites them with dlogits), copied in outside the timing.
-  for (float cap : {0.f, 30.f}) {
-    auto logits0 = random_bf16(size_t(BT) * V, 3, 8.f, stream);
-    cuda::DeviceBuffer<bf16> logits(size_t(BT) * V);
-    std::vector<int32_t> t(BT);
-    Rng rng(4);
-    for (auto& x : t) x = int32_t(rng.below(50257));
-    cuda::DeviceBuffer<int32_t> targets{std::span<const int32_t>(t)};
-    cuda::DeviceBuffer<float> losses(BT);
-    std::vector<float> ms;
-    cuda::Event start, stop;
-    for (int i = 0; i < 23; ++i) {
-      CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits0.data(), logits.bytes(), cudaMemcpyDeviceToDevice, stream.get()));
-      start.record(stream.get());
-      kernels::fused_classifier(logits.data(), losses.data(), nullptr, targets.data(), BT, 50257, V, 1.f / BT, cap, true,
-                                stream.get());
-      stop.record(stream.get());
-      stop.synchronize();
-      if (i >= 3) ms.push_back(stop.elapsed_ms_since(start));
+  if (part == "all" || part == "classifier") {
+    for (float cap : {0.f, 30.f}) {
+      auto logits0 = random_bf16(size_t(BT) * V, 3, 8.f, stream);
+      cuda::DeviceBuffer<bf16> logits(size_t(BT) * V);
+      std::vector<int32_t> t(BT);
+      Rng rng(4);
+      for (auto& x : t) x = int32_t(rng.below(50257));
+      cuda::DeviceBuffer<int32_t> targets{std::span<const int32_t>(t)};
+      cuda::DeviceBuffer<float> losses(BT);
+      std::vector<float> ms;
+      cuda::Event start, stop;
+      for (int i = 0; i < 23; ++i) {
+        CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits0.data(), logits.bytes(), cudaMemcpyDeviceToDevice,
+                                   stream.get()));
+        start.record(stream.get());
+        kernels::fused_classifier(logits.data(), losses.data(), nullptr, targets.data(), BT, 50257, V, 1.f / BT, cap,
+                                  true, stream.get());
+        stop.record(stream.get());
+        stop.synchronize();
+        if (i >= 3) ms.push_back(stop.elapsed_ms_since(start));
+      }
+      std::sort(ms.begin(), ms.end());
+      const double bytes = 3.0 * double(BT) * V * sizeof(bf16);
+      std::printf("fused classifier BT=%d V=%d cap=%-4g %8.3f ms %7.1f GB/s\n", BT, V, double(cap), ms[ms.size() / 2],
+                  bytes / (ms[ms.size() / 2] * 1e-3) / 1e9);
     }
-    std::sort(ms.begin(), ms.end());
-    const double bytes = 3.0 * double(BT) * V * sizeof(bf16);
-    std::printf("fused classifier BT=%d V=%d cap=%-4g %8.3f ms %7.1f GB/s\n", BT, V, double(cap), ms[ms.size() / 2],
-                bytes / (ms[ms.size() / 2] * 1e-3) / 1e9);
   }
+  if (part == "all") bench_norm_bwd(stream);
   return 0;
 }

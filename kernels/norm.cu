@@ -1,12 +1,14 @@
 // LayerNorm / RMSNorm fused with the residual add, forward and backward (math, layouts and grid
 // shapes: norm.cuh). A warp owns a row: the row's sums are warp shuffles, no shared memory, and
 // each lane strides the row by 32 elements (coalesced), or by 32 groups of 8 with 16-byte accesses
-// when the rows allow it. Statistics and math are fp32.
+// when the rows allow it; the backward of rows of 256 to 1024 columns gives a row to a group of
+// warps instead (norm_bwd_ring_kernel). Statistics and math are fp32.
 #include <algorithm>
 #include <initializer_list>
 
 #include "backend/cuda/check.hpp"
 #include "core/error.hpp"
+#include "kernels/attention_tiles.cuh"
 #include "kernels/common.cuh"
 #include "kernels/norm.cuh"
 
@@ -323,6 +325,139 @@ __global__ void __launch_bounds__(kNormBwdWarps * 32)
   }
 }
 
+// The backward for rows of 256 <= C <= 1024 with 16-byte accesses (the model's norms): a group of
+// NWG = ceil(C/256) warps owns a row, thread t of the group its 8 columns {8t + j} (idle where
+// 8t >= C), and a block of kRingThreads threads holds kRingThreads / (32·NWG) groups, each
+// striding over the rows. The register kernel above keeps three parameter sums per element a lane
+// owns (72 registers at C = 768): 12 warps per SM, one row each in flight, ~1.9 TB/s. With 8
+// columns a thread needs 24 sums, which leaves room for 2 blocks of 384 threads per SM and a ring
+// of kRingStages rows in shared memory fed by cp.async: each thread copies its own 16-byte chunks
+// of the next kRingStages - 1 rows (x, dout, the accumulated dinp) and its copy of their mean and
+// rstd, and reads back only what it copied, so the ring needs no barrier (~150 KB in flight per
+// SM). A row's two sums cross the group's warps through shared memory (a named barrier per group,
+// double-buffered by row parity, so one barrier per row). Parameter sums: per thread in registers
+// over its rows, then added over the block's groups in group order into its partial: deterministic.
+constexpr int kRingThreads = 384;
+constexpr int kRingStages = 5;
+
+struct RingSlot {  // one stage of one thread
+  uint4 x, dy, dd;
+};
+// Shared memory of the ring kernel: [stages][threads] slots, [stages][threads] (mean, rstd), then
+// the row sums [groups][2 parities][NWG warps][2]; the partials [groups][3][C] reuse the ring.
+constexpr size_t kRingSmem = size_t(kRingStages) * kRingThreads * (sizeof(RingSlot) + sizeof(float2)) +
+                             size_t(kRingThreads / 32) * 2 * 2 * sizeof(float);
+
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(tiles::smem_addr(dst)), "l"(src));
+}
+// The NWG warps of group g (named barrier g + 1; 0 is __syncthreads').
+template <int NWG>
+__device__ __forceinline__ void group_sync(int g) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(g + 1), "n"(32 * NWG) : "memory");
+}
+
+template <int NWG, bool PARAM>
+__global__ void __launch_bounds__(kRingThreads, 2)
+    norm_bwd_ring_kernel(bf16* dinp, bool accumulate, float* scratch, const bf16* dout, const bf16* inp,
+                         const bf16* gain, const float* mean_in, const float* rstd_in, int N, int C,
+                         bool layer_norm) {
+  constexpr int kGroupThreads = 32 * NWG, kGroups = kRingThreads / kGroupThreads;
+  extern __shared__ __align__(16) unsigned char smem[];
+  RingSlot* ring = reinterpret_cast<RingSlot*>(smem);  // [stages][threads]
+  float2* stats = reinterpret_cast<float2*>(ring + kRingStages * kRingThreads);
+  float* red = reinterpret_cast<float*>(stats + kRingStages * kRingThreads);  // [groups][2][NWG][2]
+  const int tid = threadIdx.x, group = tid / kGroupThreads, t = tid % kGroupThreads;
+  const int warp = t >> 5, lane = t & 31, c = 8 * t;
+  const bool active = c < C;
+  float vg[8];
+  for (int j = 0; j < 8; ++j) vg[j] = 1.f;
+  if (gain && active) load_w<8>(vg, gain + c);
+  float ag[8], ab[8], as[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) ag[j] = ab[j] = as[j] = 0.f;
+
+  // Row `row` into stage s; one commit group per call (empty past N or for idle threads), so the
+  // group count stays uniform for the waits.
+  auto issue = [&](int64_t row, int s) {
+    if (row < N && active) {
+      RingSlot& slot = ring[s * kRingThreads + tid];
+      tiles::cp_async16(&slot.x, inp + row * C + c, true);
+      tiles::cp_async16(&slot.dy, dout + row * C + c, true);
+      if (accumulate) tiles::cp_async16(&slot.dd, dinp + row * C + c, true);
+      float2& st = stats[s * kRingThreads + tid];
+      if (layer_norm) cp_async4(&st.x, mean_in + row);
+      cp_async4(&st.y, rstd_in + row);
+    }
+    tiles::cp_async_commit();
+  };
+  const int64_t stride = int64_t(gridDim.x) * kGroups;
+  int64_t row = int64_t(blockIdx.x) * kGroups + group;
+#pragma unroll
+  for (int s = 0; s < kRingStages - 1; ++s) issue(row + s * stride, s);
+  for (int k = 0; row < N; ++k, row += stride) {
+    const int s = k % kRingStages;
+    // The stage refilled is the one this thread read in the previous iteration.
+    issue(row + (kRingStages - 1) * stride, (k + kRingStages - 1) % kRingStages);
+    tiles::cp_async_wait<kRingStages - 1>();
+    float xh[8], vdy[8], vd[8];
+    float sg = 0.f, sgx = 0.f, mean = 0.f, rstd = 0.f;
+    if (active) {
+      const RingSlot& slot = ring[s * kRingThreads + tid];
+      const float2 st = stats[s * kRingThreads + tid];
+      mean = layer_norm ? st.x : 0.f, rstd = st.y;
+      unpack8(slot.x, xh), unpack8(slot.dy, vdy);
+      if (accumulate) unpack8(slot.dd, vd);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        xh[j] = (xh[j] - mean) * rstd;
+        const float g = vdy[j] * vg[j];
+        sg += g;
+        sgx += g * xh[j];
+      }
+    }
+    sg = warp_sum(sg), sgx = warp_sum(sgx);
+    if constexpr (NWG > 1) {
+      float* r = red + ((group * 2 + (k & 1)) * NWG) * 2;
+      if (lane == 0) r[2 * warp] = sg, r[2 * warp + 1] = sgx;
+      group_sync<NWG>(group);
+      sg = sgx = 0.f;
+#pragma unroll
+      for (int w = 0; w < NWG; ++w) sg += r[2 * w], sgx += r[2 * w + 1];
+    }
+    if (!active) continue;
+    const float mg = layer_norm ? sg / float(C) : 0.f, mgx = sgx / float(C);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float d = rstd * (vdy[j] * vg[j] - mg - xh[j] * mgx);
+      vd[j] = accumulate ? vd[j] + d : d;
+      if constexpr (PARAM) {
+        ag[j] += vdy[j] * xh[j];
+        ab[j] += vdy[j];
+        as[j] += rounded(vd[j]);
+      }
+    }
+    store_w<8>(dinp + row * C + c, vd);
+  }
+  if constexpr (PARAM) {
+    tiles::cp_async_wait<0>();  // only empty groups are left, but the ring's memory is reused
+    __syncthreads();
+    float* part = reinterpret_cast<float*>(smem);  // [groups][3][C]
+    if (active) {
+      float* p = part + int64_t(group) * 3 * C + c;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) p[j] = ag[j], p[C + j] = ab[j], p[2 * C + j] = as[j];
+    }
+    __syncthreads();
+    float* out = scratch + int64_t(blockIdx.x) * 3 * C;
+    for (int i = tid; i < 3 * C; i += kRingThreads) {
+      float sum = 0.f;
+      for (int g = 0; g < kGroups; ++g) sum += part[g * 3 * C + i];
+      out[i] = sum;
+    }
+  }
+}
+
 // 16-byte accesses when every row of every given tensor starts 16-byte aligned.
 bool rows_aligned16(int C, std::initializer_list<const void*> ptrs) {
   if (C % 8 != 0) return false;
@@ -353,15 +488,26 @@ __global__ void norm_param_reduce_kernel(float* dgain, float* dbias, float* dsum
   else dsum[c - 2 * C] += t;
 }
 
-// The register backward for rows of C <= 256·ITERS, with or without the parameter sums.
-using RegKernel = void (*)(bf16*, bool, float*, const bf16*, const bf16*, const bf16*, const float*, const float*,
+// The row backward kernels share one signature. The register backward for rows of C <= 256·ITERS,
+// with or without the parameter sums.
+using BwdKernel = void (*)(bf16*, bool, float*, const bf16*, const bf16*, const bf16*, const float*, const float*,
                           int, int, bool);
-RegKernel reg_kernel(int iters, bool param) {
+BwdKernel reg_kernel(int iters, bool param) {
   switch (iters) {
     case 1: return param ? norm_bwd_reg_kernel<1, true> : norm_bwd_reg_kernel<1, false>;
     case 2: return param ? norm_bwd_reg_kernel<2, true> : norm_bwd_reg_kernel<2, false>;
     case 3: return param ? norm_bwd_reg_kernel<3, true> : norm_bwd_reg_kernel<3, false>;
     default: return param ? norm_bwd_reg_kernel<4, true> : norm_bwd_reg_kernel<4, false>;
+  }
+}
+
+// The ring backward for C <= 256·NWG, with or without the parameter sums.
+BwdKernel ring_kernel(int nwg, bool param) {
+  switch (nwg) {
+    case 1: return param ? norm_bwd_ring_kernel<1, true> : norm_bwd_ring_kernel<1, false>;
+    case 2: return param ? norm_bwd_ring_kernel<2, true> : norm_bwd_ring_kernel<2, false>;
+    case 3: return param ? norm_bwd_ring_kernel<3, true> : norm_bwd_ring_kernel<3, false>;
+    default: return param ? norm_bwd_ring_kernel<4, true> : norm_bwd_ring_kernel<4, false>;
   }
 }
 
@@ -408,9 +554,23 @@ void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* ds
   PG_CHECK(!want_param || scratch, "norm_bwd: parameter gradients need scratch");
   PG_CHECK(!((dbias || dsum) && !want_param), "norm_bwd: dbias or dsum without dgain");
   int n_block = kNormBwdBlocks;
-  if (rows_aligned16(C, {dinp, dout, inp, gain}) && C <= 256 * kNormRegIters) {
+  const bool aligned = rows_aligned16(C, {dinp, dout, inp, gain});
+  if (aligned && C >= 256 && C <= 256 * kNormRegIters) {
+    // Rows of at least a warp's 256 columns (QK-norm's heads of 64 or 128 would leave most of a
+    // group idle: they keep the register kernel).
+    const int nwg = (C + 255) / 256;
+    const BwdKernel kernel = ring_kernel(nwg, want_param);
+    const void* fn = reinterpret_cast<const void*>(kernel);
+    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kRingSmem)));
+    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    int(cudaSharedmemCarveoutMaxShared)));
+    const int groups = kRingThreads / (32 * nwg);
+    n_block = int(std::min<int64_t>(bwd_grid(fn, kRingThreads, kRingSmem), (int64_t(N) + groups - 1) / groups));
+    kernel<<<n_block, kRingThreads, kRingSmem, stream>>>(dinp, accumulate, scratch, dout, inp, gain, mean, rstd, N,
+                                                         C, ln);
+  } else if (aligned && C <= 256 * kNormRegIters) {
     const int iters = (C + 255) / 256;
-    const RegKernel kernel = reg_kernel(iters, want_param);
+    const BwdKernel kernel = reg_kernel(iters, want_param);
     const size_t smem = want_param ? size_t(3) * C * sizeof(float) : 0;
     n_block = bwd_grid(reinterpret_cast<const void*>(kernel), kNormBwdWarps * 32, smem);
     kernel<<<n_block, kNormBwdWarps * 32, smem, stream>>>(dinp, accumulate, scratch, dout, inp, gain, mean, rstd, N,

@@ -22,12 +22,13 @@
 // dgain, dbias, dsum: [C] fp32 (dbias, dsum may be null; both need dgain); scratch:
 // norm_bwd_scratch_floats(C) fp32. x of the backward is the saved res_out (or the norm's input
 // when there was no add). dinp may alias dout when not accumulating. C % 8 == 0 is not required.
-// Grid: one warp per row, 4 warps per block (forward); backward: as many blocks of 4 warps as
-// the GPU runs at once (at most kNormBwdBlocks), the warps striding over the rows, then a
-// reduction of the partials with blocks of 8×32 threads per 8 columns. With 16-byte rows and
-// C <= 1024 each lane keeps its share of a row in registers (one read of each input), and in the
-// backward its columns' parameter sums over all its rows; otherwise rows are re-read and every
-// warp keeps the sums in shared memory.
+// Grid: one warp per row, 4 warps per block (forward); backward: as many blocks as the GPU runs
+// at once (at most kNormBwdBlocks), striding over the rows, then a reduction of the per-block
+// partials with blocks of 8×32 threads per 8 columns. With 16-byte rows: for 256 <= C <= 1024
+// (the model's norms) ceil(C/256) warps own a row, each thread 8 columns and their parameter sums
+// over all its rows, with the next rows streamed into a shared-memory ring (blocks of 384
+// threads); for C < 256 (QK-norm's heads) a warp owns a row in registers, each lane its columns'
+// sums. Otherwise rows are re-read and every warp keeps the sums in shared memory.
 #pragma once
 #include "kernels/types.cuh"
 
