@@ -121,13 +121,15 @@ __global__ void __launch_bounds__(kBlock) fused_classifier_kernel(bf16* logits, 
 // one fp16 rounding (2^-11, a fifth of the bf16 output's); the 2^15 keeps g in fp16's normal range
 // down to softmax values of ~2^-29. The target's gradient, dloss·(p_t - 1)·..., would lose to that
 // rounding when p_t -> 1, so its owner thread recomputes it in fp32 from the logit it kept.
-// Splitting the row gives each SM 2·K CTAs of 512 / K threads, each loading, computing or storing
-// at its own pace: DRAM stays busy while others compute, which two whole rows per SM (K = 1)
-// could not keep up. Thread t owns the chunk's packs t, t + blockDim.x, ...: it reads back only
-// what it copied, so the passes need no barrier besides the reductions'.
+// The automatic K is the smallest whose chunk fits in one CTA's shared memory: K = 1 (a cluster
+// of one, two rows per SM) up to V_padded ~113K on an H100/H200; larger vocabularies split. More
+// CTAs per SM did not pay on an H200 (kernels_bench, 8192 × 50304, no cap: K = 1 0.441 ms,
+// 2 0.458, 4 0.481, 8 0.591; a device copy 0.391): the cluster barriers cost more than the finer
+// overlap gains once one exp per logit has cut the compute. Thread t owns the chunk's packs t,
+// t + blockDim.x, ...: it reads back only what it copied, so the passes need no barrier besides
+// the reductions'.
 constexpr int kSplitThreads = 512;     // per cluster: blockDim.x = kSplitThreads / K
 constexpr int kMaxSplit = 8;           // the portable cluster size limit
-constexpr int kSplitChunkBytes = 26 << 10;  // the automatic K: the smallest with chunks this small
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 constexpr float kGScale = 15.f;  // log2 of the fp16 g's scale
 
@@ -331,7 +333,7 @@ void fused_classifier(bf16* logits, float* losses, int32_t* correct, const int32
   int K = split;
   if (K == 0) {
     K = 1;
-    while (K < kMaxSplit && size_t((n_pack + K - 1) / K) * 16 > size_t(kSplitChunkBytes)) K *= 2;
+    while (K < kMaxSplit && size_t((n_pack + K - 1) / K) * 16 > split_smem_limit()) K *= 2;
   }
   const int chunk = (n_pack + K - 1) / K;
   const size_t smem = size_t(chunk) * 16;

@@ -12,11 +12,11 @@
 // Pointers: logits [N, V_padded] bf16 row-major; targets [N] int32 in [0, V); losses [N] fp32;
 // correct [N] int32.
 // Grid: when V_padded % 8 == 0, the logits are 16-byte aligned and a row fits in the shared
-// memory of K <= 8 CTAs, each row is split over a cluster of K CTAs (K = 4 for GPT-2's 50304; the
-// smallest power of two with chunks of at most 26 KB), which copy their chunk of the row into
-// shared memory once (cp.async) and combine (max, sum of exp, argmax) through distributed shared
-// memory: one read and one write of the logits in DRAM, one exp per logit (classifier.cu says
-// how). Otherwise one block of 1024 threads per row: pass 1 keeps an online (max, sum of exp) per
+// memory of K <= 8 CTAs, each row goes to a cluster of K CTAs (the smallest power of two whose
+// chunks fit: K = 1 for GPT-2's 50304, 512 threads, two rows per SM), which copy their chunk of
+// the row into shared memory once (cp.async) and, for K > 1, combine (max, sum of exp, argmax)
+// through distributed shared memory: one read and one write of the logits in DRAM, one exp per
+// logit (classifier.cu says how). Otherwise one block of 1024 threads per row: pass 1 keeps an online (max, sum of exp) per
 // thread over its strided elements, merged across the block; pass 2 reads the row again and
 // writes the gradient.
 #pragma once
