@@ -124,8 +124,8 @@ __global__ void __launch_bounds__(kBlock) fused_classifier_kernel(bf16* logits, 
 // The automatic K is the smallest whose chunk fits in one CTA's shared memory: K = 1 (a cluster
 // of one, two rows per SM) up to V_padded ~113K on an H100/H200; larger vocabularies split. More
 // CTAs per SM did not pay on an H200 (kernels_bench, 8192 × 50304, no cap: K = 1 0.441 ms,
-// 2 0.458, 4 0.481, 8 0.591; a device copy 0.391): the cluster barriers cost more than the finer
-// overlap gains once one exp per logit has cut the compute. Thread t owns the chunk's packs t,
+// 2 0.458, 4 0.481, 8 0.591; a device copy 0.391): presumably the cluster barriers cost more than
+// the finer overlap gains once one exp per logit has cut the compute. Thread t owns the packs t,
 // t + blockDim.x, ...: it reads back only what it copied, so the passes need no barrier besides
 // the reductions'.
 constexpr int kSplitThreads = 512;     // per cluster: blockDim.x = kSplitThreads / K
