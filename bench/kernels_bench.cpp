@@ -2,7 +2,8 @@
 // shapes (B·T = 8192 rows per micro-batch of 8 × 1024, C = 768, vocab padded to 50304), plus the
 // 8192³ GEMM as the bf16 peak reference. Prints one line per case: median time over 20 runs
 // after 3 warm-up runs, TFLOP/s for GEMMs, GB/s for the classifier (bytes: the logits read
-// twice and written once) and the norm backward (below). Run by scripts/gpu_check.sh; figures go
+// twice and written once, the first two-pass kernel's traffic; DRAM now moves two thirds of it) and
+// the norm backward (below). Run by scripts/gpu_check.sh; figures go
 // to bench/RESULTS.md.
 //   usage: kernels_bench [part=all|gemm|classifier|norm]
 // norm: kernels::norm_bwd with the arguments of gpt_step_bench 64's step (CudaGpt::backward):
@@ -129,34 +130,41 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Fused classifier over the logits of one micro-batch. Each timed run starts from fresh logits
-  // (the kernel overwrites them with dlogits), copied in outside the timing.
   if (part == "all" || part == "classifier") {
-    for (float cap : {0.f, 30.f}) {
-      auto logits0 = random_bf16(size_t(BT) * V, 3, 8.f, stream);
-      cuda::DeviceBuffer<bf16> logits(size_t(BT) * V);
-      std::vector<int32_t> t(BT);
-      Rng rng(4);
-      for (auto& x : t) x = int32_t(rng.below(50257));
-      cuda::DeviceBuffer<int32_t> targets{std::span<const int32_t>(t)};
-      cuda::DeviceBuffer<float> losses(BT);
+    // Fused classifier over the logits of one micro-batch, with the automatic split (0) and, without
+    // the soft cap, each split of a row over a cluster. Each timed run starts from fresh logits (the
+    // kernel overwrites them with dlogits), copied in outside the timing.
+    auto logits0 = random_bf16(size_t(BT) * V, 3, 8.f, stream);
+    cuda::DeviceBuffer<bf16> logits(size_t(BT) * V);
+    std::vector<int32_t> t(BT);
+    Rng rng(4);
+    for (auto& x : t) x = int32_t(rng.below(50257));
+    cuda::DeviceBuffer<int32_t> targets{std::span<const int32_t>(t)};
+    cuda::DeviceBuffer<float> losses(BT);
+    struct K { float cap; int split; };
+    for (const K& k : {K{0.f, 0}, K{30.f, 0}, K{0.f, 1}, K{0.f, 2}, K{0.f, 4}, K{0.f, 8}}) {
       std::vector<float> ms;
       cuda::Event start, stop;
       for (int i = 0; i < 23; ++i) {
-        CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits0.data(), logits.bytes(), cudaMemcpyDeviceToDevice,
-                                   stream.get()));
+        CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits0.data(), logits.bytes(), cudaMemcpyDeviceToDevice, stream.get()));
         start.record(stream.get());
-        kernels::fused_classifier(logits.data(), losses.data(), nullptr, targets.data(), BT, 50257, V, 1.f / BT, cap,
-                                  true, stream.get());
+        kernels::fused_classifier(logits.data(), losses.data(), nullptr, targets.data(), BT, 50257, V, 1.f / BT, k.cap,
+                                  true, stream.get(), k.split);
         stop.record(stream.get());
         stop.synchronize();
         if (i >= 3) ms.push_back(stop.elapsed_ms_since(start));
       }
       std::sort(ms.begin(), ms.end());
       const double bytes = 3.0 * double(BT) * V * sizeof(bf16);
-      std::printf("fused classifier BT=%d V=%d cap=%-4g %8.3f ms %7.1f GB/s\n", BT, V, double(cap), ms[ms.size() / 2],
-                  bytes / (ms[ms.size() / 2] * 1e-3) / 1e9);
+      std::printf("fused classifier BT=%d V=%d cap=%-4g split=%d %8.3f ms %7.1f GB/s\n", BT, V, double(k.cap), k.split,
+                  ms[ms.size() / 2], bytes / (ms[ms.size() / 2] * 1e-3) / 1e9);
     }
+    // The bandwidth ceiling beside it: a device copy of the same logits (one read, one write).
+    const float copy_ms = bench::median_ms(stream, [&] {
+      CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits0.data(), logits.bytes(), cudaMemcpyDeviceToDevice, stream.get()));
+    });
+    std::printf("device copy of the logits %8.3f ms %7.1f GB/s (one read, one write)\n", copy_ms,
+                2.0 * double(logits.bytes()) / (copy_ms * 1e-3) / 1e9);
   }
   if (part == "all") bench_norm_bwd(stream);
   return 0;
