@@ -175,8 +175,9 @@ void CudaGpt::residual_linear_fwd(bf16* out, const bf16* res, float keep, const 
 // gradient through a GELU whose input gelu_pre the forward stored (not with accumulate); with
 // dinp_bias_grad too, dinp_bias_grad += Σ_rows dinp, the bias gradient of the layer that fed the
 // GELU, from the dX GEMM's epilogue where cuBLASLt fuses it.
-// The bias gradient db is our column-sum kernel, not the dW GEMM's BGRADB epilogue: cuBLASLt runs
-// that as a separate reduction kernel of its own, slower than bias_bwd.
+// db comes from bias_bwd rather than the dW GEMM's BGRADB epilogue: cuBLASLt runs BGRADB as a
+// reduction kernel of its own anyway (globalKernelBgradAB_v2, 2.3-2.7 TB/s in bench/RESULTS.md's
+// profile of the step).
 void CudaGpt::linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, const bf16* inp,
                          const bf16* P, int64_t w, int64_t b, int N, int IC, int OC, float scale,
                          const bf16* gelu_pre, float* dinp_bias_grad) {
