@@ -5,13 +5,16 @@
 // twice and written once, the first two-pass kernel's traffic; DRAM now moves two thirds of it) and
 // the norm backward (below). Run by scripts/gpu_check.sh; figures go
 // to bench/RESULTS.md.
-//   usage: kernels_bench [part=all|gemm|classifier|norm]
+//   usage: kernels_bench [part=all|gemm|classifier|norm|bias]
 // norm: kernels::norm_bwd with the arguments of gpt_step_bench 64's step (CudaGpt::backward):
 // N = 64 × 1024 rows of C = 768, LayerNorm, the bf16 parameter copy as gain; the blocks' norms
 // accumulate into the residual gradient with dgain, dbias and dsum (the joined linear layer's
 // bias), the final norm writes it with the same sums; and the QK-norm shape (RMS without gain
 // over 12 heads of 64, in place, no sums). GB/s counts the [N, C] bf16 tensors read (x, dout,
 // and dinp when accumulating) and written (dinp), plus mean and rstd.
+// bias: the bias gradients of GPT-2's backward at B = 64 (65536 rows): cuBLASLt's epilogues
+// (BGRADB on the dW GEMM, DGELU_BGRAD on the proj dX GEMM) against the same GEMMs without them
+// plus kernels::bias_bwd, with bias_bwd's bandwidth alone.
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -22,6 +25,7 @@
 #include "backend/cuda/gemm.hpp"
 #include "core/rng.hpp"
 #include "kernels/adamw.cuh"
+#include "kernels/bias.cuh"
 #include "kernels/classifier.cuh"
 #include "kernels/norm.cuh"
 
@@ -81,6 +85,83 @@ void bench_norm_bwd(cuda::Stream& stream) {
   }
 }
 
+// A large random buffer: random_bf16's first 16M values repeated (generating hundreds of millions
+// on the host would take longer than the benchmark).
+cuda::DeviceBuffer<bf16> random_bf16_tiled(size_t n, uint64_t seed, float scale, cuda::Stream& stream) {
+  const size_t tile = std::min(n, size_t(1) << 24);
+  auto t = random_bf16(tile, seed, scale, stream);
+  cuda::DeviceBuffer<bf16> b(n);
+  for (size_t o = 0; o < n; o += tile)
+    CUDA_CHECK(cudaMemcpyAsync(b.data() + o, t.data(), std::min(tile, n - o) * sizeof(bf16), cudaMemcpyDeviceToDevice,
+                               stream.get()));
+  stream.synchronize();
+  return b;
+}
+
+// The fc and q/k/v bias gradients of one GPT-2 124M backward at B = 64 (N = 65536 rows), each
+// way the step could compute them.
+void bias_gradients(cuda::Stream& stream, cuda::GemmRunner& runner) {
+  const int N = 65536, C = 768, F = 4 * C;
+  auto dres = random_bf16_tiled(size_t(N) * C, 5, 1.f, stream), ln = random_bf16_tiled(size_t(N) * C, 6, 1.f, stream);
+  auto wproj = random_bf16(size_t(C) * F, 7, 0.05f, stream), pre = random_bf16_tiled(size_t(N) * F, 8, 2.f, stream);
+  auto dqkv = random_bf16_tiled(size_t(N) * 3 * C, 9, 1.f, stream);
+  cuda::DeviceBuffer<bf16> dact(size_t(N) * F);
+  cuda::DeviceBuffer<float> dw{size_t(F) * C}, db{size_t(F)}, part{size_t(F)};
+  cuda::DeviceBuffer<float> scratch(size_t(std::max(kernels::bias_bwd_scratch_floats(F),
+                                                     kernels::bias_bwd_scratch_floats(3 * C))));
+  auto report = [](const char* what, float ms, double bytes) {
+    if (bytes > 0) std::printf("bias %-44s %8.3f ms %7.1f GB/s\n", what, ms, bytes / (ms * 1e-3) / 1e9);
+    else std::printf("bias %-44s %8.3f ms\n", what, ms);
+  };
+  const cudaStream_t s = stream.get();
+  // proj dX: dact[N,F] = (dres[N,C] · Wproj[C,F]) ∘ gelu'(pre), the fc bias's gradient Σ_rows dact.
+  cuda::GemmArgs d;
+  d.M = N, d.N = F, d.K = C, d.A = dres.data(), d.B = wproj.data(), d.C = dact.data();
+  d.out_type = cuda::OutType::BF16, d.epilogue = cuda::Epilogue::DGelu, d.aux = pre.data();
+  report("proj dX DGELU", bench::median_ms(stream, [&] { runner.gemm(d); }), 0);
+  report("proj dX DGELU + bias_bwd(dact)", bench::median_ms(stream, [&] {
+           runner.gemm(d);
+           kernels::bias_bwd(db.data(), scratch.data(), dact.data(), N, F, s);
+         }), 0);
+  cuda::GemmArgs e = d;
+  e.epilogue = cuda::Epilogue::DGeluBiasGrad, e.bias_grad = part.data();
+  if (runner.supports(e))
+    report("proj dX DGELU_BGRAD + bias_accumulate", bench::median_ms(stream, [&] {
+             runner.gemm(e);
+             kernels::bias_accumulate(db.data(), part.data(), F, s);
+           }), 0);
+  else std::printf("bias proj dX DGELU_BGRAD (fp32 bias gradient): not supported by this cuBLASLt\n");
+  // bias_bwd alone over [N, OC]: the bytes of dout read once.
+  for (int OC : {F, 3 * C, C}) {
+    const bf16* x = OC == F ? dact.data() : dqkv.data();
+    char what[64];
+    std::snprintf(what, sizeof what, "bias_bwd [%d, %d]", N, OC);
+    report(what, bench::median_ms(stream, [&] { kernels::bias_bwd(db.data(), scratch.data(), x, N, OC, s); }),
+           2.0 * double(N) * OC);
+  }
+  // dW[OC,C] += dout^T · ln, with the bias gradient from BGRADB or from bias_bwd.
+  for (int OC : {F, 3 * C}) {
+    const bf16* dout = OC == F ? dact.data() : dqkv.data();
+    cuda::GemmArgs g;
+    g.M = OC, g.N = C, g.K = N, g.A = dout, g.trans_a = true, g.B = ln.data(), g.C = dw.data(), g.beta = 1.f;
+    char what[64];
+    std::snprintf(what, sizeof what, "dW [N,%d]^T x [N,C]", OC);
+    report(what, bench::median_ms(stream, [&] { runner.gemm(g); }), 0);
+    std::snprintf(what, sizeof what, "dW [N,%d]^T x [N,C] + bias_bwd", OC);
+    report(what, bench::median_ms(stream, [&] {
+             runner.gemm(g);
+             kernels::bias_bwd(db.data(), scratch.data(), dout, N, OC, s);
+           }), 0);
+    cuda::GemmArgs h = g;
+    h.epilogue = cuda::Epilogue::BiasGradA, h.bias_grad = part.data();
+    std::snprintf(what, sizeof what, "dW [N,%d]^T x [N,C] BGRADB + bias_accumulate", OC);
+    report(what, bench::median_ms(stream, [&] {
+             runner.gemm(h);
+             kernels::bias_accumulate(db.data(), part.data(), OC, s);
+           }), 0);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -89,8 +170,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::string part = argc > 1 ? argv[1] : "all";
-  if (part != "all" && part != "gemm" && part != "classifier" && part != "norm") {
-    std::fprintf(stderr, "kernels_bench: part: expected all, gemm, classifier or norm, got %s\n", part.c_str());
+  if (part != "all" && part != "gemm" && part != "classifier" && part != "norm" && part != "bias") {
+    std::fprintf(stderr, "kernels_bench: part: expected all, gemm, classifier, norm or bias, got %s\n", part.c_str());
     return 2;
   }
   cudaDeviceProp prop{};
@@ -102,6 +183,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   cuda::GemmRunner runner(stream.get());
+  if (part == "bias") {
+    bias_gradients(stream, runner);
+    return 0;
+  }
 
   struct G { const char* name; int M, N, K; bool ta, tb; cuda::OutType out; };
   const int BT = 8192, C = 768, V = 50304;
@@ -167,5 +252,6 @@ int main(int argc, char** argv) {
                 2.0 * double(logits.bytes()) / (copy_ms * 1e-3) / 1e9);
   }
   if (part == "all") bench_norm_bwd(stream);
+  if (part == "all") bias_gradients(stream, runner);
   return 0;
 }

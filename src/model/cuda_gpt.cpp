@@ -140,7 +140,9 @@ size_t CudaGpt::layout(std::byte* base) {
   else dq_ = dqkv, dk_ = dqkv + NC, dv_ = dqkv + 2 * NC;
   dact_ = a.take<bf16>(NF);
   norm_scratch_ = a.take<float>(kernels::norm_bwd_scratch_floats(C_));
-  bias_scratch_ = a.take<float>(std::max({3 * C_, F_, V_}));  // a bias gradient from a GEMM epilogue
+  // Bias gradients: bias_bwd's chunk sums, or one from a GEMM epilogue ([F], fewer floats).
+  bias_scratch_ = a.take<float>(std::max({kernels::bias_bwd_scratch_floats(C_), kernels::bias_bwd_scratch_floats(3 * C_),
+                                          kernels::bias_bwd_scratch_floats(F_)}));
   kernels::AttentionDims dims;
   dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
   dims.scale = attn_logit_scale_;
@@ -170,24 +172,34 @@ void CudaGpt::residual_linear_fwd(bf16* out, const bf16* res, float keep, const 
 
 // dinp[N,IC] (= beta·dinp +) α·dout · W ; dW[OC,IC] += α·dout^T · inp ; db += Σ_rows dout
 // (α = scale; only used without a bias). With gelu_pre, dinp = (dout · W) ∘ gelu'(gelu_pre): the
-// gradient through a GELU whose input gelu_pre the forward stored (not with accumulate).
+// gradient through a GELU whose input gelu_pre the forward stored (not with accumulate); with
+// dinp_bias_grad too, dinp_bias_grad += Σ_rows dinp, the bias gradient of the layer that fed the
+// GELU, from the dX GEMM's epilogue where cuBLASLt fuses it.
+// db comes from bias_bwd rather than the dW GEMM's BGRADB epilogue: cuBLASLt runs BGRADB as a
+// reduction kernel of its own anyway (globalKernelBgradAB_v2, 2.3-2.7 TB/s in bench/RESULTS.md's
+// profile of the step).
 void CudaGpt::linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, const bf16* inp,
                          const bf16* P, int64_t w, int64_t b, int N, int IC, int OC, float scale,
-                         const bf16* gelu_pre) {
+                         const bf16* gelu_pre, float* dinp_bias_grad) {
   PG_CHECK(b < 0 || scale == 1.f, "linear_bwd: a scaled gradient with a bias");
   PG_CHECK(!gelu_pre || beta == 0.f, "linear_bwd: a GELU gradient cannot accumulate");
+  PG_CHECK(!dinp_bias_grad || gelu_pre, "linear_bwd: an input's bias gradient without a GELU gradient");
   cuda::GemmArgs d;
   d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
   d.alpha = scale, d.beta = beta;
   if (gelu_pre) d.epilogue = cuda::Epilogue::DGelu, d.aux = const_cast<bf16*>(gelu_pre);
+  if (dinp_bias_grad) {
+    cuda::GemmArgs f = d;
+    f.epilogue = cuda::Epilogue::DGeluBiasGrad, f.bias_grad = bias_scratch_;
+    if (gemm_.supports(f)) d = f;
+  }
   gemm_.gemm(d);
+  if (d.epilogue == cuda::Epilogue::DGeluBiasGrad) kernels::bias_accumulate(dinp_bias_grad, bias_scratch_, IC, stream_);
+  else if (dinp_bias_grad) kernels::bias_bwd(dinp_bias_grad, bias_scratch_, dinp, N, IC, stream_);
   cuda::GemmArgs g;
   g.M = OC, g.N = IC, g.K = N, g.A = dout, g.trans_a = true, g.B = inp, g.C = G + w, g.alpha = scale, g.beta = 1.f;
-  // The bias gradient from the dW GEMM's epilogue (it reads dout anyway), written to scratch and
-  // then added, since gradients accumulate.
-  if (b >= 0) g.epilogue = cuda::Epilogue::BiasGradA, g.bias_grad = bias_scratch_;
   gemm_.gemm(g);
-  if (b >= 0) kernels::bias_accumulate(G + b, bias_scratch_, OC, stream_);
+  if (b >= 0) kernels::bias_bwd(G + b, bias_scratch_, dout, N, OC, stream_);
 }
 
 double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* targets, int B, int Tn,
@@ -321,8 +333,10 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
         if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
         else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
       }
-      if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue
-        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, projb, N, F_, C_, mlp_out_scale_, a.fc);
+      int64_t fcb = w.fcb;
+      if (gelu_epilogue_) {  // dact = (dres·Wproj) ∘ gelu'(fc) in the dX GEMM's epilogue, the fc bias's gradient too
+        linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, projb, N, F_, C_, mlp_out_scale_, a.fc, gpar(w.fcb));
+        fcb = -1;
       } else {
         linear_bwd(dact_, 0.f, G, dres_, a.act, P, w.proj, projb, N, F_, C_, mlp_out_scale_);
         if (gelu_) kernels::gelu_bwd(dact_, dact_, a.fc, int64_t(N) * F_, stream_);
@@ -331,7 +345,7 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
       if (recompute_norm_)  // ln2 = norm(res_mid), which the fc weight gradient reads
         kernels::residual_norm_fwd(nullptr, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, nullptr, P + w.ln2_w,
                                    par(w.ln2_b), N, C_, eps_, kind, stream_);
-      linear_bwd(dln, dx_beta, G, dact_, a.ln2, P, w.fc, w.fcb, N, C_, F_);
+      linear_bwd(dln, dx_beta, G, dact_, a.ln2, P, w.fc, fcb, N, C_, F_);
     }
     if (has_norm_)
       kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), o_bias_in_norm(l) ? G + w.ob : nullptr,

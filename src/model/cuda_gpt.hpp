@@ -88,7 +88,7 @@ class CudaGpt {
   // residual stream's gradient through a convex residual).
   void linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, const bf16* inp, const bf16* P,
                   int64_t w, int64_t b, int N, int IC, int OC, float scale = 1.f,
-                  const bf16* gelu_pre = nullptr);
+                  const bf16* gelu_pre = nullptr, float* dinp_bias_grad = nullptr);
   int64_t qkv_stride() const { return fused_qkv_ ? 3 * int64_t(C_) : int64_t(C_); }
 
   Config cfg_;

@@ -1,6 +1,6 @@
 // The cuBLASLt GEMM layer (backend/cuda/gemm.hpp) against float64 loops on the same bf16 inputs:
 // every transpose combination, alpha/beta, fp32 and bf16 outputs, bias and bias+GELU epilogues
-// (also storing the pre-activation, and the GELU-gradient epilogue),
+// (also storing the pre-activation, and the GELU-gradient epilogue, with the bias gradient too),
 // strided batches (as Newton-Schulz uses them, and with per-batch biases and GELU aux as the MoE
 // experts use them), a bf16 residual scaled by beta (separate input or
 // in place), the linear layer against cpu::matmul_fwd/bwd,
@@ -131,6 +131,22 @@ TEST_CASE_METHOD(GemmCase,
   runner.gemm(d);
   stream.synchronize();
   CHECK(rel_diff(download(dC), dref) < kTolBf16);
+
+  // The same with the column sums of dpre (the fc bias's gradient) from the epilogue, fp32, where
+  // this cuBLASLt fuses it (CudaGpt falls back to bias_bwd otherwise).
+  Vec dbias_ref(size_t(N), 0.0);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) dbias_ref[size_t(n)] += dref[size_t(m) * N + n];
+  cuda::DeviceBuffer<float> d_dbias{size_t(N)};
+  d.epilogue = cuda::Epilogue::DGeluBiasGrad, d.bias_grad = d_dbias.data();
+  if (runner.supports(d)) {
+    runner.gemm(d);
+    stream.synchronize();
+    CHECK(rel_diff(download(dC), dref) < kTolBf16);
+    CHECK(rel_diff(download(d_dbias), dbias_ref) < kTolBf16);
+  } else {
+    WARN("cuBLASLt has no DGELU_BGRAD with an fp32 bias gradient for a bf16 output here");
+  }
 }
 
 TEST_CASE_METHOD(GemmCase,
@@ -269,9 +285,11 @@ TEST_CASE("gpu bias gradient matches cpu::matmul_bwd's dbias", "[gpu][gemm]") {
   CAPTURE(seed);
   Rng rng(seed);
   // Rows not a multiple of the chunks; 77 columns take the scalar kernel (not a multiple of its
-  // 32-column slab), 264 the 16-byte one (a multiple of 8, not of its 256-column block).
-  const int Nrows = 1000, OC = GENERATE(77, 264);
-  CAPTURE(OC);
+  // 32-column slab), 264 the 16-byte one (a multiple of 8, not of its 256-column block). 20011
+  // rows give each thread more rows than one trip of its unrolled loop takes, and a remainder;
+  // 1000 fewer than one trip.
+  const int OC = GENERATE(77, 264), Nrows = GENERATE(1000, 20011);
+  CAPTURE(OC, Nrows);
   const Vec dout = round_bf16(randn(rng, int64_t(Nrows) * OC));
   const Vec inp(size_t(Nrows), 0.0), w(size_t(OC), 0.0);  // IC = 1, only dbias is asked for
   AccumGrad dbias(rng, OC);

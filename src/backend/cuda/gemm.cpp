@@ -55,7 +55,10 @@ cudaDataType_t data_type(OutType t) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-bool has_aux(Epilogue e) { return e == Epilogue::GeluAux || e == Epilogue::BiasGeluAux || e == Epilogue::DGelu; }
+bool has_aux(Epilogue e) {
+  return e == Epilogue::GeluAux || e == Epilogue::BiasGeluAux || e == Epilogue::DGelu || e == Epilogue::DGeluBiasGrad;
+}
+bool writes_bias_grad(Epilogue e) { return e == Epilogue::BiasGradA || e == Epilogue::DGeluBiasGrad; }
 
 }  // namespace
 
@@ -116,12 +119,16 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
     case Epilogue::DGelu: epi = CUBLASLT_EPILOGUE_DGELU; break;
     // cuBLASLt sees our A as its second operand (B), reduced over the shared dimension K.
     case Epilogue::BiasGradA: epi = CUBLASLT_EPILOGUE_BGRADB; break;
+    // The bias gradient runs along cuBLASLt's rows of D (our columns), summed over our rows.
+    case Epilogue::DGeluBiasGrad: epi = CUBLASLT_EPILOGUE_DGELU_BGRAD; break;
   }
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
   if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasGelu || g.epilogue == Epilogue::BiasGeluAux ||
-      g.epilogue == Epilogue::BiasGradA) {
+      writes_bias_grad(g.epilogue)) {
+    // A bias gradient is fp32 whatever the output (BiasGradA's output is fp32 anyway).
+    const cudaDataType_t bias_type = writes_bias_grad(g.epilogue) ? CUDA_R_32F : out;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                &out, sizeof(out)));
+                                                &bias_type, sizeof(bias_type)));
     if (g.batch > 1 && g.stride_bias != 0)
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &g.stride_bias,
                                                   sizeof(g.stride_bias)));
@@ -200,7 +207,7 @@ void GemmRunner::tune(Plan& plan, const GemmArgs& g, const cublasLtMatmulHeurist
 }
 
 void GemmRunner::set_pointers(Plan& plan, const GemmArgs& g) {
-  if (g.epilogue == Epilogue::BiasGradA) {
+  if (writes_bias_grad(g.epilogue)) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias_grad,
                                                 sizeof(g.bias_grad)));
   }
@@ -246,6 +253,8 @@ void GemmRunner::gemm(const GemmArgs& g) {
                 (g.batch == 1 || (g.stride_bias >= g.M && g.stride_bias % 8 == 0))),
            "gemm: BiasGradA needs a 16-byte aligned bias_grad, fp32 output and, with batches, a bias stride of at "
            "least M that is a multiple of 8");
+  PG_CHECK(g.epilogue != Epilogue::DGeluBiasGrad || (g.bias_grad != nullptr && aligned16(g.bias_grad) && g.batch == 1),
+           "gemm: DGeluBiasGrad needs a 16-byte aligned bias_grad and one batch");
   Plan& plan = plan_for(g);
   set_pointers(plan, g);
   run(plan, plan.algo, g);

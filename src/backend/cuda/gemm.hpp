@@ -46,7 +46,10 @@ enum class OutType { F32, BF16, F16 };
 // stored by *GeluAux): C = (op(A)·op(B)) ∘ gelu'(aux).
 // BiasGradA also WRITES bias_grad[m] = Σ_k op(A)[m,k] (fp32 output only): with A = dout stored
 // [rows, OC] and trans_a, the dW GEMM of a linear layer yields its bias gradient on the way.
-enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu, BiasGradA };
+// DGeluBiasGrad is DGelu that also WRITES bias_grad[n] = Σ_m C[m,n] (fp32, one batch): the column
+// sums of the GELU gradient it outputs, i.e. the bias gradient of the layer before the GELU.
+// Not every cuBLASLt version fuses it with a bf16 output and an fp32 bias gradient: ask supports().
+enum class Epilogue { None, Bias, Gelu, BiasGelu, GeluAux, BiasGeluAux, DGelu, BiasGradA, DGeluBiasGrad };
 
 struct GemmArgs {
   int M = 0, N = 0, K = 0;
@@ -62,7 +65,7 @@ struct GemmArgs {
   Epilogue epilogue = Epilogue::None;
   const void* bias = nullptr;  // [N], of the output's type, with Bias / BiasGelu / BiasGeluAux
   void* aux = nullptr;         // [M,N] row-major, of the output's type, with *GeluAux / DGelu
-  float* bias_grad = nullptr;  // [M], with BiasGradA (batch b's at bias_grad + b·stride_bias)
+  float* bias_grad = nullptr;  // [M] with BiasGradA (batch b's at bias_grad + b·stride_bias), [N] with DGeluBiasGrad
   // Strided batches: matrix b of each operand starts at ptr + b·stride (elements); with batches,
   // batch b's bias (or bias gradient) starts at bias + b·stride_bias (0: one bias shared by all;
   // must be set for a bias gradient) and its aux at
