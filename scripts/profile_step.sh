@@ -3,7 +3,9 @@
 # gpt_step_bench, runs one step (B, default 64) under Nsight Compute with only the kernel
 # duration metric and no clock control, and sums the kernels by name and by group
 # (scripts/profile_summary.py). ncu runs the kernels one at a time, so the sum is the GPU's busy
-# time without overlap; the timed step beside it (same binary, no profiler) shows the gap.
+# time without overlap, and each kernel alone runs at the boost clock; the timed step beside it
+# (same binary, no profiler) runs at the board's power limit, at lower clocks (bench/RESULTS.md,
+# 2026-12-03: 1455-1710 MHz against 1980), so it takes longer than the sum.
 # Logs go to $OUT when set (else $BUILD_DIR/logs).
 #   usage: scripts/profile_step.sh [B=64] [variant=gpt]
 set -uo pipefail

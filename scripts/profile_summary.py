@@ -10,16 +10,17 @@ import io
 import sys
 from collections import defaultdict
 
-GROUPS = [  # first match wins: (group, substrings of the demangled kernel name)
+GROUPS = [  # first match wins: (group, substrings of the kernel name)
+    # cuBLASLt's kernels first: their names carry their epilogues (bias, dgelu) too.
+    ("gemm", ["nvjet", "sm90_xmma", "cutlass", "splitKreduce", "gemm"]),
     ("attention backward", ["attention_bwd", "attn_bwd", "flash_bwd"]),
-    ("attention other", ["attention", "attn"]),
+    ("attention forward", ["attention_fwd", "attn_fwd", "flash_fwd"]),
     ("norm backward", ["norm_bwd", "norm_param"]),
     ("norm forward", ["norm_fwd"]),
     ("classifier + loss", ["classifier", "loss_sums"]),
-    ("bias gradient", ["bias", "splitKreduce", "reduce"]),
+    ("bias gradient", ["bias_partial", "bias_reduce", "bias_accumulate", "bgrad"]),
     ("adamw", ["adamw"]),
     ("embedding", ["embedding"]),
-    ("gemm", ["gemm", "sm90_xmma", "cutlass", "nvjet", "Kernel2"]),
 ]
 
 
