@@ -7,7 +7,8 @@
 #   polargpt_gpu_tests  Catch2 v2 tests of tests/gpu/*.cpp|*.cu (tag [gpu]) against the CPU
 #                       reference; ctest entry "gpu", reported as skipped where no GPU is present.
 #
-# Built for CMAKE_CUDA_ARCHITECTURES (90 = sm_90, the H100/H200, unless set otherwise).
+# Built for CMAKE_CUDA_ARCHITECTURES (90a = sm_90 with its arch-specific instructions, wgmma among
+# them: the H100/H200, unless set otherwise).
 find_package(CUDAToolkit REQUIRED)
 # C++20 in .cu files too. CMake before 3.28 does not know that nvcc 12+ takes -std=c++20: tell it.
 if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)

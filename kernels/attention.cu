@@ -41,6 +41,7 @@
 #include "backend/cuda/check.hpp"
 #include "kernels/attention.cuh"
 #include "kernels/attention_tiles.cuh"
+#include "kernels/wgmma.cuh"
 
 namespace pg::kernels {
 namespace {
@@ -216,6 +217,135 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_fwd_kernel(
       }
       if (c == 0) lse[int64_t(bh) * T + row] = row_max[mi][r] / kLog2e + logf(l);
     }
+  }
+}
+
+// The hs = 64 forward on warpgroup MMA (wg::, sm_90a): two warpgroups of 64 query rows each
+// (128 rows a block) walk 64-key tiles, k and v double-buffered through cp.async as above.
+// S = q·kᵀ reads q and k straight from shared memory (no fragment loads); o += P·v takes P from
+// registers and v from shared memory through the transpose flag. Each product is waited for
+// before its accumulators are used, so the two warpgroups overlap each other, not themselves.
+// The softmax is the mma.sync kernel's, on the same accumulator layout.
+struct WgFwdSmem {
+  alignas(1024) bf16 q[128 * 64];
+  alignas(1024) bf16 k[2][64 * 64];
+  alignas(1024) bf16 v[2][64 * 64];
+};
+constexpr int kWgFwdRows = 128, kWgFwdKeys = 64, kWgFwdThreads = 256;
+
+__global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
+    bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
+    const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
+    int64_t out_stride, float scale_log2) {
+  constexpr int HS = 64, KT = kWgFwdKeys, kRows = kWgFwdRows, kNT = kWgFwdThreads;
+  extern __shared__ unsigned char smem_raw[];
+  // Descriptors need 1024-byte aligned tiles; the launch asks for 1 KB of slack.
+  auto& sm = *reinterpret_cast<WgFwdSmem*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
+  const int m0 = qtile * kRows;
+  const int wg_id = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
+  const int wg_row0 = m0 + 64 * wg_id;    // this warpgroup's first row
+  const int wrow0 = wg_row0 + 16 * warp;  // this warp's first row
+  const int n_ktiles = (min(m0 + kRows, T) - 1) / KT + 1;
+
+  load_tile<kRows, HS, kNT>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+  load_tile<KT, HS, kNT>(sm.k[0], k + head0, qkv_stride, T);
+  load_tile<KT, HS, kNT>(sm.v[0], v + head0, qkv_stride, T);
+  cp_async_commit();
+
+  float o[32] = {};
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  const bf16* sq = sm.q + 64 * wg_id * HS;
+
+  for (int j = 0; j < n_ktiles; ++j) {
+    cp_async_wait<0>();
+    wg::fence_proxy_async();  // the landed tiles, for the wgmma reads after the barrier
+    __syncthreads();
+    if (j + 1 < n_ktiles) {
+      const int n1 = (j + 1) * KT;
+      load_tile<KT, HS, kNT>(sm.k[(j + 1) & 1], k + head0 + n1 * qkv_stride, qkv_stride, T - n1);
+      load_tile<KT, HS, kNT>(sm.v[(j + 1) & 1], v + head0 + n1 * qkv_stride, qkv_stride, T - n1);
+    }
+    cp_async_commit();
+    const int n0 = j * KT;
+    if (n0 > wg_row0 + 63) continue;  // every key after this warpgroup's rows (uniform in it)
+    const bf16* sk = sm.k[j & 1];
+    const bf16* sv = sm.v[j & 1];
+
+    float s[32];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk)
+      wg::mma_ss<0>(s, wg::smem_desc(sq + kk * 16, 16, 1024), wg::smem_desc(sk + kk * 16, 16, 1024), kk > 0);
+    wg::commit();
+    wg::wait<0>();
+
+    const bool diag = n0 + KT - 1 > wrow0;
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < KT / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (diag) {
+          const int key = n0 + nt * 8 + 2 * c + (e & 1);
+          const int row = wrow0 + g + (e >> 1) * 8;
+          if (key > row) s[4 * nt + e] = -INFINITY;
+        }
+        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[4 * nt + e]);
+      }
+    }
+    float alpha[2], sub[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float m_new = fmaxf(row_max[r], tile_max[r] * scale_log2);
+      sub[r] = m_new == -INFINITY ? 0.f : m_new;
+      alpha[r] = ex2(row_max[r] - sub[r]);
+      row_max[r] = m_new;
+      row_sum[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int i = 0; i < 32; ++i) o[i] *= alpha[(i >> 1) & 1];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const float p = ex2(fmaf(s[i], scale_log2, -sub[(i >> 1) & 1]));
+      s[i] = p;
+      row_sum[(i >> 1) & 1] += p;
+    }
+
+    uint32_t pa[KT / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk) {
+      pa[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+      pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+      pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk)
+      wg::mma_rs<1>(o, pa[kk], wg::smem_desc(sv + kk * 16 * HS, 8192, 1024), 1);
+    wg::commit();
+    wg::wait<0>();
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int row = wrow0 + g + r * 8;
+    if (row >= T) continue;
+    const float inv = 1.f / l;
+    bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt)
+      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[4 * dt + 2 * r] * inv, o[4 * dt + 2 * r + 1] * inv);
+    if (c == 0) lse[int64_t(bh) * T + row] = row_max[r] / kLog2e + logf(l);
   }
 }
 
@@ -518,6 +648,16 @@ void launch_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16*
   CUDA_CHECK_LAUNCH();
 }
 
+void launch_fwd_wg(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d,
+                   cudaStream_t stream) {
+  const size_t smem = sizeof(WgFwdSmem) + 1024;
+  set_smem(attention_fwd_wg_kernel, smem);
+  const dim3 grid((d.T + kWgFwdRows - 1) / kWgFwdRows, d.B * d.NH);
+  attention_fwd_wg_kernel<<<grid, kWgFwdThreads, smem, stream>>>(out, lse, q, k, v, d.T, d.NH, d.qkv_stride,
+                                                                 d.out_stride, d.scale * kLog2e);
+  CUDA_CHECK_LAUNCH();
+}
+
 template <class F>
 void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout,
                 const float* lse, const bf16* q, const bf16* k, const bf16* v,
@@ -537,7 +677,7 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
                    const AttentionDims& dims, cudaStream_t stream) {
   const AttentionDims d = resolved(dims);
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64) launch_fwd<FwdTiling<64, 2, 4, 64>>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64) launch_fwd_wg(out, lse, q, k, v, d, stream);
   if (d.hs == 128) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
 }
 

@@ -21,7 +21,7 @@ step() { echo "== $*"; }
 step "build ($BUILD_DIR)"
 if [[ ! -f $BUILD_DIR/build.ninja ]]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLARGPT_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" > "$LOGS/attention_configure.txt" 2>&1 ||
+    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90a}" > "$LOGS/attention_configure.txt" 2>&1 ||
     { tail -n 30 "$LOGS/attention_configure.txt"; exit 1; }
 fi
 ninja -C "$BUILD_DIR" polargpt_gpu_tests attention_bench > "$LOGS/attention_build.txt" 2>&1 ||

@@ -1,6 +1,6 @@
 # Sourced by the GPU benchmark scripts: the environment of the GPU machine (PyTorch's virtualenv
 # holds CMake and ninja; .deps/lib from scripts/vendor_deps.sh at run time) and
-#   gpu_build NAME TARGET...   configures $BUILD_DIR once (Release, CUDA on, CUDA_ARCH, default 90)
+#   gpu_build NAME TARGET...   configures $BUILD_DIR once (Release, CUDA on, CUDA_ARCH, default 90a)
 #                              and builds the targets, logs in $LOGS/NAME_{configure,build}.txt;
 #                              prints the errors and exits on failure.
 # Expects to run in the repository root.
@@ -15,7 +15,7 @@ gpu_build() {
   shift
   if [[ ! -f $BUILD_DIR/build.ninja ]]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLARGPT_CUDA=ON \
-      -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" > "$LOGS/${name}_configure.txt" 2>&1 ||
+      -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90a}" > "$LOGS/${name}_configure.txt" 2>&1 ||
       { tail -n 30 "$LOGS/${name}_configure.txt"; exit 1; }
   fi
   ninja -C "$BUILD_DIR" "$@" > "$LOGS/${name}_build.txt" 2>&1 ||

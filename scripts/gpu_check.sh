@@ -9,12 +9,12 @@
 #   scripts/gpu_check.sh "[gemm]"           only the GPU tests matching a Catch2 filter
 #   GPU_CHECK_BENCH=none|programs|all       benchmarks: none, the bench programs (default), or
 #                                           also scripts/bench_*.sh (with BUILD_DIR exported)
-#   BUILD_DIR=build-gpu, CUDA_ARCH=90       the build directory, CMAKE_CUDA_ARCHITECTURES
+#   BUILD_DIR=build-gpu, CUDA_ARCH=90a      the build directory, CMAKE_CUDA_ARCHITECTURES
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD_DIR=${BUILD_DIR:-build-gpu}
-CUDA_ARCH=${CUDA_ARCH:-90}
+CUDA_ARCH=${CUDA_ARCH:-90a}
 GPU_CHECK_BENCH=${GPU_CHECK_BENCH:-programs}
 TEST_FILTER=${1:-[gpu]}
 LOG_DIR=${OUT:-$ROOT/$BUILD_DIR/logs}
