@@ -19,10 +19,12 @@
 // so that its k, v (forward) or q, dout (backward) stay in L2 while they run (ordered the other
 // way, ~400 heads in flight overflowed L2 and doubled the time at B=64), heaviest tile first:
 //   attention_fwd_kernel<F>    grid (ceil(T/R), B·NH), R = 16·MA·4 query rows per block (MA = 2
-//                              m16 atoms per warp for hs <= 64, 1 for hs = 128 to fit its
+//                              m16 atoms per warp for hs = 32, 1 for hs = 128 to fit its
 //                              registers); block x takes query tile nq-1-x, warp w rows
 //                              16·MA·w... Shared: q tile, two k and two v tiles of 64 keys
 //                              (cp.async double buffer). Writes out, lse.
+//   attention_fwd_wg_kernel    hs = 64 on warpgroup MMA (kernels/wgmma.cuh): the same grid and
+//                              tiles with R = 128, two warpgroups of 64 rows, 8 warps.
 //   attention_bwd_pre_kernel   one thread per 8 channels of a (token, head): D, and zeroes the
 //                              dq accumulator.
 //   attention_bwd_kernel<F>    grid (ceil(T/KT), B·NH), KT = 16·KA·NW keys per block of NW
