@@ -3,6 +3,7 @@
 
 #include "backend/cuda/check.hpp"
 #include "core/error.hpp"
+#include "kernels/attention_tiles.cuh"
 #include "kernels/classifier.cuh"
 #include "kernels/common.cuh"
 
@@ -138,12 +139,9 @@ __device__ __forceinline__ void copy_async16(void* smem, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory");
 }
 
-// 2^x in one MUFU instruction (ex2.approx: 2^-22 relative; results below 2^-126 flush to 0).
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+// 2^x in one MUFU instruction: tiles::ex2 (ex2.approx: 2^-22 relative; results below 2^-126
+// flush to 0).
+using tiles::ex2;
 
 // Pass 2 over one pack: its 8 raw logits in, its 8 fp16 g out (in place); returns Σ e. With
 // `partial`, logits n_valid.. are padding: e = g = 0.
