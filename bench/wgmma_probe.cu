@@ -38,8 +38,7 @@ __global__ void probe(float* out, const bf16* A, const bf16* Bt, const bf16* Bkn
   wg::fence_proxy_async();
   __syncthreads();
   const int warp = t >> 5, lane = t & 31, g = lane >> 2, c = lane & 3;
-  float d[32];
-  for (int i = 0; i < 32; ++i) d[i] = 0.f;
+  float d[8][4] = {};
   wg::fence();
   for (int kk = 0; kk < K / 16; ++kk) {
     // K-major: the k step moves 32 bytes along the swizzled row; SBO = 8 rows x 128 B.
@@ -66,11 +65,11 @@ __global__ void probe(float* out, const bf16* A, const bf16* Bt, const bf16* Bkn
   }
   wg::commit();
   wg::wait<0>();
-  // Accumulators: per n8 chunk j, d[4j], d[4j+1] = row 16w+g, cols 8j+2c, +1; d[4j+2..3] row +8.
+  // Accumulators: per n8 chunk j, d[j][0..1] = row 16w+g, cols 8j+2c, +1; d[j][2..3] row +8.
   for (int j = 0; j < N / 8; ++j)
     for (int e = 0; e < 4; ++e) {
       const int row = warp * 16 + g + (e >> 1) * 8, col = 8 * j + 2 * c + (e & 1);
-      out[row * N + col] = d[4 * j + e];
+      out[row * N + col] = d[j][e];
     }
 }
 

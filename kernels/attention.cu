@@ -54,6 +54,60 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- forward ------------------------------------------------------------------------------------
 
+// One key tile of the online softmax for the two rows a lane holds in one m16 atom (rows row0 + g
+// and row0 + g + 8, g = lane/4; the tile's keys key0 + 8·nt + 2c + {0, 1}, c = lane%4): masks the
+// keys after the row when `diag` (only tiles reaching past the atom's first row have such keys;
+// keys >= T lie beyond every valid row), updates the running max and sum, rescales the output
+// accumulators o and turns s into the unnormalised probabilities in place. The max is taken on
+// the raw scores (scale > 0) and kept in the log2 domain, so p = 2^(s·scale·log2e - m) is one
+// FFMA and one ex2; row_sum holds this lane's columns only (the quad is summed at the end).
+template <int NT, int OT>
+__device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4], float (&row_max)[2],
+                                             float (&row_sum)[2], bool diag, int key0, int row0,
+                                             float scale_log2) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (diag) {
+        const int key = key0 + nt * 8 + 2 * c + (e & 1);
+        const int row = row0 + g + (e >> 1) * 8;
+        if (key > row) s[nt][e] = -INFINITY;
+      }
+      tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
+    }
+  }
+  float alpha[2], sub[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    const float m_new = fmaxf(row_max[r], tile_max[r] * scale_log2);
+    sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
+    alpha[r] = ex2(row_max[r] - sub[r]);
+    row_max[r] = m_new;
+    row_sum[r] *= alpha[r];
+  }
+#pragma unroll
+  for (int dt = 0; dt < OT; ++dt) {
+    o[dt][0] *= alpha[0];
+    o[dt][1] *= alpha[0];
+    o[dt][2] *= alpha[1];
+    o[dt][3] *= alpha[1];
+  }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float p = ex2(fmaf(s[nt][e], scale_log2, -sub[e >> 1]));
+      s[nt][e] = p;
+      row_sum[e >> 1] += p;
+    }
+  }
+}
+
 // A forward block: NW warps of MA m16 atoms (16·MA query rows each; the MA atoms share every k
 // and v fragment read from shared memory), walking key tiles of KT keys.
 template <int HS_, int MA_, int NW_, int KT_>
@@ -133,54 +187,10 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_fwd_kernel(
       }
     }
 
-    // Mask s > t (only tiles reaching past the warp's first row have such keys; keys >= T lie
-    // beyond every valid row) and update the running max and sum. The max is taken on the raw
-    // scores (scale > 0) and kept in the log2 domain, so p = 2^(s·scale·log2e - m) is one FFMA
-    // and one ex2.
     const bool diag = n0 + KT - 1 > wrow0;
 #pragma unroll
-    for (int mi = 0; mi < kMA; ++mi) {
-      float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int nt = 0; nt < KT / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (diag) {
-            const int key = n0 + nt * 8 + 2 * c + (e & 1);
-            const int row = wrow0 + mi * 16 + g + (e >> 1) * 8;
-            if (key > row) s[mi][nt][e] = -INFINITY;
-          }
-          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[mi][nt][e]);
-        }
-      }
-      float alpha[2], sub[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float m_new = fmaxf(row_max[mi][r], tile_max[r] * scale_log2);
-        sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
-        alpha[r] = ex2(row_max[mi][r] - sub[r]);
-        row_max[mi][r] = m_new;
-        row_sum[mi][r] *= alpha[r];
-      }
-#pragma unroll
-      for (int dt = 0; dt < HS / 8; ++dt) {
-        o[mi][dt][0] *= alpha[0];
-        o[mi][dt][1] *= alpha[0];
-        o[mi][dt][2] *= alpha[1];
-        o[mi][dt][3] *= alpha[1];
-      }
-#pragma unroll
-      for (int nt = 0; nt < KT / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float p = ex2(fmaf(s[mi][nt][e], scale_log2, -sub[e >> 1]));
-          s[mi][nt][e] = p;
-          row_sum[mi][e >> 1] += p;  // this thread's columns only; the quad is summed at the end
-        }
-      }
-    }
+    for (int mi = 0; mi < kMA; ++mi)
+      softmax_tile(s[mi], o[mi], row_max[mi], row_sum[mi], diag, n0, wrow0 + mi * 16, scale_log2);
 
     // o += P·v, P taken from the accumulators as A fragments.
 #pragma unroll
@@ -258,7 +268,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
   load_tile<KT, HS, kNT>(sm.v[0], v + head0, qkv_stride, T);
   cp_async_commit();
 
-  float o[32] = {};
+  float o[HS / 8][4] = {};
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
   const bf16* sq = sm.q + 64 * wg_id * HS;
 
@@ -277,7 +287,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
     const bf16* sk = sm.k[j & 1];
     const bf16* sv = sm.v[j & 1];
 
-    float s[32];
+    float s[KT / 8][4];
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk)
@@ -285,48 +295,10 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
     wg::commit();
     wg::wait<0>();
 
-    const bool diag = n0 + KT - 1 > wrow0;
-    float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (diag) {
-          const int key = n0 + nt * 8 + 2 * c + (e & 1);
-          const int row = wrow0 + g + (e >> 1) * 8;
-          if (key > row) s[4 * nt + e] = -INFINITY;
-        }
-        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[4 * nt + e]);
-      }
-    }
-    float alpha[2], sub[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-      const float m_new = fmaxf(row_max[r], tile_max[r] * scale_log2);
-      sub[r] = m_new == -INFINITY ? 0.f : m_new;
-      alpha[r] = ex2(row_max[r] - sub[r]);
-      row_max[r] = m_new;
-      row_sum[r] *= alpha[r];
-    }
-#pragma unroll
-    for (int i = 0; i < 32; ++i) o[i] *= alpha[(i >> 1) & 1];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const float p = ex2(fmaf(s[i], scale_log2, -sub[(i >> 1) & 1]));
-      s[i] = p;
-      row_sum[(i >> 1) & 1] += p;
-    }
-
+    softmax_tile(s, o, row_max, row_sum, n0 + KT - 1 > wrow0, n0, wrow0, scale_log2);
     uint32_t pa[KT / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < KT / 16; ++kk) {
-      pa[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
-      pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
-      pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
-    }
+    for (int kk = 0; kk < KT / 16; ++kk) acc_to_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < KT / 16; ++kk)
@@ -346,7 +318,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
     bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
 #pragma unroll
     for (int dt = 0; dt < HS / 8; ++dt)
-      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[4 * dt + 2 * r] * inv, o[4 * dt + 2 * r + 1] * inv);
+      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
     if (c == 0) lse[int64_t(bh) * T + row] = row_max[r] / kLog2e + logf(l);
   }
 }
