@@ -4,7 +4,8 @@
 // and of forward + backward, with inputs random in [-2, 2) (never zeros). FLOPs counted as
 // FlashAttention does: forward 4·B·NH·T²·hs / 2 (the causal half of two T×T×hs products),
 // backward 2.5× the forward (five products instead of two).
-// Prints one line per shape: "ours B NH T hs fwd_ms fwd_tflops fwdbwd_ms fwdbwd_tflops".
+// Prints one line per shape: "ours B NH T hs fwd_ms fwd_tflops fwdbwd_ms fwdbwd_tflops
+// fwdbwd_mmasync_ms", the last with the mma.sync backward (AttentionBwdKernel::MmaSync).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -61,18 +62,20 @@ void bench(int B, int NH, int T, int hs) {
   auto fwd = [&] {
     pg::kernels::attention_fwd(out.data(), lse.data(), q.data(), k.data(), v.data(), dims, s);
   };
-  auto fwd_bwd = [&] {
+  auto fwd_bwd = [&](pg::kernels::AttentionBwdKernel kernel) {
     fwd();
     pg::kernels::attention_bwd(dq.data(), dk.data(), dv.data(), ws.data(), dout.data(),
-                               out.data(), lse.data(), q.data(), k.data(), v.data(), dims, s);
+                               out.data(), lse.data(), q.data(), k.data(), v.data(), dims, s, kernel);
   };
-  const float t_fwd = median_ms(fwd, s), t_all = median_ms(fwd_bwd, s);
+  const float t_fwd = median_ms(fwd, s);
+  const float t_all = median_ms([&] { fwd_bwd(pg::kernels::AttentionBwdKernel::Best); }, s);
+  const float t_mma = median_ms([&] { fwd_bwd(pg::kernels::AttentionBwdKernel::MmaSync); }, s);
   CUDA_CHECK(cudaDeviceSynchronize());
   const double flop_fwd = 4.0 * B * NH * double(T) * T * hs / 2.0;
   std::printf("ours B=%d NH=%d T=%d hs=%d fwd_ms=%.4f fwd_tflops=%.1f fwdbwd_ms=%.4f "
-              "fwdbwd_tflops=%.1f\n",
+              "fwdbwd_tflops=%.1f fwdbwd_mmasync_ms=%.4f\n",
               B, NH, T, hs, t_fwd, flop_fwd / (t_fwd * 1e9), t_all,
-              3.5 * flop_fwd / (t_all * 1e9));
+              3.5 * flop_fwd / (t_all * 1e9), t_mma);
 }
 
 }  // namespace

@@ -294,6 +294,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
       wg::mma_ss<0>(s, wg::smem_desc(sq + kk * 16, 16, 1024), wg::smem_desc(sk + kk * 16, 16, 1024), kk > 0);
     wg::commit();
     wg::wait<0>();
+    wg::fence_acc(s);
 
     softmax_tile(s, o, row_max, row_sum, n0 + KT - 1 > wrow0, n0, wrow0, scale_log2);
     uint32_t pa[KT / 16][4];
@@ -305,6 +306,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
       wg::mma_rs<1>(o, pa[kk], wg::smem_desc(sv + kk * 16 * HS, 8192, 1024), 1);
     wg::commit();
     wg::wait<0>();
+    wg::fence_acc(o);
   }
 
 #pragma unroll
@@ -587,6 +589,191 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_bwd_kernel(
   }
 }
 
+// The hs = 64 backward on warpgroup MMA (wg::, sm_90a). A block takes 128 keys, two warpgroups
+// of 64 keys each, and walks query tiles of 128 rows (q, dout, lse and D double-buffered through
+// cp.async). Per tile, each warpgroup takes the two halves of 64 queries in turn:
+//   Sᵀ = k·qᵀ and dPᵀ = v·doutᵀ        mma_ss, both operands K-major (rows of 64 hs)
+//   Pᵀ, dSᵀ                             registers, in the accumulator layout (rows = keys)
+//   dv += Pᵀ·dout, dk += dSᵀ·q          mma_rs, A from registers, B = the dout or q half through
+//                                       the transpose flag
+//   dSᵀ                                 to shared memory, one [128 keys][64 queries] panel a half
+// then, after a barrier, warpgroup w computes dq for query half w over all 128 keys,
+//   dq = dS·k                           mma_ss, A = panel w (stored [key][query]) and B = k
+//                                       (stored [key][hs]), both through the transpose flag,
+// and adds it to the fp32 accumulator with 16-byte atomics (as many as the mma.sync kernel's per
+// key and query). Keys and queries tiles have the same size, so only the first query tile (the
+// diagonal) masks, and only there does a warpgroup skip a half: warpgroup 1's keys all follow
+// half 0's queries. Its rows of panel 0 stay stale, and warpgroup 0's dq stops at its own keys.
+// Each product is waited for before its results are read or its register operands change; the
+// two warpgroups overlap each other's softmax and MMAs.
+struct WgBwdSmem {
+  alignas(1024) bf16 k[128 * 64];
+  alignas(1024) bf16 v[128 * 64];
+  alignas(1024) bf16 q[2][128 * 64];
+  alignas(1024) bf16 dout[2][128 * 64];
+  alignas(1024) bf16 ds[2][128 * 64];  // dSᵀ by query half: ds[hq][key][query - 64·hq]
+  alignas(16) float lse2[2][128];      // lse·log2e, +inf for rows >= T (so P = 0 there)
+  alignas(16) float D[2][128];
+};
+constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
+
+__global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
+    bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+    const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
+    int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
+  constexpr int HS = 64, KT = kWgBwdKeys, BM = kWgBwdRows, kNT = kWgBwdThreads;
+  static_assert(KT == BM, "the diagonal is the first query tile only when keys and queries tile alike");
+  extern __shared__ unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<WgBwdSmem*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int n0 = int(blockIdx.x) * KT;
+  const int wg_id = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
+  const int64_t dhead0 = int64_t(b) * T * out_stride + int64_t(h) * HS;
+  const float* lse_bh = lse + int64_t(bh) * T;
+  const float* D_bh = D + int64_t(bh) * T;
+  const int i_first = n0 / BM, n_qtiles = (T + BM - 1) / BM;
+  const int key_wg0 = n0 + 64 * wg_id;     // this warpgroup's first key
+  const int key_w0 = key_wg0 + 16 * warp;  // this warp's first key
+  const bf16* sk_wg = sm.k + 64 * wg_id * HS;
+  const bf16* sv_wg = sm.v + 64 * wg_id * HS;
+
+  auto load_q_tile = [&](int i, int buf) {
+    const int m0 = i * BM;
+    load_tile<BM, HS, kNT>(sm.q[buf], q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+    load_tile<BM, HS, kNT>(sm.dout[buf], dout + dhead0 + m0 * out_stride, out_stride, T - m0);
+    for (int r = threadIdx.x; r < BM; r += kNT) {
+      const bool valid = m0 + r < T;
+      sm.lse2[buf][r] = valid ? lse_bh[m0 + r] * kLog2e : INFINITY;
+      sm.D[buf][r] = valid ? D_bh[m0 + r] : 0.f;
+    }
+  };
+
+  load_tile<KT, HS, kNT>(sm.k, k + head0 + n0 * qkv_stride, qkv_stride, T - n0);
+  load_tile<KT, HS, kNT>(sm.v, v + head0 + n0 * qkv_stride, qkv_stride, T - n0);
+  load_q_tile(i_first, 0);
+  cp_async_commit();
+
+  float dk_acc[HS / 8][4] = {}, dv_acc[HS / 8][4] = {};
+
+  for (int i = i_first; i < n_qtiles; ++i) {
+    const int buf = (i - i_first) & 1;
+    cp_async_wait<0>();
+    wg::fence_proxy_async();  // the landed tiles, for the wgmma reads after the barrier
+    __syncthreads();          // also: every dq product of the last tile has read the dSᵀ panels
+    if (i + 1 < n_qtiles) load_q_tile(i + 1, buf ^ 1);
+    cp_async_commit();
+    const int m0 = i * BM;
+    const bool diag = i == i_first;
+
+#pragma unroll 1
+    for (int hq = 0; hq < 2; ++hq) {
+      const int mh0 = m0 + 64 * hq;      // this half's first query
+      if (key_wg0 > mh0 + 63) continue;  // every key after every query of the half: P = dS = 0
+      const bf16* sq = sm.q[buf] + 64 * hq * HS;
+      const bf16* sdo = sm.dout[buf] + 64 * hq * HS;
+      const float* lse2 = sm.lse2[buf] + 64 * hq;
+      const float* Dq = sm.D[buf] + 64 * hq;
+
+      float st[8][4], dpt[8][4];  // Sᵀ, dPᵀ: rows = this warp's keys, columns = the 64 queries
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < HS / 16; ++kk)
+        wg::mma_ss<0>(st, wg::smem_desc(sk_wg + kk * 16, 16, 1024), wg::smem_desc(sq + kk * 16, 16, 1024), kk > 0);
+      wg::commit();
+#pragma unroll
+      for (int kk = 0; kk < HS / 16; ++kk)
+        wg::mma_ss<0>(dpt, wg::smem_desc(sv_wg + kk * 16, 16, 1024), wg::smem_desc(sdo + kk * 16, 16, 1024), kk > 0);
+      wg::commit();
+      wg::wait<1>();  // Sᵀ; dPᵀ may still run
+      wg::fence_acc(st);
+
+      // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query (diagonal tile only).
+      const bool mask = diag && key_w0 + 15 > mh0;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const float2 l2 = *reinterpret_cast<const float2*>(&lse2[nt * 8 + 2 * c]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float p = ex2(fmaf(st[nt][e], scale_log2, -((e & 1) ? l2.y : l2.x)));
+          if (mask && key_w0 + g + (e >> 1) * 8 > mh0 + nt * 8 + 2 * c + (e & 1)) p = 0.f;
+          st[nt][e] = p;
+        }
+      }
+      wg::wait<0>();
+      wg::fence_acc(dpt);
+      uint32_t pa[4][4], dsa[4][4];  // Pᵀ and dSᵀ = Pᵀ ∘ (dPᵀ - D) as A fragments, k = queries
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const float2 d2 = *reinterpret_cast<const float2*>(&Dq[nt * 8 + 2 * c]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dpt[nt][e] = st[nt][e] * (dpt[nt][e] - ((e & 1) ? d2.y : d2.x));
+      }
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        acc_to_a(pa[kk], st[2 * kk], st[2 * kk + 1]);
+        acc_to_a(dsa[kk], dpt[2 * kk], dpt[2 * kk + 1]);
+      }
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::mma_rs<1>(dv_acc, pa[kk], wg::smem_desc(sdo + kk * 16 * HS, 8192, 1024), 1);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::mma_rs<1>(dk_acc, dsa[kk], wg::smem_desc(sq + kk * 16 * HS, 8192, 1024), 1);
+      wg::commit();
+      // dSᵀ to panel hq while they run: dsa[kk] holds rows (g, g+8) × query columns (2c, 2c+8)
+      // of this warp's keys and queries 16·kk...
+      bf16* ds = sm.ds[hq];
+      const int kr = 64 * wg_id + 16 * warp + g;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr, kk * 16) + 2 * c) = dsa[kk][0];
+        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr + 8, kk * 16) + 2 * c) = dsa[kk][1];
+        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr, kk * 16 + 8) + 2 * c) = dsa[kk][2];
+        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr + 8, kk * 16 + 8) + 2 * c) = dsa[kk][3];
+      }
+      wg::wait<0>();
+      wg::fence_acc(dv_acc);
+      wg::fence_acc(dk_acc);
+    }
+    wg::fence_proxy_async();  // the dSᵀ stores, for the dq products after the barrier
+    __syncthreads();
+
+    // dq for queries mq0.. (half wg_id) over the keys up to its last query.
+    const int mq0 = m0 + 64 * wg_id;
+    const int kk_end = min(KT / 16, (mq0 + 63 - n0) / 16 + 1);  // >= 4: mq0 >= n0
+    float dq[8][4];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk)
+      if (kk < kk_end)
+        wg::mma_ss<1, 1>(dq, wg::smem_desc(sm.ds[wg_id] + kk * 16 * 64, 8192, 1024),
+                         wg::smem_desc(sm.k + kk * 16 * HS, 8192, 1024), kk > 0);
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_acc(dq);
+    float* dq_tile = dq_acc + (int64_t(b) * T * NH + h) * HS;
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt)
+      atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
+  }
+
+  // dk = scale·Σ dSᵀ·q and dv for this warp's 16 keys.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key_w0 + g + r * 8;
+    if (key >= T) continue;
+    bf16* dkr = dk + head0 + int64_t(key) * qkv_stride;
+    bf16* dvr = dv + head0 + int64_t(key) * qkv_stride;
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt) {
+      *reinterpret_cast<uint32_t*>(dkr + dt * 8 + 2 * c) = pack_bf16(dk_acc[dt][2 * r] * scale, dk_acc[dt][2 * r + 1] * scale);
+      *reinterpret_cast<uint32_t*>(dvr + dt * 8 + 2 * c) = pack_bf16(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
+    }
+  }
+}
+
 // ---- launches -----------------------------------------------------------------------------------
 
 AttentionDims resolved(const AttentionDims& d) {
@@ -645,6 +832,17 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   CUDA_CHECK_LAUNCH();
 }
 
+void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
+                   const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
+  const size_t smem = sizeof(WgBwdSmem) + 1024;
+  set_smem(attention_bwd_wg_kernel, smem);
+  const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
+  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
+                                                                 d.qkv_stride, d.out_stride, d.scale,
+                                                                 d.scale * kLog2e);
+  CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
@@ -663,7 +861,7 @@ size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
 
 void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* dout,
                    const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
-                   const AttentionDims& dims, cudaStream_t stream) {
+                   const AttentionDims& dims, cudaStream_t stream, AttentionBwdKernel kernel) {
   const AttentionDims d = resolved(dims);
   const int64_t rows = int64_t(d.B) * d.T * d.NH;
   float* dq_acc = static_cast<float*>(workspace);
@@ -674,12 +872,14 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
       dq_acc, D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
   CUDA_CHECK_LAUNCH();
 
-  // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 four warps of two atoms
-  // (sharing the q and dout fragments), 32 queries per step to keep dk, dv, Sᵀ and dPᵀ in
-  // registers; for hs = 128 eight warps of one atom, 64 queries per step.
+  // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 the warpgroup-MMA kernel (or
+  // four warps of two atoms, sharing the q and dout fragments, 32 queries per step to keep dk,
+  // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64)
+  if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
+    launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
     launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 128)
     launch_bwd<BwdTiling<128, 64, 8, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);

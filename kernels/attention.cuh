@@ -37,6 +37,10 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
 // row terms D = rowsum(dout ∘ out) [B,NH,T].
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 
+// Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA);
+// MmaSync keeps the mma.sync kernel of every head size, for tests and side-by-side benchmarks.
+enum class AttentionBwdKernel { Best, MmaSync };
+
 // Recomputes the probabilities from q, k and lse and WRITES (does not accumulate) dq, dk, dv:
 //   dv_s = Σ_t P[t,s]·dout_t ; dS = P ∘ (dout·vᵀ - D) ; dq_t = scale·Σ_s dS[t,s]·k_s ;
 //   dk_s = scale·Σ_t dS[t,s]·q_t.
@@ -46,6 +50,7 @@ size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace,
                    const bf16* dout, const bf16* out, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v,
-                   const AttentionDims& dims, cudaStream_t stream);
+                   const AttentionDims& dims, cudaStream_t stream,
+                   AttentionBwdKernel kernel = AttentionBwdKernel::Best);
 
 }  // namespace pg::kernels

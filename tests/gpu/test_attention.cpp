@@ -45,7 +45,8 @@ Vec columns(const Vec& x, size_t rows, size_t stride, size_t off, size_t C) {
 }
 
 // Forward and backward on the GPU. Host tensors are contiguous [B,T,NH,hs].
-Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const Vec& dout) {
+Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
+               kernels::AttentionBwdKernel kernel = kernels::AttentionBwdKernel::Best) {
   const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T;
   const size_t stride = cs.fused ? 3 * C : C;
   Vec qkv(rows * 3 * C);  // used when fused
@@ -82,7 +83,7 @@ Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const V
 
   kernels::attention_fwd(d_out.data(), d_lse.data(), pq, pk, pv, dims, nullptr);
   kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq,
-                         pk, pv, dims, nullptr);
+                         pk, pv, dims, nullptr, kernel);
   CUDA_CHECK(cudaDeviceSynchronize());
 
   Result res{download(d_out), download(d_lse), {}, {}, {}};
@@ -139,9 +140,13 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
                            Case{1, 1, 2, 32, false}, Case{1, 33, 1, 128, false},
                            // around the 128-key and 128-query tiles: one past, exact, partial
                            Case{2, 129, 3, 64, false}, Case{1, 256, 2, 64, true},
-                           Case{3, 300, 2, 64, false}, Case{2, 255, 2, 128, false});
+                           Case{3, 300, 2, 64, false}, Case{2, 255, 2, 128, false},
+                           Case{1, 640, 1, 64, false});
+  // Best is hs = 64's warpgroup-MMA backward; MmaSync its mma.sync one (the same kernel as Best
+  // for the other head sizes).
+  const auto kernel = GENERATE(kernels::AttentionBwdKernel::Best, kernels::AttentionBwdKernel::MmaSync);
   const uint64_t seed = 9000 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
-  CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, seed);
+  CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, int(kernel), seed);
   Rng rng(seed);
   const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
   // q scaled up so that some rows are peaked (checks the running max), others flat.
@@ -157,7 +162,7 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
                      k.data(), v.data(), cs.B, cs.T, cs.NH, cs.hs, scale);
   const Vec lse = reference_lse(cs, q, k, scale);
 
-  const Result gpu = run_gpu(cs, q, k, v, dout);
+  const Result gpu = run_gpu(cs, q, k, v, dout, kernel);
   CHECK(rel_diff(gpu.out, out) < kTolBf16);
   CHECK(max_abs(gpu.lse, lse) < 2e-3);
   // With a single key (T = 1) dq and dk vanish exactly while the GPU keeps the bf16 rounding
