@@ -617,6 +617,7 @@ struct WgBwdSmem {
 };
 constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
 
+template <bool kStagger>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
@@ -658,89 +659,80 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
 
   float dk_acc[HS / 8][4] = {}, dv_acc[HS / 8][4] = {};
 
-  for (int i = i_first; i < n_qtiles; ++i) {
-    const int buf = (i - i_first) & 1;
-    cp_async_wait<0>();
-    wg::fence_proxy_async();  // the landed tiles, for the wgmma reads after the barrier
-    __syncthreads();          // also: every dq product of the last tile has read the dSᵀ panels
-    if (i + 1 < n_qtiles) load_q_tile(i + 1, buf ^ 1);
-    cp_async_commit();
-    const int m0 = i * BM;
-    const bool diag = i == i_first;
+  // Query half hq of the tile in buffer buf (first query m0): dv, dk and this warpgroup's rows of
+  // dSᵀ panel hq.
+  auto half = [&](int buf, int m0, bool diag, int hq) {
+    const int mh0 = m0 + 64 * hq;          // this half's first query
+    if (key_wg0 > mh0 + 63) return;        // every key after every query of the half: P = dS = 0
+    const bf16* sq = sm.q[buf] + 64 * hq * HS;
+    const bf16* sdo = sm.dout[buf] + 64 * hq * HS;
+    const float* lse2 = sm.lse2[buf] + 64 * hq;
+    const float* Dq = sm.D[buf] + 64 * hq;
 
-#pragma unroll 1
-    for (int hq = 0; hq < 2; ++hq) {
-      const int mh0 = m0 + 64 * hq;      // this half's first query
-      if (key_wg0 > mh0 + 63) continue;  // every key after every query of the half: P = dS = 0
-      const bf16* sq = sm.q[buf] + 64 * hq * HS;
-      const bf16* sdo = sm.dout[buf] + 64 * hq * HS;
-      const float* lse2 = sm.lse2[buf] + 64 * hq;
-      const float* Dq = sm.D[buf] + 64 * hq;
+    float st[8][4], dpt[8][4];  // Sᵀ, dPᵀ: rows = this warp's keys, columns = the 64 queries
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk)
+      wg::mma_ss<0>(st, wg::smem_desc(sk_wg + kk * 16, 16, 1024), wg::smem_desc(sq + kk * 16, 16, 1024), kk > 0);
+    wg::commit();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk)
+      wg::mma_ss<0>(dpt, wg::smem_desc(sv_wg + kk * 16, 16, 1024), wg::smem_desc(sdo + kk * 16, 16, 1024), kk > 0);
+    wg::commit();
+    wg::wait<1>();  // Sᵀ; dPᵀ may still run
+    wg::fence_acc(st);
 
-      float st[8][4], dpt[8][4];  // Sᵀ, dPᵀ: rows = this warp's keys, columns = the 64 queries
-      wg::fence();
+    // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query (diagonal tile only).
+    const bool mask = diag && key_w0 + 15 > mh0;
 #pragma unroll
-      for (int kk = 0; kk < HS / 16; ++kk)
-        wg::mma_ss<0>(st, wg::smem_desc(sk_wg + kk * 16, 16, 1024), wg::smem_desc(sq + kk * 16, 16, 1024), kk > 0);
-      wg::commit();
+    for (int nt = 0; nt < 8; ++nt) {
+      const float2 l2 = *reinterpret_cast<const float2*>(&lse2[nt * 8 + 2 * c]);
 #pragma unroll
-      for (int kk = 0; kk < HS / 16; ++kk)
-        wg::mma_ss<0>(dpt, wg::smem_desc(sv_wg + kk * 16, 16, 1024), wg::smem_desc(sdo + kk * 16, 16, 1024), kk > 0);
-      wg::commit();
-      wg::wait<1>();  // Sᵀ; dPᵀ may still run
-      wg::fence_acc(st);
-
-      // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query (diagonal tile only).
-      const bool mask = diag && key_w0 + 15 > mh0;
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-        const float2 l2 = *reinterpret_cast<const float2*>(&lse2[nt * 8 + 2 * c]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float p = ex2(fmaf(st[nt][e], scale_log2, -((e & 1) ? l2.y : l2.x)));
-          if (mask && key_w0 + g + (e >> 1) * 8 > mh0 + nt * 8 + 2 * c + (e & 1)) p = 0.f;
-          st[nt][e] = p;
-        }
+      for (int e = 0; e < 4; ++e) {
+        float p = ex2(fmaf(st[nt][e], scale_log2, -((e & 1) ? l2.y : l2.x)));
+        if (mask && key_w0 + g + (e >> 1) * 8 > mh0 + nt * 8 + 2 * c + (e & 1)) p = 0.f;
+        st[nt][e] = p;
       }
-      wg::wait<0>();
-      wg::fence_acc(dpt);
-      uint32_t pa[4][4], dsa[4][4];  // Pᵀ and dSᵀ = Pᵀ ∘ (dPᵀ - D) as A fragments, k = queries
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-        const float2 d2 = *reinterpret_cast<const float2*>(&Dq[nt * 8 + 2 * c]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) dpt[nt][e] = st[nt][e] * (dpt[nt][e] - ((e & 1) ? d2.y : d2.x));
-      }
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        acc_to_a(pa[kk], st[2 * kk], st[2 * kk + 1]);
-        acc_to_a(dsa[kk], dpt[2 * kk], dpt[2 * kk + 1]);
-      }
-      wg::fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wg::mma_rs<1>(dv_acc, pa[kk], wg::smem_desc(sdo + kk * 16 * HS, 8192, 1024), 1);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wg::mma_rs<1>(dk_acc, dsa[kk], wg::smem_desc(sq + kk * 16 * HS, 8192, 1024), 1);
-      wg::commit();
-      // dSᵀ to panel hq while they run: dsa[kk] holds rows (g, g+8) × query columns (2c, 2c+8)
-      // of this warp's keys and queries 16·kk...
-      bf16* ds = sm.ds[hq];
-      const int kr = 64 * wg_id + 16 * warp + g;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr, kk * 16) + 2 * c) = dsa[kk][0];
-        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr + 8, kk * 16) + 2 * c) = dsa[kk][1];
-        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr, kk * 16 + 8) + 2 * c) = dsa[kk][2];
-        *reinterpret_cast<uint32_t*>(ds + swz<64>(kr + 8, kk * 16 + 8) + 2 * c) = dsa[kk][3];
-      }
-      wg::wait<0>();
-      wg::fence_acc(dv_acc);
-      wg::fence_acc(dk_acc);
     }
-    wg::fence_proxy_async();  // the dSᵀ stores, for the dq products after the barrier
-    __syncthreads();
+    wg::wait<0>();
+    wg::fence_acc(dpt);
+    uint32_t pa[4][4], dsa[4][4];  // Pᵀ and dSᵀ = Pᵀ ∘ (dPᵀ - D) as A fragments, k = queries
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const float2 d2 = *reinterpret_cast<const float2*>(&Dq[nt * 8 + 2 * c]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dpt[nt][e] = st[nt][e] * (dpt[nt][e] - ((e & 1) ? d2.y : d2.x));
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      acc_to_a(pa[kk], st[2 * kk], st[2 * kk + 1]);
+      acc_to_a(dsa[kk], dpt[2 * kk], dpt[2 * kk + 1]);
+    }
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wg::mma_rs<1>(dv_acc, pa[kk], wg::smem_desc(sdo + kk * 16 * HS, 8192, 1024), 1);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wg::mma_rs<1>(dk_acc, dsa[kk], wg::smem_desc(sq + kk * 16 * HS, 8192, 1024), 1);
+    wg::commit();
+    // dSᵀ to panel hq while they run: dsa[kk] holds rows (g, g+8) × query columns (2c, 2c+8)
+    // of this warp's keys and queries 16·kk...
+    bf16* ds = sm.ds[hq];
+    const int kr = 64 * wg_id + 16 * warp + g;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      *reinterpret_cast<uint32_t*>(ds + swz<64>(kr, kk * 16) + 2 * c) = dsa[kk][0];
+      *reinterpret_cast<uint32_t*>(ds + swz<64>(kr + 8, kk * 16) + 2 * c) = dsa[kk][1];
+      *reinterpret_cast<uint32_t*>(ds + swz<64>(kr, kk * 16 + 8) + 2 * c) = dsa[kk][2];
+      *reinterpret_cast<uint32_t*>(ds + swz<64>(kr + 8, kk * 16 + 8) + 2 * c) = dsa[kk][3];
+    }
+    wg::wait<0>();
+    wg::fence_acc(dv_acc);
+    wg::fence_acc(dk_acc);
+  };
 
-    // dq for queries mq0.. (half wg_id) over the keys up to its last query.
+  // dq for query half wg_id of the tile at m0 (panel wg_id, complete) over the keys up to its
+  // last query, added to the accumulator.
+  auto dq_half = [&](int m0) {
     const int mq0 = m0 + 64 * wg_id;
     const int kk_end = min(KT / 16, (mq0 + 63 - n0) / 16 + 1);  // >= 4: mq0 >= n0
     float dq[8][4];
@@ -757,6 +749,47 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
 #pragma unroll
     for (int dt = 0; dt < HS / 8; ++dt)
       atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
+  };
+
+  if constexpr (!kStagger) {
+    // Lockstep: both halves, a barrier, both dq products.
+    for (int i = i_first; i < n_qtiles; ++i) {
+      const int buf = (i - i_first) & 1;
+      cp_async_wait<0>();
+      wg::fence_proxy_async();  // the landed tiles, for the wgmma reads after the barrier
+      __syncthreads();          // also: every dq product of the last tile has read the dSᵀ panels
+      if (i + 1 < n_qtiles) load_q_tile(i + 1, buf ^ 1);
+      cp_async_commit();
+      half(buf, i * BM, i == i_first, 0);
+      half(buf, i * BM, i == i_first, 1);
+      wg::fence_proxy_async();  // the dSᵀ stores, for the dq products after the barrier
+      __syncthreads();
+      dq_half(i * BM);
+    }
+  } else {
+    // Staggered: warpgroup 0 takes dq of half 0 as soon as both have finished half 0, while
+    // warpgroup 1 goes on with half 1; warpgroup 1 takes dq of half 1 after the second barrier
+    // while warpgroup 0 starts the next tile. Tile i+1 loads while tile i runs (issued after the
+    // second barrier of tile i-1, when tile i-1's buffer is free).
+    if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // k, v and the first tile
+    wg::fence_proxy_async();
+    __syncthreads();
+    for (int i = i_first; i < n_qtiles; ++i) {
+      const int buf = (i - i_first) & 1, m0 = i * BM;
+      half(buf, m0, i == i_first, 0);
+      wg::fence_proxy_async();  // the dSᵀ stores of half 0, for warpgroup 0's dq
+      __syncthreads();          // (A) panel 0 complete; panel 1 read by the last dq of warpgroup 1
+      if (wg_id == 0) dq_half(m0);
+      half(buf, m0, i == i_first, 1);
+      cp_async_wait<0>();       // tile i+1
+      wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
+      __syncthreads();          // (B) panel 1 complete; panel 0 read by warpgroup 0's dq; tile i read
+      if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
+      cp_async_commit();
+      if (wg_id == 1) dq_half(m0);
+    }
   }
 
   // dk = scale·Σ dSᵀ·q and dv for this warp's 16 keys.
@@ -832,12 +865,13 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   CUDA_CHECK_LAUNCH();
 }
 
+template <bool kStagger>
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(WgBwdSmem) + 1024;
-  set_smem(attention_bwd_wg_kernel, smem);
+  set_smem(attention_bwd_wg_kernel<kStagger>, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
+  attention_bwd_wg_kernel<kStagger><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
                                                                  d.qkv_stride, d.out_stride, d.scale,
                                                                  d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
@@ -877,8 +911,10 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionBwdKernel::WgmmaLockstep)
+    launch_bwd_wg<false>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
-    launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+    launch_bwd_wg<true>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
     launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 128)

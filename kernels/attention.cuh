@@ -39,7 +39,7 @@ size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 
 // Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA);
 // MmaSync keeps the mma.sync kernel of every head size, for tests and side-by-side benchmarks.
-enum class AttentionBwdKernel { Best, MmaSync };
+enum class AttentionBwdKernel { Best, MmaSync, WgmmaLockstep };
 
 // Recomputes the probabilities from q, k and lse and WRITES (does not accumulate) dq, dk, dv:
 //   dv_s = Σ_t P[t,s]·dout_t ; dS = P ∘ (dout·vᵀ - D) ; dq_t = scale·Σ_s dS[t,s]·k_s ;
