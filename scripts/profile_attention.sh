@@ -26,6 +26,6 @@ if [[ ${ATTN_STALLS:-0} == 1 ]]; then
     --metrics "regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,sm__cycles_elapsed.avg,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_lsu.sum,smsp__inst_executed_pipe_uniform.sum" \
     "$BUILD_DIR/attention_bench" 64 12 1024 64 > "$LOGS/ncu_bwd_stalls.txt" 2>&1
   grep -vE "^\s*$" "$LOGS/ncu_bwd_stalls.txt" | grep -E "stalled|pipe|inst_executed|cycles" | awk '$NF+0 > 0.05 || /pipe|inst|cycles/'
-  cuobjdump -sass "$BUILD_DIR/attention_bench" > "$LOGS/attention_bench.sass" 2>&1
-  ls -la "$LOGS/attention_bench.sass"
+  cuobjdump -sass "$BUILD_DIR/attention_bench" 2>&1 | gzip > "$LOGS/attention_bench.sass.gz"
+  ls -la "$LOGS/attention_bench.sass.gz"
 fi
