@@ -252,11 +252,11 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
   constexpr int HS = 64, KT = kWgFwdKeys, kRows = kWgFwdRows, kNT = kWgFwdThreads;
   extern __shared__ unsigned char smem_raw[];
   // Descriptors need 1024-byte aligned tiles; the launch asks for 1 KB of slack.
-  auto& sm = *reinterpret_cast<WgFwdSmem*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  auto& sm = wg::aligned_smem<WgFwdSmem>(smem_raw);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
   const int m0 = qtile * kRows;
-  const int wg_id = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int g = lane >> 2, c = lane & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
   const int wg_row0 = m0 + 64 * wg_id;    // this warpgroup's first row
@@ -602,10 +602,11 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_bwd_kernel(
 //                                       (stored [key][hs]), both through the transpose flag,
 // and adds it to the fp32 accumulator with 16-byte atomics (as many as the mma.sync kernel's per
 // key and query). Keys and queries tiles have the same size, so only the first query tile (the
-// diagonal) masks, and only there does a warpgroup skip a half: warpgroup 1's keys all follow
-// half 0's queries. Its rows of panel 0 stay stale, and warpgroup 0's dq stops at its own keys.
-// Each product is waited for before its results are read or its register operands change; the
-// two warpgroups overlap each other's softmax and MMAs.
+// diagonal) masks. There warpgroup 1's keys all follow half 0's queries; it computes that half
+// anyway (all masked, dSᵀ = 0), because a wgmma under a branch the compiler cannot prove uniform
+// makes ptxas serialise every wgmma of the kernel (a wait after each); for the same reason dq
+// always runs over all 128 keys. Each product is waited for before its results are read or its
+// register operands change; the two warpgroups overlap each other's softmax and MMAs.
 struct WgBwdSmem {
   alignas(1024) bf16 k[128 * 64];
   alignas(1024) bf16 v[128 * 64];
@@ -626,10 +627,10 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   constexpr int HS = 64, KT = kWgBwdKeys, BM = kWgBwdRows, kNT = kWgBwdThreads;
   static_assert(KT == BM, "the diagonal is the first query tile only when keys and queries tile alike");
   extern __shared__ unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<WgBwdSmem*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  auto& sm = wg::aligned_smem<WgBwdSmem>(smem_raw);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int n0 = int(blockIdx.x) * KT;
-  const int wg_id = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int g = lane >> 2, c = lane & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
   const int64_t dhead0 = int64_t(b) * T * out_stride + int64_t(h) * HS;
@@ -662,8 +663,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   // Query half hq of the tile in buffer buf (first query m0): dv, dk and this warpgroup's rows of
   // dSᵀ panel hq.
   auto half = [&](int buf, int m0, bool diag, int hq) {
-    const int mh0 = m0 + 64 * hq;          // this half's first query
-    if (key_wg0 > mh0 + 63) return;        // every key after every query of the half: P = dS = 0
+    const int mh0 = m0 + 64 * hq;  // this half's first query
     const bf16* sq = sm.q[buf] + 64 * hq * HS;
     const bf16* sdo = sm.dout[buf] + 64 * hq * HS;
     const float* lse2 = sm.lse2[buf] + 64 * hq;
@@ -734,14 +734,12 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   // last query, added to the accumulator.
   auto dq_half = [&](int m0) {
     const int mq0 = m0 + 64 * wg_id;
-    const int kk_end = min(KT / 16, (mq0 + 63 - n0) / 16 + 1);  // >= 4: mq0 >= n0
     float dq[8][4];
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < KT / 16; ++kk)
-      if (kk < kk_end)
-        wg::mma_ss<1, 1>(dq, wg::smem_desc(sm.ds[wg_id] + kk * 16 * 64, 8192, 1024),
-                         wg::smem_desc(sm.k + kk * 16 * HS, 8192, 1024), kk > 0);
+      wg::mma_ss<1, 1>(dq, wg::smem_desc(sm.ds[wg_id] + kk * 16 * 64, 8192, 1024),
+                       wg::smem_desc(sm.k + kk * 16 * HS, 8192, 1024), kk > 0);
     wg::commit();
     wg::wait<0>();
     wg::fence_acc(dq);

@@ -27,6 +27,22 @@ __device__ __forceinline__ uint64_t smem_desc(const void* tile, uint32_t lead_by
          (uint64_t((stride_bytes >> 4) & 0x3fff) << 32) | (uint64_t(1) << 62);
 }
 
+// The block's warpgroup (threadIdx.x / 128), read through a shuffle from lane 0 so that the
+// compiler knows it is the same in every lane of a warp: a branch on it around wgmma
+// instructions is then uniform; otherwise ptxas serialises every wgmma of the kernel (waits
+// after each one, "C7520 ... in divergent path").
+__device__ __forceinline__ int warpgroup_index() { return __shfl_sync(0xffffffffu, int(threadIdx.x) >> 7, 0); }
+
+// The dynamic shared memory as a 1024-byte aligned S (the alignment descriptors of the 128-byte
+// swizzle need; launches ask for 1 KB of slack). Offsetting the __shared__ array itself keeps
+// the pointer in the shared window, so that accesses through it compile to shared loads and
+// stores rather than generic ones.
+template <class S>
+__device__ __forceinline__ S& aligned_smem(unsigned char* raw) {
+  const uint32_t pad = (1024u - (static_cast<uint32_t>(__cvta_generic_to_shared(raw)) & 1023u)) & 1023u;
+  return *reinterpret_cast<S*>(raw + pad);
+}
+
 // Orders the generic-proxy shared-memory writes before (cp.async included, once waited for)
 // ahead of the wgmma reads that follow a barrier.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
