@@ -53,8 +53,7 @@ void bench(int B, int NH, int T, int hs) {
   DeviceBuffer<bf16> q(n), k(n), v(n), out(n), dout(n), dq(n), dk(n), dv(n);
   DeviceBuffer<float> lse(size_t(B) * NH * T);
   const pg::kernels::AttentionDims dims{B, T, NH, hs, 0, 0, 0.f};
-  DeviceBuffer<unsigned char> ws_bytes(pg::kernels::attention_bwd_workspace_bytes(dims));
-  const auto ws = pg::kernels::attention_bwd_workspace(ws_bytes.data(), dims, nullptr);
+  DeviceBuffer<unsigned char> ws(pg::kernels::attention_bwd_workspace_bytes(dims));
   uint32_t seed = 1;
   for (auto* b : {&q, &k, &v, &dout}) fill_random<<<1024, 256>>>(b->data(), n, seed++);
   CUDA_CHECK_LAUNCH();
@@ -65,7 +64,7 @@ void bench(int B, int NH, int T, int hs) {
   };
   auto fwd_bwd = [&](pg::kernels::AttentionBwdKernel kernel) {
     fwd();
-    pg::kernels::attention_bwd(dq.data(), dk.data(), dv.data(), ws, dout.data(),
+    pg::kernels::attention_bwd(dq.data(), dk.data(), dv.data(), ws.data(), dout.data(),
                                out.data(), lse.data(), q.data(), k.data(), v.data(), dims, s, kernel);
   };
   const float t_fwd = median_ms(fwd, s);

@@ -327,13 +327,13 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
 
 // ---- backward -----------------------------------------------------------------------------------
 
-// D[b,h,t] = Σ_i dout·out over the head's hs channels. One thread per 8 channels (16-byte
-// loads), the hs/8 threads of a (token, head) row adjacent in one warp.
-__global__ void attention_bwd_pre_kernel(float* __restrict__ D,
+// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One thread
+// per 8 channels (16-byte loads), the hs/8 threads of a (token, head) row adjacent in one warp.
+__global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __restrict__ D,
                                          const bf16* __restrict__ dout,
                                          const bf16* __restrict__ out, int64_t n_rows, int T,
                                          int NH, int hs, int64_t out_stride) {
-  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // of [rows][hs]
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
   const bool valid = i < n_rows * hs;
   const int64_t row = i / hs;  // (b·T + t)·NH + h
   const int col = int(i % hs), h = int(row % NH);
@@ -350,13 +350,15 @@ __global__ void attention_bwd_pre_kernel(float* __restrict__ D,
       const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[j]));
       acc += d2.x * o2.x + d2.y * o2.y;
     }
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    *reinterpret_cast<float4*>(dq_acc + i) = zero;
+    *reinterpret_cast<float4*>(dq_acc + i + 4) = zero;
   }
   for (int width = 1; width < hs / 8; width <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, width);
   if (valid && col == 0) D[((bt / T) * NH + h) * T + bt % T] = acc;
 }
 
-// dq = scale·dq_acc in bf16, at dq's strides; leaves the accumulator zero for the next call.
-__global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, float* __restrict__ dq_acc,
+__global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __restrict__ dq_acc,
                                         int64_t n_rows, int hs, int64_t qkv_stride, int NH,
                                         float scale) {
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
@@ -365,9 +367,6 @@ __global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, float* __restrict
   const int col = int(i % hs);
   const float4 x0 = *reinterpret_cast<const float4*>(dq_acc + i);
   const float4 x1 = *reinterpret_cast<const float4*>(dq_acc + i + 4);
-  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-  *reinterpret_cast<float4*>(dq_acc + i) = zero;
-  *reinterpret_cast<float4*>(dq_acc + i + 4) = zero;
   uint4 packed;
   packed.x = pack_bf16(x0.x * scale, x0.y * scale);
   packed.y = pack_bf16(x0.z * scale, x0.w * scale);
@@ -621,8 +620,7 @@ constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
 
 template <bool kStagger>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
-    bf16* __restrict__ dq, bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
-    unsigned* __restrict__ strip_count,
+    bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
     int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
@@ -738,46 +736,10 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     wg::fence_acc(dk_acc);
   };
 
-  // dq strips: warp w of warpgroup hq adds rows 64·hq + 16·w.. (16 of them) of query tile i,
-  // once from each of the key blocks 0..i. Each block counts its addition after its atomics are
-  // done (fence, then the count); the block whose count is the (i+1)-th takes the finished strip:
-  // scale, bf16 into dq, and zeros back into the accumulator and the count, which is how every
-  // call leaves the workspace. A block counts tile i when it starts tile i+1's dq (its atomics
-  // long landed, so the fence waits for nothing) and its last tile at the end.
-  unsigned* count_bh = strip_count + int64_t(bh) * n_qtiles * 8;
-  float* dq_acc_bh = dq_acc + (int64_t(b) * T * NH + h) * HS;  // row t at t·NH·HS
-  auto finish_strip = [&](int i) {
-    __threadfence();  // this lane's atomics before the count
-    __syncwarp();
-    const int strip = i * 8 + wg_id * 4 + warp;
-    unsigned last = 0;
-    if (lane == 0) last = atomicAdd(&count_bh[strip], 1u) == unsigned(i);
-    if (!__shfl_sync(0xffffffffu, last, 0)) return;
-    __threadfence();  // the other blocks' atomics (counted before ours) before the reads
-    const int row0 = i * BM + 64 * wg_id + 16 * warp, col = (lane & 15) * 4;
-    float4 x[8];
-#pragma unroll
-    for (int r = 0; r < 8; ++r) {
-      const int row = row0 + 2 * r + (lane >> 4);
-      x[r] = row < T ? __ldcg(reinterpret_cast<const float4*>(dq_acc_bh + int64_t(row) * NH * HS + col))
-                     : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-#pragma unroll
-    for (int r = 0; r < 8; ++r) {
-      const int row = row0 + 2 * r + (lane >> 4);
-      if (row >= T) continue;
-      __stcg(reinterpret_cast<float4*>(dq_acc_bh + int64_t(row) * NH * HS + col), make_float4(0.f, 0.f, 0.f, 0.f));
-      const uint2 packed{pack_bf16(x[r].x * scale, x[r].y * scale), pack_bf16(x[r].z * scale, x[r].w * scale)};
-      *reinterpret_cast<uint2*>(dq + head0 + int64_t(row) * qkv_stride + col) = packed;
-    }
-    if (lane == 0) count_bh[strip] = 0;
-  };
-
-  // dq for query half wg_id of tile i (panel wg_id, complete) over the block's 128 keys, added to
-  // the accumulator.
-  auto dq_half = [&](int i) {
-    if (i > i_first) finish_strip(i - 1);
-    const int mq0 = i * BM + 64 * wg_id;
+  // dq for query half wg_id of the tile at m0 (panel wg_id, complete) over the keys up to its
+  // last query, added to the accumulator.
+  auto dq_half = [&](int m0) {
+    const int mq0 = m0 + 64 * wg_id;
     float dq[8][4];
     wg::fence();
 #pragma unroll
@@ -787,9 +749,10 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     wg::commit();
     wg::wait<0>();
     wg::fence_acc(dq);
+    float* dq_tile = dq_acc + (int64_t(b) * T * NH + h) * HS;
 #pragma unroll
     for (int dt = 0; dt < HS / 8; ++dt)
-      atomic_add_c_tile(dq_acc_bh + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
+      atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
   };
 
   if constexpr (!kStagger) {
@@ -805,7 +768,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       half(buf, i * BM, i == i_first, 1);
       wg::fence_proxy_async();  // the dSᵀ stores, for the dq products after the barrier
       __syncthreads();
-      dq_half(i);
+      dq_half(i * BM);
     }
   } else {
     // Staggered: warpgroup 0 takes dq of half 0 as soon as both have finished half 0, while
@@ -822,14 +785,14 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       half(buf, m0, i == i_first, 0);
       wg::fence_proxy_async();  // the dSᵀ stores of half 0, for warpgroup 0's dq
       __syncthreads();          // (A) panel 0 complete; panel 1 read by the last dq of warpgroup 1
-      if (wg_id == 0) dq_half(i);
+      if (wg_id == 0) dq_half(m0);
       half(buf, m0, i == i_first, 1);
       cp_async_wait<0>();       // tile i+1
       wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
       __syncthreads();          // (B) panel 1 complete; panel 0 read by warpgroup 0's dq; tile i read
       if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
       cp_async_commit();
-      if (wg_id == 1) dq_half(i);
+      if (wg_id == 1) dq_half(m0);
     }
   }
 
@@ -846,7 +809,6 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       *reinterpret_cast<uint32_t*>(dvr + dt * 8 + 2 * c) = pack_bf16(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
     }
   }
-  finish_strip(n_qtiles - 1);
 }
 
 // ---- launches -----------------------------------------------------------------------------------
@@ -908,13 +870,12 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
 }
 
 template <bool kStagger>
-void launch_bwd_wg(bf16* dq, bf16* dk, bf16* dv, float* dq_acc, unsigned* strip_count, const float* D,
-                   const bf16* dout, const float* lse, const bf16* q, const bf16* k, const bf16* v,
-                   const AttentionDims& d, cudaStream_t stream) {
+void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
+                   const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(WgBwdSmem) + 1024;
   set_smem(attention_bwd_wg_kernel<kStagger>, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  attention_bwd_wg_kernel<kStagger><<<grid, kWgBwdThreads, smem, stream>>>(dq, dk, dv, dq_acc, strip_count, q, k, v, dout, lse, D, d.T, d.NH,
+  attention_bwd_wg_kernel<kStagger><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
                                                                  d.qkv_stride, d.out_stride, d.scale,
                                                                  d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
@@ -930,72 +891,41 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   if (d.hs == 128) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
 }
 
-namespace {
-// The workspace, laid out by its capacity: the fp32 dq accumulator [B,T,NH,hs], the warpgroup
-// kernel's strip counts [B·NH][T/128 tiles][8 strips], then the row terms D [B,NH,T]. A call uses
-// the start of each region. The first two are zero between calls.
-struct Regions {
-  size_t acc, counts, D;  // bytes
-};
-size_t round16(size_t bytes) { return (bytes + 15) / 16 * 16; }
-Regions regions(const AttentionDims& d) {
-  const size_t rows = size_t(d.B) * d.T * d.NH;
-  const size_t strips = size_t(d.B) * d.NH * ((d.T + kWgBwdRows - 1) / kWgBwdRows) * 8;
-  return {rows * d.hs * sizeof(float), round16(strips * sizeof(unsigned)), round16(rows * sizeof(float))};
-}
-}  // namespace
-
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
-  const Regions r = regions(resolved(dims));
-  return r.acc + r.counts + r.D;
+  const AttentionDims d = resolved(dims);
+  const size_t rows = size_t(d.B) * d.T * d.NH;
+  return rows * d.hs * sizeof(float) + ((rows * sizeof(float) + 15) / 16) * 16;
 }
 
-AttentionBwdWorkspace attention_bwd_workspace(void* data, const AttentionDims& capacity, cudaStream_t stream) {
-  CUDA_CHECK(cudaMemsetAsync(data, 0, attention_bwd_workspace_bytes(capacity), stream));
-  return {data, resolved(capacity)};
-}
-
-void attention_bwd(bf16* dq, bf16* dk, bf16* dv, const AttentionBwdWorkspace& workspace, const bf16* dout,
+void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* dout,
                    const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
                    const AttentionDims& dims, cudaStream_t stream, AttentionBwdKernel kernel) {
   const AttentionDims d = resolved(dims);
   const int64_t rows = int64_t(d.B) * d.T * d.NH;
-  const Regions need = regions(d), cap = regions(workspace.capacity);
-  if (need.acc > cap.acc || need.counts > cap.counts || need.D > cap.D)
-    throw std::invalid_argument("attention_bwd: the workspace was laid out for B=" + std::to_string(workspace.capacity.B) +
-                                " T=" + std::to_string(workspace.capacity.T) + " NH=" +
-                                std::to_string(workspace.capacity.NH) + " hs=" + std::to_string(workspace.capacity.hs) +
-                                ", too small for this call's B=" + std::to_string(d.B) + " T=" + std::to_string(d.T));
-  auto* base = static_cast<unsigned char*>(workspace.data);
-  struct {
-    float* dq_acc;
-    unsigned* strip_count;
-    float* D;
-  } const ws{reinterpret_cast<float*>(base), reinterpret_cast<unsigned*>(base + cap.acc),
-             reinterpret_cast<float*>(base + cap.acc + cap.counts)};
+  float* dq_acc = static_cast<float*>(workspace);
+  float* D = dq_acc + rows * d.hs;
 
   const int64_t n_threads = rows * d.hs / 8;  // for the pre and the dq kernels
   attention_bwd_pre_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
-      ws.D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
+      dq_acc, D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
   CUDA_CHECK_LAUNCH();
 
-  // 128-key tiles (half the dq atomics of 64-key tiles). For hs = 64 the warpgroup-MMA kernel,
-  // which also writes dq (strip by strip, as the last key block adds to it); the mma.sync kernels
-  // (hs = 64: four warps of two atoms, sharing the q and dout fragments, 32 queries per step to
-  // keep dk, dv, Sᵀ and dPᵀ in registers; hs = 128: eight warps of one atom, 64 queries per
-  // step) leave dq to attention_bwd_dq_kernel.
-  if (d.hs == 64 && kernel != AttentionBwdKernel::MmaSync) {
-    if (kernel == AttentionBwdKernel::WgmmaLockstep)
-      launch_bwd_wg<false>(dq, dk, dv, ws.dq_acc, ws.strip_count, ws.D, dout, lse, q, k, v, d, stream);
-    else
-      launch_bwd_wg<true>(dq, dk, dv, ws.dq_acc, ws.strip_count, ws.D, dout, lse, q, k, v, d, stream);
-    return;
-  }
-  if (d.hs == 32) launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, ws.dq_acc, ws.D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64) launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, ws.dq_acc, ws.D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 128) launch_bwd<BwdTiling<128, 64, 8, 1>>(dk, dv, ws.dq_acc, ws.D, dout, lse, q, k, v, d, stream);
+  // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 the warpgroup-MMA kernel (or
+  // four warps of two atoms, sharing the q and dout fragments, 32 queries per step to keep dk,
+  // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
+  if (d.hs == 32)
+    launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionBwdKernel::WgmmaLockstep)
+    launch_bwd_wg<false>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
+    launch_bwd_wg<true>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
+    launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 128)
+    launch_bwd<BwdTiling<128, 64, 8, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+
   attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
-      dq, ws.dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
+      dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
   CUDA_CHECK_LAUNCH();
 }
 

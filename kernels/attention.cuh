@@ -33,21 +33,9 @@ struct AttentionDims {
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
                    const bf16* v, const AttentionDims& dims, cudaStream_t stream);
 
-// Bytes of device workspace attention_bwd needs for calls of up to `capacity`: an fp32 dq
-// accumulator [B,T,NH,hs], counts of the key blocks done with each 16-row strip of dq, and the
-// fp32 row terms D = rowsum(dout ∘ out) [B,NH,T].
-size_t attention_bwd_workspace_bytes(const AttentionDims& capacity);
-
-// attention_bwd's device workspace: `data` holds attention_bwd_workspace_bytes(capacity) bytes,
-// 16-byte aligned, laid out for calls of B, T, NH and hs up to the capacity's.
-struct AttentionBwdWorkspace {
-  void* data = nullptr;
-  AttentionDims capacity;
-};
-
-// Zero-fills `data` (on `stream`) and lays it out as a workspace for `capacity`. Every call of
-// attention_bwd leaves the accumulator and the counts zero again, so this is needed once.
-AttentionBwdWorkspace attention_bwd_workspace(void* data, const AttentionDims& capacity, cudaStream_t stream);
+// Bytes of device workspace attention_bwd needs: an fp32 dq accumulator [B,T,NH,hs] and the fp32
+// row terms D = rowsum(dout ∘ out) [B,NH,T].
+size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 
 // Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA);
 // MmaSync keeps the mma.sync kernel of every head size, for tests and side-by-side benchmarks.
@@ -57,9 +45,9 @@ enum class AttentionBwdKernel { Best, MmaSync, WgmmaLockstep };
 //   dv_s = Σ_t P[t,s]·dout_t ; dS = P ∘ (dout·vᵀ - D) ; dq_t = scale·Σ_s dS[t,s]·k_s ;
 //   dk_s = scale·Σ_t dS[t,s]·q_t.
 // dk and dv are bitwise deterministic; dq is summed with fp32 atomics across key tiles, so its
-// low bits may differ from run to run. Throws std::invalid_argument when the call's dims need
-// more than the workspace's capacity.
-void attention_bwd(bf16* dq, bf16* dk, bf16* dv, const AttentionBwdWorkspace& workspace,
+// low bits may differ from run to run. workspace: attention_bwd_workspace_bytes(dims) bytes,
+// 16-byte aligned, contents irrelevant on entry.
+void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace,
                    const bf16* dout, const bf16* out, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v,
                    const AttentionDims& dims, cudaStream_t stream,

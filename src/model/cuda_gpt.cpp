@@ -146,8 +146,7 @@ size_t CudaGpt::layout(std::byte* base) {
   kernels::AttentionDims dims;
   dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
   dims.scale = attn_logit_scale_;
-  std::byte* attn_ws = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
-  if (base) attn_ws_ = kernels::attention_bwd_workspace(attn_ws, dims, stream_);
+  attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
   return a.used;
 }
 

@@ -33,7 +33,6 @@
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
-#include "kernels/attention.cuh"
 #include "kernels/types.cuh"
 #include "model/cuda_moe.hpp"
 #include "model/gpt.hpp"
@@ -117,7 +116,7 @@ class CudaGpt {
   int32_t* correct_;
   bf16 *dres_, *dln_, *dq_, *dk_, *dv_, *datt_, *dact_;
   float *norm_scratch_, *bias_scratch_;
-  kernels::AttentionBwdWorkspace attn_ws_;
+  void* attn_ws_;
   double* loss_sums_;  // [2]: Σ losses, Σ correct of the last forward with targets
   const int32_t *inputs_ = nullptr, *targets_ = nullptr;
   int B_ = 0, Tn_ = 0;
