@@ -43,6 +43,7 @@
 #include "backend/cuda/check.hpp"
 #include "kernels/attention.cuh"
 #include "kernels/attention_tiles.cuh"
+#include "kernels/common.cuh"
 #include "kernels/wgmma.cuh"
 
 namespace pg::kernels {
@@ -50,7 +51,6 @@ namespace {
 
 using namespace tiles;
 
-constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- forward ------------------------------------------------------------------------------------
 
@@ -830,8 +830,7 @@ AttentionDims resolved(const AttentionDims& d) {
 
 template <typename Kernel>
 void set_smem(Kernel kernel, size_t bytes) {
-  CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  set_smem_once(reinterpret_cast<const void*>(kernel), int(bytes));
 }
 
 template <class F>

@@ -131,7 +131,6 @@ __global__ void __launch_bounds__(kBlock) fused_classifier_kernel(bf16* logits, 
 // the reductions'.
 constexpr int kSplitThreads = 512;     // per cluster: blockDim.x = kSplitThreads / K
 constexpr int kMaxSplit = 8;           // the portable cluster size limit
-constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 constexpr float kGScale = 15.f;  // log2 of the fp16 g's scale
 
 __device__ __forceinline__ void copy_async16(void* smem, const void* gmem) {

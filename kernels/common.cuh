@@ -5,11 +5,30 @@
 // kernel does its arithmetic in fp32 and rounds once on the store. Statistics (norm mean/rstd),
 // softmax and loss values are fp32; parameter gradients and optimizer state are fp32.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <unordered_map>
 
+#include "backend/cuda/check.hpp"
 #include "kernels/types.cuh"
 
 namespace pg::kernels {
+
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+// Raises a kernel's dynamic shared memory limit to `bytes` (with max_carveout, also asks for all of
+// L1 as shared memory) the first time a launch needs it: later launches cost a lookup, not a call
+// into the driver. One host thread launches (the trainer's), so the table needs no lock.
+inline void set_smem_once(const void* kernel, int bytes, bool max_carveout = false) {
+  static std::unordered_map<const void*, int> set;
+  auto [it, fresh] = set.try_emplace(kernel, bytes);
+  if (!fresh && it->second >= bytes) return;
+  it->second = std::max(it->second, bytes);
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, it->second));
+  if (max_carveout)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    int(cudaSharedmemCarveoutMaxShared)));
+}
 
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 

@@ -561,9 +561,7 @@ void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* ds
     const int nwg = (C + 255) / 256;
     const BwdKernel kernel = ring_kernel(nwg, want_param);
     const void* fn = reinterpret_cast<const void*>(kernel);
-    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kRingSmem)));
-    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                    int(cudaSharedmemCarveoutMaxShared)));
+    set_smem_once(fn, int(kRingSmem), true);
     const int groups = kRingThreads / (32 * nwg);
     n_block = int(std::min<int64_t>(bwd_grid(fn, kRingThreads, kRingSmem), (int64_t(N) + groups - 1) / groups));
     kernel<<<n_block, kRingThreads, kRingSmem, stream>>>(dinp, accumulate, scratch, dout, inp, gain, mean, rstd, N,
