@@ -618,7 +618,7 @@ struct WgBwdSmem {
 };
 constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
 
-template <bool kPipeline>
+template <bool kStagger>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
@@ -665,14 +665,16 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
 
   float dk_acc[HS / 8][4] = {}, dv_acc[HS / 8][4] = {};
 
-  // Sᵀ, dPᵀ of a half: rows = this warp's keys, columns = the 64 queries.
-  using Acc = float[8][4];
-
-  // Issues Sᵀ = k·qᵀ and dPᵀ = v·doutᵀ of query half hq of the tile in buffer buf, one commit
-  // group each.
-  auto issue_s_dp = [&](Acc& st, Acc& dpt, int buf, int hq) {
+  // Query half hq of the tile in buffer buf (first query m0): dv, dk and this warpgroup's rows of
+  // dSᵀ panel hq.
+  auto half = [&](int buf, int m0, bool diag, int hq) {
+    const int mh0 = m0 + 64 * hq;  // this half's first query
     const bf16* sq = sm.q[buf] + 64 * hq * HS;
     const bf16* sdo = sm.dout[buf] + 64 * hq * HS;
+    const float* lse_h = sm.lse[buf] + 64 * hq;
+    const float* Dq = sm.D[buf] + 64 * hq;
+
+    float st[8][4], dpt[8][4];  // Sᵀ, dPᵀ: rows = this warp's keys, columns = the 64 queries
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk)
@@ -682,22 +684,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     for (int kk = 0; kk < HS / 16; ++kk)
       wg::mma_ss<0>(dpt, wg::smem_desc(sv_wg + kk * 16, 16, 1024), wg::smem_desc(sdo + kk * 16, 16, 1024), kk > 0);
     wg::commit();
-  };
-
-  // Query half hq of the tile in buffer buf (first query m0), its Sᵀ and dPᵀ issued as the two
-  // latest commit groups (any older group ends with the first wait): dv, dk and this warpgroup's
-  // rows of dSᵀ panel hq. With early_next (half 0 only) it issues half 1's Sᵀ and dPᵀ into
-  // st_next, dpt_next behind its dv and dk and returns without waiting (half 1's first wait takes
-  // them); otherwise it ends with all its products done.
-  auto half = [&](Acc& st, Acc& dpt, Acc& st_next, Acc& dpt_next, int buf, int m0, bool diag, int hq,
-                  bool early_next) {
-    const int mh0 = m0 + 64 * hq;  // this half's first query
-    const bf16* sq = sm.q[buf] + 64 * hq * HS;
-    const bf16* sdo = sm.dout[buf] + 64 * hq * HS;
-    const float* lse_h = sm.lse[buf] + 64 * hq;
-    const float* Dq = sm.D[buf] + 64 * hq;
-
-    wg::wait<1>();  // Sᵀ (and the products before it); dPᵀ may still run
+    wg::wait<1>();  // Sᵀ; dPᵀ may still run
     wg::fence_acc(st);
 
     // Pᵀ = exp2(Sᵀ·scale·log2e - lse·log2e), zero where key > query (diagonal tile only).
@@ -733,7 +720,6 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) wg::mma_rs<1>(dk_acc, dsa[kk], wg::smem_desc(sq + kk * 16 * HS, 8192, 1024), 1);
     wg::commit();
-    if (early_next) issue_s_dp(st_next, dpt_next, buf, 1);
     // dSᵀ to panel hq while they run: dsa[kk] holds rows (g, g+8) × query columns (2c, 2c+8)
     // of this warp's keys and queries 16·kk...
     bf16* ds = sm.ds[hq];
@@ -745,7 +731,6 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       *reinterpret_cast<uint32_t*>(ds + swz<64>(kr, kk * 16 + 8) + 2 * c) = dsa[kk][2];
       *reinterpret_cast<uint32_t*>(ds + swz<64>(kr + 8, kk * 16 + 8) + 2 * c) = dsa[kk][3];
     }
-    if (early_next) return;
     wg::wait<0>();
     wg::fence_acc(dv_acc);
     wg::fence_acc(dk_acc);
@@ -770,50 +755,44 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
   };
 
-  // Staggered: warpgroup 0 takes dq of half 0 as soon as both have finished half 0, while
-  // warpgroup 1 goes on with half 1; warpgroup 1 takes dq of half 1 after the second barrier
-  // while warpgroup 0 starts the next tile. Tile i+1 loads while tile i runs (issued after the
-  // second barrier of tile i-1, when tile i-1's buffer is free). With kPipeline warpgroup 1
-  // issues half 1's Sᵀ and dPᵀ right behind half 0's dv and dk, so they run across its dSᵀ
-  // stores and the first barrier (warpgroup 0 has its dq product there; both in flight at once
-  // would spill). The warpgroups' paths are written out apart, so that each one's registers are
-  // only what it holds; both meet at the same two barriers per tile.
-  auto barrier_a = [&] {
-    wg::fence_proxy_async();  // the dSᵀ stores of half 0, for warpgroup 0's dq
-    __syncthreads();          // (A) panel 0 complete; panel 1 read by the last dq of warpgroup 1
-  };
-  auto barrier_b = [&](int i, int buf) {
-    cp_async_wait<0>();       // tile i+1
-    wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
-    __syncthreads();          // (B) panel 1 complete; panel 0 read by warpgroup 0's dq; tile i read
-    if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
+  if constexpr (!kStagger) {
+    // Lockstep: both halves, a barrier, both dq products.
+    for (int i = i_first; i < n_qtiles; ++i) {
+      const int buf = (i - i_first) & 1;
+      cp_async_wait<0>();
+      wg::fence_proxy_async();  // the landed tiles, for the wgmma reads after the barrier
+      __syncthreads();          // also: every dq product of the last tile has read the dSᵀ panels
+      if (i + 1 < n_qtiles) load_q_tile(i + 1, buf ^ 1);
+      cp_async_commit();
+      half(buf, i * BM, i == i_first, 0);
+      half(buf, i * BM, i == i_first, 1);
+      wg::fence_proxy_async();  // the dSᵀ stores, for the dq products after the barrier
+      __syncthreads();
+      dq_half(i * BM);
+    }
+  } else {
+    // Staggered: warpgroup 0 takes dq of half 0 as soon as both have finished half 0, while
+    // warpgroup 1 goes on with half 1; warpgroup 1 takes dq of half 1 after the second barrier
+    // while warpgroup 0 starts the next tile. Tile i+1 loads while tile i runs (issued after the
+    // second barrier of tile i-1, when tile i-1's buffer is free).
+    if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
     cp_async_commit();
-  };
-  if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
-  cp_async_commit();
-  cp_async_wait<1>();  // k, v and the first tile
-  wg::fence_proxy_async();
-  __syncthreads();
-  for (int i = i_first; i < n_qtiles; ++i) {
-    const int buf = (i - i_first) & 1, m0 = i * BM;
-    const bool diag = i == i_first;
-    float st0[8][4], dpt0[8][4], st1[8][4], dpt1[8][4];
-    if (wg_id == 0) {
-      issue_s_dp(st0, dpt0, buf, 0);
-      half(st0, dpt0, st0, dpt0, buf, m0, diag, 0, false);
-      barrier_a();
-      dq_half(m0);
-      issue_s_dp(st1, dpt1, buf, 1);
-      half(st1, dpt1, st1, dpt1, buf, m0, diag, 1, false);
-      barrier_b(i, buf);
-    } else {
-      issue_s_dp(st0, dpt0, buf, 0);
-      half(st0, dpt0, st1, dpt1, buf, m0, diag, 0, kPipeline);
-      barrier_a();
-      if (!kPipeline) issue_s_dp(st1, dpt1, buf, 1);
-      half(st1, dpt1, st1, dpt1, buf, m0, diag, 1, false);
-      barrier_b(i, buf);
-      dq_half(m0);
+    cp_async_wait<1>();  // k, v and the first tile
+    wg::fence_proxy_async();
+    __syncthreads();
+    for (int i = i_first; i < n_qtiles; ++i) {
+      const int buf = (i - i_first) & 1, m0 = i * BM;
+      half(buf, m0, i == i_first, 0);
+      wg::fence_proxy_async();  // the dSᵀ stores of half 0, for warpgroup 0's dq
+      __syncthreads();          // (A) panel 0 complete; panel 1 read by the last dq of warpgroup 1
+      if (wg_id == 0) dq_half(m0);
+      half(buf, m0, i == i_first, 1);
+      cp_async_wait<0>();       // tile i+1
+      wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
+      __syncthreads();          // (B) panel 1 complete; panel 0 read by warpgroup 0's dq; tile i read
+      if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
+      cp_async_commit();
+      if (wg_id == 1) dq_half(m0);
     }
   }
 
@@ -889,13 +868,13 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   CUDA_CHECK_LAUNCH();
 }
 
-template <bool kPipeline>
+template <bool kStagger>
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(WgBwdSmem) + 1024;
-  set_smem(attention_bwd_wg_kernel<kPipeline>, smem);
+  set_smem(attention_bwd_wg_kernel<kStagger>, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  attention_bwd_wg_kernel<kPipeline><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
+  attention_bwd_wg_kernel<kStagger><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
                                                                  d.qkv_stride, d.out_stride, d.scale,
                                                                  d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
@@ -935,7 +914,7 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionBwdKernel::WgmmaSerial)
+  if (d.hs == 64 && kernel == AttentionBwdKernel::WgmmaLockstep)
     launch_bwd_wg<false>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
     launch_bwd_wg<true>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);

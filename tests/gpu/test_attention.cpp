@@ -145,7 +145,7 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
   // Best is hs = 64's warpgroup-MMA backward; MmaSync its mma.sync one (the same kernel as Best
   // for the other head sizes).
   const auto kernel = GENERATE(kernels::AttentionBwdKernel::Best, kernels::AttentionBwdKernel::MmaSync,
-                               kernels::AttentionBwdKernel::WgmmaSerial);
+                               kernels::AttentionBwdKernel::WgmmaLockstep);
   const uint64_t seed = 9000 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
   CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, int(kernel), seed);
   Rng rng(seed);
