@@ -597,11 +597,19 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_bwd_kernel(
 //   dv += Pᵀ·dout, dk += dSᵀ·q          mma_rs, A from registers, B = the dout or q half through
 //                                       the transpose flag
 //   dSᵀ                                 to shared memory, one [128 keys][64 queries] panel a half
-// then, after a barrier, warpgroup w computes dq for query half w over all 128 keys,
-//   dq = dS·k                           mma_ss, A = panel w (stored [key][query]) and B = k
-//                                       (stored [key][hs]), both through the transpose flag,
-// and adds it to the fp32 accumulator with 16-byte atomics (as many as the mma.sync kernel's per
-// key and query). Keys and queries tiles have the same size, so only the first query tile (the
+// then, after a barrier, the dq of a half over all 128 keys, dq = dS·k, added to the fp32
+// accumulator with 16-byte atomics (as many as the mma.sync kernel's per key and query):
+//   kSplitDq (WgmmaSplitDq): each warpgroup takes 32 of dq's 64 columns of every half,
+//     dq[:, 32w..] = dS·kᵀᵀ           mma_ss m64n32, A = panel hq (stored [key][query], through
+//                                       the transpose flag) and B = kT (the block's keys
+//                                       transposed once, [hs][key], K-major: rows 32w.. of it)
+//     so the two warpgroups do the same work between the two barriers of a tile;
+//   otherwise (Best, WgmmaStagger): warpgroup w takes all 64 columns of half w,
+//     dq = dS·k                         mma_ss m64n64, A = panel w, B = k (stored [key][hs]), both
+//                                       through the transpose flag,
+//     warpgroup 0's right after half 0, warpgroup 1's after half 1, each while the other runs a
+//     half.
+// Keys and queries tiles have the same size, so only the first query tile (the
 // diagonal) masks. There warpgroup 1's keys all follow half 0's queries; it computes that half
 // anyway (all masked, dSᵀ = 0), because a wgmma under a branch the compiler cannot prove uniform
 // makes ptxas serialise every wgmma of the kernel (a wait after each); for the same reason dq
@@ -613,12 +621,13 @@ struct WgBwdSmem {
   alignas(1024) bf16 q[2][128 * 64];
   alignas(1024) bf16 dout[2][128 * 64];
   alignas(1024) bf16 ds[2][128 * 64];  // dSᵀ by query half: ds[hq][key][query - 64·hq]
+  alignas(1024) bf16 kT[2][64 * 64];   // kSplitDq: kT[key / 64][hs][key % 64]
   alignas(16) float lse[2][128];
   alignas(16) float D[2][128];
 };
 constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
 
-template <bool kStagger>
+template <bool kSplitDq>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
@@ -755,22 +764,63 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
   };
 
-  if constexpr (!kStagger) {
-    // Lockstep: both halves, a barrier, both dq products.
-    for (int i = i_first; i < n_qtiles; ++i) {
-      const int buf = (i - i_first) & 1;
-      cp_async_wait<0>();
-      wg::fence_proxy_async();  // the landed tiles, for the wgmma reads after the barrier
-      __syncthreads();          // also: every dq product of the last tile has read the dSᵀ panels
-      if (i + 1 < n_qtiles) load_q_tile(i + 1, buf ^ 1);
-      cp_async_commit();
-      half(buf, i * BM, i == i_first, 0);
-      half(buf, i * BM, i == i_first, 1);
-      wg::fence_proxy_async();  // the dSᵀ stores, for the dq products after the barrier
-      __syncthreads();
-      dq_half(i * BM);
+  // kSplitDq: dq of query half hq of the tile at m0, this warpgroup's 32 columns, over the
+  // block's 128 keys (panel hq complete).
+  auto dq_cols = [&](int m0, int hq) {
+    const int mq0 = m0 + 64 * hq;
+    float dq[4][4];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk)
+      wg::mma_ss_n32<0, 1>(dq, wg::smem_desc(sm.ds[hq] + kk * 16 * 64, 8192, 1024),
+                           wg::smem_desc(sm.kT[kk / 4] + 32 * wg_id * 64 + (kk % 4) * 16, 16, 1024), kk > 0);
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_acc(dq);
+    float* dq_tile = dq_acc + (int64_t(b) * T * NH + h) * HS + 32 * wg_id;
+#pragma unroll
+    for (int dt = 0; dt < 4; ++dt)
+      atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
+  };
+
+  if constexpr (kSplitDq) {
+    // Both warpgroups: half 0, barrier, dq of half 0 (32 columns each), half 1, barrier, dq of
+    // half 1. Tile i+1 loads while tile i runs (issued after the second barrier of tile i-1,
+    // when tile i-1's buffer is free); panel 0 is rewritten only after the barrier that follows
+    // its dq reads, panel 1 likewise.
+    if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // k, v and the first tile
+    wg::fence_proxy_async();
+    __syncthreads();
+    {
+      // kT from k: thread t takes hs row t % 64 of 32 keys, two keys a 4-byte store; read by
+      // the dq products after the first barrier (A), its stores fenced there like the panels.
+      const int d = threadIdx.x % 64, key0 = (threadIdx.x / 64) * 32;
+#pragma unroll
+      for (int j = 0; j < 32; j += 2) {
+        const int key = key0 + j, kl = key % 64;
+        const __nv_bfloat162 pair(sm.k[swz<64>(key, d & ~7) + (d & 7)], sm.k[swz<64>(key + 1, d & ~7) + (d & 7)]);
+        *reinterpret_cast<__nv_bfloat162*>(&sm.kT[key / 64][swz<64>(d, kl & ~7) + (kl & 7)]) = pair;
+      }
     }
-  } else {
+    for (int i = i_first; i < n_qtiles; ++i) {
+      const int buf = (i - i_first) & 1, m0 = i * BM;
+      half(buf, m0, i == i_first, 0);
+      wg::fence_proxy_async();  // the dSᵀ stores of half 0 (and kT), for the dq products
+      __syncthreads();          // (A) panel 0 complete; panel 1 read by the dq of the last tile
+      dq_cols(m0, 0);
+      half(buf, m0, i == i_first, 1);
+      cp_async_wait<0>();       // tile i+1
+      wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
+      __syncthreads();          // (B) panel 1 complete; panel 0 read by this tile's dq; tile i read
+      if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
+      cp_async_commit();
+      dq_cols(m0, 1);
+    }
+  }
+
+  if constexpr (!kSplitDq) {
     // Staggered: warpgroup 0 takes dq of half 0 as soon as both have finished half 0, while
     // warpgroup 1 goes on with half 1; warpgroup 1 takes dq of half 1 after the second barrier
     // while warpgroup 0 starts the next tile. Tile i+1 loads while tile i runs (issued after the
@@ -868,13 +918,13 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   CUDA_CHECK_LAUNCH();
 }
 
-template <bool kStagger>
+template <bool kSplitDq>
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(WgBwdSmem) + 1024;
-  set_smem(attention_bwd_wg_kernel<kStagger>, smem);
+  set_smem(attention_bwd_wg_kernel<kSplitDq>, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  attention_bwd_wg_kernel<kStagger><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
+  attention_bwd_wg_kernel<kSplitDq><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
                                                                  d.qkv_stride, d.out_stride, d.scale,
                                                                  d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
@@ -914,9 +964,9 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionBwdKernel::WgmmaLockstep)
+  if (d.hs == 64 && (kernel == AttentionBwdKernel::Best || kernel == AttentionBwdKernel::WgmmaStagger))
     launch_bwd_wg<false>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
+  if (d.hs == 64 && kernel == AttentionBwdKernel::WgmmaSplitDq)
     launch_bwd_wg<true>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
     launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);

@@ -37,9 +37,11 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
 // row terms D = rowsum(dout ∘ out) [B,NH,T].
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 
-// Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA);
-// MmaSync keeps the mma.sync kernel of every head size, for tests and side-by-side benchmarks.
-enum class AttentionBwdKernel { Best, MmaSync, WgmmaLockstep };
+// Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA,
+// each warpgroup taking dq of a whole half: WgmmaStagger); MmaSync keeps the mma.sync kernel of
+// every head size and WgmmaSplitDq the warpgroup-MMA kernel with dq's columns split between the
+// warpgroups (not yet measured against Best), for tests and side-by-side benchmarks.
+enum class AttentionBwdKernel { Best, MmaSync, WgmmaStagger, WgmmaSplitDq };
 
 // Recomputes the probabilities from q, k and lse and WRITES (does not accumulate) dq, dk, dv:
 //   dv_s = Σ_t P[t,s]·dout_t ; dS = P ∘ (dout·vᵀ - D) ; dq_t = scale·Σ_s dS[t,s]·k_s ;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Nsight Compute sections of the attention backward kernels at GPT-2's shape (B 64, NH 12, T 1024,
 # hs 64), one launch of each variant attention_bench times: the launch order there is forward,
-# Best, MmaSync, WgmmaLockstep, each 35 times. Logs in $OUT (else build-gpu/logs).
+# Best, MmaSync, WgmmaSplitDq, each 35 times. Logs in $OUT (else build-gpu/logs).
 #   usage: scripts/profile_attention.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,14 +9,14 @@ source scripts/gpu_build.sh
 gpu_build profile_attention attention_bench
 sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
   --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats)
-# Best (its first launch), then the lockstep wgmma kernel (the same kernel name, 35 launches on).
+# Best (its first launch), then the split-dq wgmma kernel (the same kernel name, 35 launches on).
 ncu --kernel-name regex:attention_bwd_wg_kernel --launch-count 1 "${sections[@]}" \
   "$BUILD_DIR/attention_bench" 64 12 1024 64 > "$LOGS/ncu_bwd_best.txt" 2>&1
 ncu --kernel-name regex:attention_bwd_wg_kernel --launch-skip 35 --launch-count 1 "${sections[@]}" \
-  "$BUILD_DIR/attention_bench" 64 12 1024 64 > "$LOGS/ncu_bwd_lockstep.txt" 2>&1
+  "$BUILD_DIR/attention_bench" 64 12 1024 64 > "$LOGS/ncu_bwd_splitdq.txt" 2>&1
 ncu --kernel-name regex:"attention_bwd_kernel" --launch-count 1 "${sections[@]}" \
   "$BUILD_DIR/attention_bench" 64 12 1024 64 > "$LOGS/ncu_bwd_mmasync.txt" 2>&1
-for f in best lockstep mmasync; do
+for f in best splitdq mmasync; do
   echo "== $f"
   grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|Warp Cycles Per Issued|Registers Per|Achieved Occupancy|Stall|L2 Hit" "$LOGS/ncu_bwd_$f.txt" | head -n 20
 done
