@@ -621,11 +621,13 @@ struct WgBwdSmem {
   alignas(1024) bf16 q[2][128 * 64];
   alignas(1024) bf16 dout[2][128 * 64];
   alignas(1024) bf16 ds[2][128 * 64];  // dSᵀ by query half: ds[hq][key][query - 64·hq]
-  alignas(1024) bf16 kT[2][64 * 64];   // kSplitDq: kT[key / 64][hs][key % 64]
   alignas(16) float lse[2][128];
   alignas(16) float D[2][128];
 };
 constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
+// kSplitDq's kT[key / 64][hs][key % 64], right after WgBwdSmem (whose size is a multiple of 1024).
+constexpr size_t kWgBwdKtBytes = 2 * 64 * 64 * sizeof(bf16);
+static_assert(sizeof(WgBwdSmem) % 1024 == 0, "kT's alignment");
 
 template <bool kSplitDq>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
@@ -637,6 +639,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   static_assert(KT == BM, "the diagonal is the first query tile only when keys and queries tile alike");
   extern __shared__ unsigned char smem_raw[];
   auto& sm = wg::aligned_smem<WgBwdSmem>(smem_raw);
+  bf16* const kT = reinterpret_cast<bf16*>(&sm + 1);  // kSplitDq only (the launch adds its bytes)
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int n0 = int(blockIdx.x) * KT;
   const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
@@ -773,7 +776,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
 #pragma unroll
     for (int kk = 0; kk < KT / 16; ++kk)
       wg::mma_ss_n32<0, 1>(dq, wg::smem_desc(sm.ds[hq] + kk * 16 * 64, 8192, 1024),
-                           wg::smem_desc(sm.kT[kk / 4] + 32 * wg_id * 64 + (kk % 4) * 16, 16, 1024), kk > 0);
+                           wg::smem_desc(kT + (kk / 4) * 64 * 64 + 32 * wg_id * 64 + (kk % 4) * 16, 16, 1024), kk > 0);
     wg::commit();
     wg::wait<0>();
     wg::fence_acc(dq);
@@ -801,7 +804,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       for (int j = 0; j < 32; j += 2) {
         const int key = key0 + j, kl = key % 64;
         const __nv_bfloat162 pair(sm.k[swz<64>(key, d & ~7) + (d & 7)], sm.k[swz<64>(key + 1, d & ~7) + (d & 7)]);
-        *reinterpret_cast<__nv_bfloat162*>(&sm.kT[key / 64][swz<64>(d, kl & ~7) + (kl & 7)]) = pair;
+        *reinterpret_cast<__nv_bfloat162*>(&kT[(key / 64) * 64 * 64 + swz<64>(d, kl & ~7) + (kl & 7)]) = pair;
       }
     }
     for (int i = i_first; i < n_qtiles; ++i) {
@@ -921,7 +924,7 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
 template <bool kSplitDq>
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
-  const size_t smem = sizeof(WgBwdSmem) + 1024;
+  const size_t smem = sizeof(WgBwdSmem) + (kSplitDq ? kWgBwdKtBytes : 0) + 1024;
   set_smem(attention_bwd_wg_kernel<kSplitDq>, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
   attention_bwd_wg_kernel<kSplitDq><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
