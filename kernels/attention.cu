@@ -325,6 +325,183 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
   }
 }
 
+// The online-softmax step of the pipelined forward, whose output accumulators are still being
+// written by the previous tile's P·v when it runs: masks (diag) and exponentiates one tile of
+// scores in place as softmax_tile does, updates the running max, and returns the factor alpha
+// that the caller applies to o and the running sum once that product is done, and the tile's
+// (lane-partial) row sums.
+template <int NT>
+__device__ __forceinline__ void softmax_tile_deferred(float (&s)[NT][4], float (&row_max)[2], float (&alpha)[2],
+                                                      float (&tile_sum)[2], bool diag, int key0, int row0,
+                                                      float scale_log2) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (diag) {
+        const int key = key0 + nt * 8 + 2 * c + (e & 1);
+        const int row = row0 + g + (e >> 1) * 8;
+        if (key > row) s[nt][e] = -INFINITY;
+      }
+      tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
+    }
+  }
+  float sub[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    const float m_new = fmaxf(row_max[r], tile_max[r] * scale_log2);
+    sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
+    alpha[r] = ex2(row_max[r] - sub[r]);
+    row_max[r] = m_new;
+    tile_sum[r] = 0.f;
+  }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float p = ex2(fmaf(s[nt][e], scale_log2, -sub[e >> 1]));
+      s[nt][e] = p;
+      tile_sum[e >> 1] += p;
+    }
+  }
+}
+
+// The hs = 64 forward on warpgroup MMA with the softmax of each key tile overlapping the previous
+// tile's P·v (AttentionFwdKernel::WgmmaPipe64, WgmmaPipe128; KT keys a tile). Two warpgroups of
+// 64 query rows (128 a block) walk the key tiles together; per tile j a warpgroup
+//   issues S(j) = q·k(j)ᵀ and, behind it, o += P(j-1)·v(j-1),
+//   waits for S(j) only, and runs the softmax of tile j (running max, exponentials, row sums),
+//   waits for the P·v, then scales o and the running sum by the max's change and rounds P(j) to
+//   the bf16 A fragments of the next P·v.
+// v(j-1) is still read while tile j+1 loads, so k and v take three stages: tile j+1 goes into
+// stage (j+1) % 3 once the barrier of tile j has seen every warpgroup done with tile j-2's
+// products (each waits for them within tile j-1). Both warpgroups take the same tiles (the block's
+// last ones hold the diagonal; a warp's keys after all its rows come out as p = 0), so the
+// barriers and the wgmma are uniform.
+template <int KT>
+struct WgFwdPipeSmem {
+  alignas(1024) bf16 q[128 * 64];
+  alignas(1024) bf16 k[3][KT * 64];
+  alignas(1024) bf16 v[3][KT * 64];
+};
+
+template <int KT, int kMinBlocks>
+__global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_kernel(
+    bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
+    const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
+    int64_t out_stride, float scale_log2) {
+  constexpr int HS = 64, kRows = kWgFwdRows, kNT = kWgFwdThreads, NT = KT / 8;
+  static_assert(KT == 64 || KT == 128, "key tiles of one or two 64-column products");
+  extern __shared__ unsigned char smem_raw[];
+  auto& sm = wg::aligned_smem<WgFwdPipeSmem<KT>>(smem_raw);
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
+  const int m0 = qtile * kRows;
+  const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
+  const int wrow0 = m0 + 64 * wg_id + 16 * warp;  // this warp's first row
+  const int n_tiles = (min(m0 + kRows, T) - 1) / KT + 1;
+  const bf16* sq = sm.q + 64 * wg_id * HS;
+
+  auto load_kv = [&](int j) {
+    const int n1 = j * KT, st = j % 3;
+    load_tile<KT, HS, kNT>(sm.k[st], k + head0 + n1 * qkv_stride, qkv_stride, T - n1);
+    load_tile<KT, HS, kNT>(sm.v[st], v + head0 + n1 * qkv_stride, qkv_stride, T - n1);
+  };
+  // S(j) into s (two 64-key products side by side when KT = 128), one commit group.
+  auto issue_s = [&](float (&s)[NT][4], int j) {
+    const bf16* sk = sm.k[j % 3];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) {
+      wg::mma_ss<0, 0, 0>(s, wg::smem_desc(sq + kk * 16, 16, 1024), wg::smem_desc(sk + kk * 16, 16, 1024), kk > 0);
+      if constexpr (KT == 128)
+        wg::mma_ss<0, 0, 8>(s, wg::smem_desc(sq + kk * 16, 16, 1024), wg::smem_desc(sk + 64 * HS + kk * 16, 16, 1024),
+                            kk > 0);
+    }
+    wg::commit();
+  };
+  // o += P(j)·v(j), one commit group.
+  auto issue_pv = [&](float (&o)[HS / 8][4], const uint32_t (&pa)[KT / 16][4], int j) {
+    const bf16* sv = sm.v[j % 3];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk) wg::mma_rs<1>(o, pa[kk], wg::smem_desc(sv + kk * 16 * HS, 8192, 1024), 1);
+    wg::commit();
+  };
+
+  load_tile<kRows, HS, kNT>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+  load_kv(0);
+  cp_async_commit();
+  if (n_tiles > 1) load_kv(1);
+  cp_async_commit();  // (possibly empty)
+  cp_async_wait<1>();  // q and tile 0
+  wg::fence_proxy_async();
+  __syncthreads();
+
+  float o[HS / 8][4] = {}, s[NT][4];
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, alpha[2], tile_sum[2];
+  uint32_t pa[KT / 16][4];
+
+  issue_s(s, 0);
+  wg::wait<0>();
+  wg::fence_acc(s);
+  softmax_tile_deferred(s, row_max, alpha, tile_sum, KT - 1 > wrow0, 0, wrow0, scale_log2);
+  row_sum[0] = tile_sum[0], row_sum[1] = tile_sum[1];
+#pragma unroll
+  for (int kk = 0; kk < KT / 16; ++kk) acc_to_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
+
+  for (int j = 1; j < n_tiles; ++j) {
+    cp_async_wait<0>();       // tile j
+    wg::fence_proxy_async();  // for the wgmma reads after the barrier
+    __syncthreads();          // tile j visible; every warpgroup done with tile j-2's stage
+    if (j + 1 < n_tiles) load_kv(j + 1);
+    cp_async_commit();
+    issue_s(s, j);
+    issue_pv(o, pa, j - 1);
+    wg::wait<1>();  // S(j); P(j-1)·v(j-1) may still run
+    wg::fence_acc(s);
+    const int n0 = j * KT;
+    softmax_tile_deferred(s, row_max, alpha, tile_sum, n0 + KT - 1 > wrow0, n0, wrow0, scale_log2);
+    wg::wait<0>();  // P(j-1)·v(j-1): o and pa are free
+    wg::fence_acc(o);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * alpha[r] + tile_sum[r];
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt) {
+      o[dt][0] *= alpha[0];
+      o[dt][1] *= alpha[0];
+      o[dt][2] *= alpha[1];
+      o[dt][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < KT / 16; ++kk) acc_to_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
+  }
+  issue_pv(o, pa, n_tiles - 1);
+  wg::wait<0>();
+  wg::fence_acc(o);
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int row = wrow0 + g + r * 8;
+    if (row >= T) continue;
+    const float inv = 1.f / l;
+    bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt)
+      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+    if (c == 0) lse[int64_t(bh) * T + row] = row_max[r] / kLog2e + logf(l);
+  }
+}
+
 // ---- backward -----------------------------------------------------------------------------------
 
 // D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One thread
@@ -908,6 +1085,17 @@ void launch_fwd_wg(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   CUDA_CHECK_LAUNCH();
 }
 
+template <int KT, int kMinBlocks>
+void launch_fwd_pipe(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d,
+                     cudaStream_t stream) {
+  const size_t smem = sizeof(WgFwdPipeSmem<KT>) + 1024;
+  set_smem(attention_fwd_pipe_kernel<KT, kMinBlocks>, smem);
+  const dim3 grid((d.T + kWgFwdRows - 1) / kWgFwdRows, d.B * d.NH);
+  attention_fwd_pipe_kernel<KT, kMinBlocks><<<grid, kWgFwdThreads, smem, stream>>>(
+      out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
+  CUDA_CHECK_LAUNCH();
+}
+
 template <class F>
 void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout,
                 const float* lse, const bf16* q, const bf16* k, const bf16* v,
@@ -936,10 +1124,12 @@ void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16
 }  // namespace
 
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                   const AttentionDims& dims, cudaStream_t stream) {
+                   const AttentionDims& dims, cudaStream_t stream, AttentionFwdKernel kernel) {
   const AttentionDims d = resolved(dims);
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64) launch_fwd_wg(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::Best) launch_fwd_wg(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe64) launch_fwd_pipe<64, 2>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe128) launch_fwd_pipe<128, 1>(out, lse, q, k, v, d, stream);
   if (d.hs == 128) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
 }
 

@@ -29,9 +29,16 @@ struct AttentionDims {
   float scale = 0.f;       // 0 means 1/sqrt(hs)
 };
 
+// Which forward kernel: Best is what attention_fwd picks; for hs = 64, WgmmaPipe64 and
+// WgmmaPipe128 are warpgroup-MMA kernels whose softmax of a key tile (64 or 128 keys) overlaps
+// the previous tile's P·v (not yet measured against Best), for tests and side-by-side
+// benchmarks. Other head sizes have one kernel.
+enum class AttentionFwdKernel { Best, WgmmaPipe64, WgmmaPipe128 };
+
 // out = softmax_causal(scale·q·kᵀ)·v ; lse[b,h,t] = log Σ_{s<=t} exp(scale·q_t·k_s).
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
-                   const bf16* v, const AttentionDims& dims, cudaStream_t stream);
+                   const bf16* v, const AttentionDims& dims, cudaStream_t stream,
+                   AttentionFwdKernel kernel = AttentionFwdKernel::Best);
 
 // Bytes of device workspace attention_bwd needs: an fp32 dq accumulator [B,T,NH,hs] and the fp32
 // row terms D = rowsum(dout ∘ out) [B,NH,T].

@@ -46,7 +46,8 @@ Vec columns(const Vec& x, size_t rows, size_t stride, size_t off, size_t C) {
 
 // Forward and backward on the GPU. Host tensors are contiguous [B,T,NH,hs].
 Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
-               kernels::AttentionBwdKernel kernel = kernels::AttentionBwdKernel::Best) {
+               kernels::AttentionBwdKernel kernel = kernels::AttentionBwdKernel::Best,
+               kernels::AttentionFwdKernel fwd = kernels::AttentionFwdKernel::Best) {
   const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T;
   const size_t stride = cs.fused ? 3 * C : C;
   Vec qkv(rows * 3 * C);  // used when fused
@@ -81,7 +82,7 @@ Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const V
   }
   poison(ws);
 
-  kernels::attention_fwd(d_out.data(), d_lse.data(), pq, pk, pv, dims, nullptr);
+  kernels::attention_fwd(d_out.data(), d_lse.data(), pq, pk, pv, dims, nullptr, fwd);
   kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq,
                          pk, pv, dims, nullptr, kernel);
   CUDA_CHECK(cudaDeviceSynchronize());
@@ -173,6 +174,26 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
   CHECK(diff_norm(gpu.dq, dq) / std::max(norm(dq), floor) < kTolGemm);
   CHECK(diff_norm(gpu.dk, dk) / std::max(norm(dk), floor) < kTolGemm);
   CHECK(rel_diff(gpu.dv, dv) < kTolGemm);
+}
+
+TEST_CASE("flash attention forward, the pipelined hs = 64 kernels, match the CPU reference", "[gpu][attention]") {
+  // Around the 64- and 128-key tiles and the 128-row query tiles: one key, partial, exact, one
+  // past, several tiles.
+  const Case cs = GENERATE(Case{1, 1, 2, 64, false}, Case{2, 77, 2, 64, false}, Case{2, 128, 3, 64, true},
+                           Case{2, 129, 3, 64, false}, Case{3, 300, 2, 64, false}, Case{1, 640, 1, 64, false});
+  const auto fwd = GENERATE(kernels::AttentionFwdKernel::WgmmaPipe64, kernels::AttentionFwdKernel::WgmmaPipe128);
+  const uint64_t seed = 7100 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3);
+  CAPTURE(cs.B, cs.T, cs.NH, cs.fused, int(fwd), seed);
+  Rng rng(seed);
+  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
+  const Vec q = round_bf16(randn(rng, n, 1.5)), k = round_bf16(randn(rng, n)), v = round_bf16(randn(rng, n)),
+            dout = round_bf16(randn(rng, n));
+  const double scale = 1.0 / std::sqrt(double(cs.hs));
+  Vec out(size_t(n), 0.0), probs(size_t(cs.B) * cs.NH * cs.T * cs.T);
+  cpu::attention_fwd(out.data(), probs.data(), q.data(), k.data(), v.data(), cs.B, cs.T, cs.NH, cs.hs, scale);
+  const Result gpu = run_gpu(cs, q, k, v, dout, kernels::AttentionBwdKernel::Best, fwd);
+  CHECK(rel_diff(gpu.out, out) < kTolBf16);
+  CHECK(max_abs(gpu.lse, reference_lse(cs, q, k, scale)) < 2e-3);
 }
 
 TEST_CASE("flash attention: out, lse, dk, dv bitwise reproducible; dq to atomics' order",
