@@ -98,7 +98,7 @@ class GemmRunner {
   // around the trials) and caches the fastest instead of the heuristic's first choice. The pick
   // depends on timings, so two runs may choose differently (and round differently).
   void set_autotune(bool on) { autotune_ = on; }
-  static constexpr int kTuneCandidates = 8, kTuneRuns = 3;
+  static constexpr int kTuneCandidates = 16, kTuneRuns = 5;
 
  private:
   struct Plan;
