@@ -964,10 +964,10 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   };
 
   if constexpr (kSplitDq) {
-    // Both warpgroups: half 0, barrier, dq of half 0 (32 columns each), half 1, barrier, dq of
-    // half 1. Tile i+1 loads while tile i runs (issued after the second barrier of tile i-1,
-    // when tile i-1's buffer is free); panel 0 is rewritten only after the barrier that follows
-    // its dq reads, panel 1 likewise.
+    // Per tile: half 0 and the dq of the last tile's half 1, barrier (A), half 1 and the dq of
+    // half 0, barrier (B); each dq product gives each warpgroup 32 columns. Tile i+1 loads while
+    // tile i runs (issued after barrier B of tile i-1, when tile i-1's buffer is free); a panel
+    // is rewritten only after the barrier that follows its dq reads.
     if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
     cp_async_commit();
     cp_async_wait<1>();  // k, v and the first tile
@@ -986,18 +986,32 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     }
     for (int i = i_first; i < n_qtiles; ++i) {
       const int buf = (i - i_first) & 1, m0 = i * BM;
-      half(buf, m0, i == i_first, 0);
+      const bool diag = i == i_first;
+      // Between two barriers each warpgroup runs a half and a dq product, in opposite orders, so
+      // that one's MMAs meet the other's softmax rather than its own MMAs.
+      if (wg_id == 0) {
+        if (!diag) dq_cols(m0 - BM, 1);
+        half(buf, m0, diag, 0);
+      } else {
+        half(buf, m0, diag, 0);
+        if (!diag) dq_cols(m0 - BM, 1);
+      }
       wg::fence_proxy_async();  // the dSᵀ stores of half 0 (and kT), for the dq products
-      __syncthreads();          // (A) panel 0 complete; panel 1 read by the dq of the last tile
-      dq_cols(m0, 0);
-      half(buf, m0, i == i_first, 1);
+      __syncthreads();          // (A) panel 0 complete; panel 1 read by the last tile's dq
+      if (wg_id == 0) {
+        dq_cols(m0, 0);
+        half(buf, m0, diag, 1);
+      } else {
+        half(buf, m0, diag, 1);
+        dq_cols(m0, 0);
+      }
       cp_async_wait<0>();       // tile i+1
       wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
       __syncthreads();          // (B) panel 1 complete; panel 0 read by this tile's dq; tile i read
       if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
       cp_async_commit();
-      dq_cols(m0, 1);
     }
+    dq_cols((n_qtiles - 1) * BM, 1);
   }
 
   if constexpr (!kSplitDq) {
