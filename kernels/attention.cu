@@ -57,14 +57,16 @@ using namespace tiles;
 // One key tile of the online softmax for the two rows a lane holds in one m16 atom (rows row0 + g
 // and row0 + g + 8, g = lane/4; the tile's keys key0 + 8·nt + 2c + {0, 1}, c = lane%4): masks the
 // keys after the row when `diag` (only tiles reaching past the atom's first row have such keys;
-// keys >= T lie beyond every valid row), updates the running max and sum, rescales the output
-// accumulators o and turns s into the unnormalised probabilities in place. The max is taken on
-// the raw scores (scale > 0) and kept in the log2 domain, so p = 2^(s·scale·log2e - m) is one
-// FFMA and one ex2; row_sum holds this lane's columns only (the quad is summed at the end).
-template <int NT, int OT>
-__device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4], float (&row_max)[2],
-                                             float (&row_sum)[2], bool diag, int key0, int row0,
-                                             float scale_log2) {
+// keys >= T lie beyond every valid row), updates the running max, turns s into the unnormalised
+// probabilities in place and returns the factor alpha by which the output accumulators and the
+// running sum are to be scaled, and the tile's row sums (this lane's columns only: the quad is
+// summed at the end). The max is taken on the raw scores (scale > 0) and kept in the log2
+// domain, so p = 2^(s·scale·log2e - m) is one FFMA and one ex2. The pipelined forward applies
+// alpha once the previous tile's P·v is done; softmax_tile applies it at once.
+template <int NT>
+__device__ __forceinline__ void softmax_tile_deferred(float (&s)[NT][4], float (&row_max)[2], float (&alpha)[2],
+                                                      float (&tile_sum)[2], bool diag, int key0, int row0,
+                                                      float scale_log2) {
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -79,7 +81,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4
       tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
     }
   }
-  float alpha[2], sub[2];
+  float sub[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
@@ -88,14 +90,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4
     sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
     alpha[r] = ex2(row_max[r] - sub[r]);
     row_max[r] = m_new;
-    row_sum[r] *= alpha[r];
-  }
-#pragma unroll
-  for (int dt = 0; dt < OT; ++dt) {
-    o[dt][0] *= alpha[0];
-    o[dt][1] *= alpha[0];
-    o[dt][2] *= alpha[1];
-    o[dt][3] *= alpha[1];
+    tile_sum[r] = 0.f;
   }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -103,8 +98,25 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4
     for (int e = 0; e < 4; ++e) {
       const float p = ex2(fmaf(s[nt][e], scale_log2, -sub[e >> 1]));
       s[nt][e] = p;
-      row_sum[e >> 1] += p;
+      tile_sum[e >> 1] += p;
     }
+  }
+}
+
+template <int NT, int OT>
+__device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4], float (&row_max)[2],
+                                             float (&row_sum)[2], bool diag, int key0, int row0,
+                                             float scale_log2) {
+  float alpha[2], tile_sum[2];
+  softmax_tile_deferred(s, row_max, alpha, tile_sum, diag, key0, row0, scale_log2);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * alpha[r] + tile_sum[r];
+#pragma unroll
+  for (int dt = 0; dt < OT; ++dt) {
+    o[dt][0] *= alpha[0];
+    o[dt][1] *= alpha[0];
+    o[dt][2] *= alpha[1];
+    o[dt][3] *= alpha[1];
   }
 }
 
@@ -232,6 +244,28 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_fwd_kernel(
   }
 }
 
+// The end of a warpgroup forward for this warp's 16 rows (from wrow0, the wgmma accumulator
+// layout): out = o / l in bf16 (out_bh: row 0 of this (b, h), rows out_stride apart) and
+// lse = max / log2e + log l, l summed over the quad first; rows >= T are skipped.
+__device__ __forceinline__ void store_wg_rows(const float (&o)[8][4], const float (&row_sum)[2], const float (&row_max)[2],
+                                              int wrow0, int T, bf16* out_bh, int64_t out_stride, float* lse_bh) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int row = wrow0 + g + r * 8;
+    if (row >= T) continue;
+    const float inv = 1.f / l;
+    bf16* orow = out_bh + int64_t(row) * out_stride;
+#pragma unroll
+    for (int dt = 0; dt < 8; ++dt)
+      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+    if (c == 0) lse_bh[row] = row_max[r] / kLog2e + logf(l);
+  }
+}
+
 // The hs = 64 forward on warpgroup MMA (wg::, sm_90a): two warpgroups of 64 query rows each
 // (128 rows a block) walk 64-key tiles, k and v double-buffered through cp.async as above.
 // S = q·kᵀ reads q and k straight from shared memory (no fragment loads); o += P·v takes P from
@@ -256,8 +290,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
   const int m0 = qtile * kRows;
-  const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int g = lane >> 2, c = lane & 3;
+  const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
   const int wg_row0 = m0 + 64 * wg_id;    // this warpgroup's first row
   const int wrow0 = wg_row0 + 16 * warp;  // this warp's first row
@@ -309,65 +342,8 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
     wg::fence_acc(o);
   }
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int row = wrow0 + g + r * 8;
-    if (row >= T) continue;
-    const float inv = 1.f / l;
-    bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
-#pragma unroll
-    for (int dt = 0; dt < HS / 8; ++dt)
-      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
-    if (c == 0) lse[int64_t(bh) * T + row] = row_max[r] / kLog2e + logf(l);
-  }
-}
-
-// The online-softmax step of the pipelined forward, whose output accumulators are still being
-// written by the previous tile's P·v when it runs: masks (diag) and exponentiates one tile of
-// scores in place as softmax_tile does, updates the running max, and returns the factor alpha
-// that the caller applies to o and the running sum once that product is done, and the tile's
-// (lane-partial) row sums.
-template <int NT>
-__device__ __forceinline__ void softmax_tile_deferred(float (&s)[NT][4], float (&row_max)[2], float (&alpha)[2],
-                                                      float (&tile_sum)[2], bool diag, int key0, int row0,
-                                                      float scale_log2) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (diag) {
-        const int key = key0 + nt * 8 + 2 * c + (e & 1);
-        const int row = row0 + g + (e >> 1) * 8;
-        if (key > row) s[nt][e] = -INFINITY;
-      }
-      tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
-    }
-  }
-  float sub[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-    const float m_new = fmaxf(row_max[r], tile_max[r] * scale_log2);
-    sub[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet keeps o = l = 0
-    alpha[r] = ex2(row_max[r] - sub[r]);
-    row_max[r] = m_new;
-    tile_sum[r] = 0.f;
-  }
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float p = ex2(fmaf(s[nt][e], scale_log2, -sub[e >> 1]));
-      s[nt][e] = p;
-      tile_sum[e >> 1] += p;
-    }
-  }
+  store_wg_rows(o, row_sum, row_max, wrow0, T, out + int64_t(b) * T * out_stride + int64_t(h) * HS, out_stride,
+                lse + int64_t(bh) * T);
 }
 
 // The hs = 64 forward on warpgroup MMA with the softmax of each key tile overlapping the previous
@@ -401,8 +377,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
   const int m0 = qtile * kRows;
-  const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int g = lane >> 2, c = lane & 3;
+  const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3;
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
   const int wrow0 = m0 + 64 * wg_id + 16 * warp;  // this warp's first row
   const int n_tiles = (min(m0 + kRows, T) - 1) / KT + 1;
@@ -486,20 +461,8 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
   wg::wait<0>();
   wg::fence_acc(o);
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int row = wrow0 + g + r * 8;
-    if (row >= T) continue;
-    const float inv = 1.f / l;
-    bf16* orow = out + (int64_t(b) * T + row) * out_stride + int64_t(h) * HS;
-#pragma unroll
-    for (int dt = 0; dt < HS / 8; ++dt)
-      *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
-    if (c == 0) lse[int64_t(bh) * T + row] = row_max[r] / kLog2e + logf(l);
-  }
+  store_wg_rows(o, row_sum, row_max, wrow0, T, out + int64_t(b) * T * out_stride + int64_t(h) * HS, out_stride,
+                lse + int64_t(bh) * T);
 }
 
 // ---- backward -----------------------------------------------------------------------------------
