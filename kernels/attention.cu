@@ -1066,7 +1066,8 @@ template <int KT, int kMinBlocks>
 void launch_fwd_pipe(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d,
                      cudaStream_t stream) {
   const size_t smem = sizeof(WgFwdPipeSmem<KT>) + 1024;
-  set_smem(attention_fwd_pipe_kernel<KT, kMinBlocks>, smem);
+  // All of L1 as shared memory: kMinBlocks blocks of three k/v stages need it.
+  set_smem_once(reinterpret_cast<const void*>(attention_fwd_pipe_kernel<KT, kMinBlocks>), int(smem), true);
   const dim3 grid((d.T + kWgFwdRows - 1) / kWgFwdRows, d.B * d.NH);
   attention_fwd_pipe_kernel<KT, kMinBlocks><<<grid, kWgFwdThreads, smem, stream>>>(
       out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
