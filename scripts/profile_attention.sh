@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Nsight Compute sections of the attention backward kernels at GPT-2's shape (B 64, NH 12, T 1024,
-# hs 64), one launch of each variant attention_bench times: the launch order there is forward,
-# Best, MmaSync, WgmmaSplitDq, each 35 times. Logs in $OUT (else build-gpu/logs).
+# hs 64), one launch of each variant attention_bench times: the launch order there is the
+# forwards (Best, WgmmaPipe64, WgmmaPipe128), then forward + backward with Best, MmaSync and
+# WgmmaSplitDq, each 35 times. Logs in $OUT (else build-gpu/logs).
 #   usage: scripts/profile_attention.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
