@@ -8,7 +8,7 @@
 // fwdbwd_mmasync_ms fwdbwd_splitdq_ms fwd_pipe64_ms fwd_pipe128_ms": the default kernels, then
 // forward + backward with the other backward kernels (AttentionBwdKernel::MmaSync,
 // WgmmaSplitDq) and the forward alone with the pipelined ones (AttentionFwdKernel::WgmmaPipe64,
-// WgmmaPipe128; for other head sizes these are the default kernels again).
+// WgmmaPipe128; for hs = 128 both are the 64-key pipelined kernel, for hs = 32 the default).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

@@ -247,7 +247,8 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_fwd_kernel(
 // The end of a warpgroup forward for this warp's 16 rows (from wrow0, the wgmma accumulator
 // layout): out = o / l in bf16 (out_bh: row 0 of this (b, h), rows out_stride apart) and
 // lse = max / log2e + log l, l summed over the quad first; rows >= T are skipped.
-__device__ __forceinline__ void store_wg_rows(const float (&o)[8][4], const float (&row_sum)[2], const float (&row_max)[2],
+template <int OT>
+__device__ __forceinline__ void store_wg_rows(const float (&o)[OT][4], const float (&row_sum)[2], const float (&row_max)[2],
                                               int wrow0, int T, bf16* out_bh, int64_t out_stride, float* lse_bh) {
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 #pragma unroll
@@ -260,7 +261,7 @@ __device__ __forceinline__ void store_wg_rows(const float (&o)[8][4], const floa
     const float inv = 1.f / l;
     bf16* orow = out_bh + int64_t(row) * out_stride;
 #pragma unroll
-    for (int dt = 0; dt < 8; ++dt)
+    for (int dt = 0; dt < OT; ++dt)
       *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * c) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
     if (c == 0) lse_bh[row] = row_max[r] / kLog2e + logf(l);
   }
@@ -346,8 +347,10 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
                 lse + int64_t(bh) * T);
 }
 
-// The hs = 64 forward on warpgroup MMA with the softmax of each key tile overlapping the previous
-// tile's P·v (AttentionFwdKernel::WgmmaPipe64, WgmmaPipe128; KT keys a tile). Two warpgroups of
+// The forward on warpgroup MMA with the softmax of each key tile overlapping the previous tile's
+// P·v (AttentionFwdKernel::WgmmaPipe64, WgmmaPipe128; KT keys a tile; hs = 64 or 128, the latter
+// as two 64-column halves: k-blocks of q and k for S, panels of v and chunks of o for P·v). Two
+// warpgroups of
 // 64 query rows (128 a block) walk the key tiles together; per tile j a warpgroup
 //   issues S(j) = q·k(j)ᵀ and, behind it, o += P(j-1)·v(j-1),
 //   waits for S(j) only, and runs the softmax of tile j (running max, exponentials, row sums),
@@ -358,22 +361,24 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
 // products (each waits for them within tile j-1). Both warpgroups take the same tiles (the block's
 // last ones hold the diagonal; a warp's keys after all its rows come out as p = 0), so the
 // barriers and the wgmma are uniform.
-template <int KT>
+template <int HS, int KT>
 struct WgFwdPipeSmem {
-  alignas(1024) bf16 q[128 * 64];
-  alignas(1024) bf16 k[3][KT * 64];
-  alignas(1024) bf16 v[3][KT * 64];
+  static constexpr int kHalves = HS / 64;
+  alignas(1024) bf16 q[kHalves][128 * 64];
+  alignas(1024) bf16 k[3][kHalves][KT * 64];
+  alignas(1024) bf16 v[3][kHalves][KT * 64];
 };
 
-template <int KT, int kMinBlocks>
+template <int HS, int KT, int kMinBlocks>
 __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_kernel(
     bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
     const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
     int64_t out_stride, float scale_log2) {
-  constexpr int HS = 64, kRows = kWgFwdRows, kNT = kWgFwdThreads, NT = KT / 8;
+  constexpr int kRows = kWgFwdRows, kNT = kWgFwdThreads, NT = KT / 8, kHalves = HS / 64;
   static_assert(KT == 64 || KT == 128, "key tiles of one or two 64-column products");
+  static_assert(HS == 64 || HS == 128, "head size in 64-column halves");
   extern __shared__ unsigned char smem_raw[];
-  auto& sm = wg::aligned_smem<WgFwdPipeSmem<KT>>(smem_raw);
+  auto& sm = wg::aligned_smem<WgFwdPipeSmem<HS, KT>>(smem_raw);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
   const int m0 = qtile * kRows;
@@ -381,36 +386,44 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
   const int64_t head0 = int64_t(b) * T * qkv_stride + int64_t(h) * HS;
   const int wrow0 = m0 + 64 * wg_id + 16 * warp;  // this warp's first row
   const int n_tiles = (min(m0 + kRows, T) - 1) / KT + 1;
-  const bf16* sq = sm.q + 64 * wg_id * HS;
 
   auto load_kv = [&](int j) {
     const int n1 = j * KT, st = j % 3;
-    load_tile<KT, HS, kNT>(sm.k[st], k + head0 + n1 * qkv_stride, qkv_stride, T - n1);
-    load_tile<KT, HS, kNT>(sm.v[st], v + head0 + n1 * qkv_stride, qkv_stride, T - n1);
+#pragma unroll
+    for (int x = 0; x < kHalves; ++x) {
+      load_tile<KT, 64, kNT>(sm.k[st][x], k + head0 + n1 * qkv_stride + 64 * x, qkv_stride, T - n1);
+      load_tile<KT, 64, kNT>(sm.v[st][x], v + head0 + n1 * qkv_stride + 64 * x, qkv_stride, T - n1);
+    }
   };
-  // S(j) into s (two 64-key products side by side when KT = 128), one commit group.
+  // S(j) into s (two 64-key products side by side when KT = 128), one commit group; k step kk
+  // lies in k-block kk / 4 of q and k.
   auto issue_s = [&](float (&s)[NT][4], int j) {
-    const bf16* sk = sm.k[j % 3];
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
-      wg::mma_ss<0, 0, 0>(s, wg::smem_desc(sq + kk * 16, 16, 1024), wg::smem_desc(sk + kk * 16, 16, 1024), kk > 0);
+      const bf16* sq = sm.q[kk / 4] + 64 * wg_id * 64 + (kk % 4) * 16;
+      const bf16* sk = sm.k[j % 3][kk / 4] + (kk % 4) * 16;
+      wg::mma_ss<0, 0, 0>(s, wg::smem_desc(sq, 16, 1024), wg::smem_desc(sk, 16, 1024), kk > 0);
       if constexpr (KT == 128)
-        wg::mma_ss<0, 0, 8>(s, wg::smem_desc(sq + kk * 16, 16, 1024), wg::smem_desc(sk + 64 * HS + kk * 16, 16, 1024),
-                            kk > 0);
+        wg::mma_ss<0, 0, 8>(s, wg::smem_desc(sq, 16, 1024), wg::smem_desc(sk + 64 * 64, 16, 1024), kk > 0);
     }
     wg::commit();
   };
-  // o += P(j)·v(j), one commit group.
+  // o += P(j)·v(j), one commit group; o's columns 64x.. from v's panel x.
   auto issue_pv = [&](float (&o)[HS / 8][4], const uint32_t (&pa)[KT / 16][4], int j) {
-    const bf16* sv = sm.v[j % 3];
     wg::fence();
 #pragma unroll
-    for (int kk = 0; kk < KT / 16; ++kk) wg::mma_rs<1>(o, pa[kk], wg::smem_desc(sv + kk * 16 * HS, 8192, 1024), 1);
+    for (int kk = 0; kk < KT / 16; ++kk) {
+      wg::mma_rs<1, 0>(o, pa[kk], wg::smem_desc(sm.v[j % 3][0] + kk * 16 * 64, 8192, 1024), 1);
+      if constexpr (kHalves == 2)
+        wg::mma_rs<1, 8>(o, pa[kk], wg::smem_desc(sm.v[j % 3][1] + kk * 16 * 64, 8192, 1024), 1);
+    }
     wg::commit();
   };
 
-  load_tile<kRows, HS, kNT>(sm.q, q + head0 + m0 * qkv_stride, qkv_stride, T - m0);
+#pragma unroll
+  for (int x = 0; x < kHalves; ++x)
+    load_tile<kRows, 64, kNT>(sm.q[x], q + head0 + m0 * qkv_stride + 64 * x, qkv_stride, T - m0);
   load_kv(0);
   cp_async_commit();
   if (n_tiles > 1) load_kv(1);
@@ -1062,14 +1075,14 @@ void launch_fwd_wg(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   CUDA_CHECK_LAUNCH();
 }
 
-template <int KT, int kMinBlocks>
+template <int HS, int KT, int kMinBlocks>
 void launch_fwd_pipe(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d,
                      cudaStream_t stream) {
-  const size_t smem = sizeof(WgFwdPipeSmem<KT>) + 1024;
+  const size_t smem = sizeof(WgFwdPipeSmem<HS, KT>) + 1024;
   // All of L1 as shared memory: kMinBlocks blocks of three k/v stages need it.
-  set_smem_once(reinterpret_cast<const void*>(attention_fwd_pipe_kernel<KT, kMinBlocks>), int(smem), true);
+  set_smem_once(reinterpret_cast<const void*>(attention_fwd_pipe_kernel<HS, KT, kMinBlocks>), int(smem), true);
   const dim3 grid((d.T + kWgFwdRows - 1) / kWgFwdRows, d.B * d.NH);
-  attention_fwd_pipe_kernel<KT, kMinBlocks><<<grid, kWgFwdThreads, smem, stream>>>(
+  attention_fwd_pipe_kernel<HS, KT, kMinBlocks><<<grid, kWgFwdThreads, smem, stream>>>(
       out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
@@ -1106,9 +1119,12 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   const AttentionDims d = resolved(dims);
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionFwdKernel::Best) launch_fwd_wg(out, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe64) launch_fwd_pipe<64, 2>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe128) launch_fwd_pipe<128, 1>(out, lse, q, k, v, d, stream);
-  if (d.hs == 128) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe64) launch_fwd_pipe<64, 64, 2>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe128) launch_fwd_pipe<64, 128, 1>(out, lse, q, k, v, d, stream);
+  // hs = 128 takes 64-key tiles either way (three stages of 128 keys would not fit), one block
+  // an SM for the registers of o.
+  if (d.hs == 128 && kernel == AttentionFwdKernel::Best) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
+  if (d.hs == 128 && kernel != AttentionFwdKernel::Best) launch_fwd_pipe<128, 64, 1>(out, lse, q, k, v, d, stream);
 }
 
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {

@@ -29,10 +29,10 @@ struct AttentionDims {
   float scale = 0.f;       // 0 means 1/sqrt(hs)
 };
 
-// Which forward kernel: Best is what attention_fwd picks; for hs = 64, WgmmaPipe64 and
-// WgmmaPipe128 are warpgroup-MMA kernels whose softmax of a key tile (64 or 128 keys) overlaps
-// the previous tile's P·v (not yet measured against Best), for tests and side-by-side
-// benchmarks. Other head sizes have one kernel.
+// Which forward kernel: Best is what attention_fwd picks; WgmmaPipe64 and WgmmaPipe128 are
+// warpgroup-MMA kernels whose softmax of a key tile (64 or 128 keys; hs = 128 takes 64 either
+// way) overlaps the previous tile's P·v (not yet measured against Best), for tests and
+// side-by-side benchmarks. hs = 32 has one kernel.
 enum class AttentionFwdKernel { Best, WgmmaPipe64, WgmmaPipe128 };
 
 // out = softmax_causal(scale·q·kᵀ)·v ; lse[b,h,t] = log Σ_{s<=t} exp(scale·q_t·k_s).
