@@ -22,7 +22,7 @@ namespace pg::kernels::tiles {
 
 // Element offset of (row r, column col) in a swizzled [rows][W] tile; col is a multiple of 8.
 template <int W>
-__device__ __forceinline__ int swz(int r, int col) {
+__host__ __device__ __forceinline__ int swz(int r, int col) {
   static_assert(W == 32 || W == 64 || W == 128, "tile width");
   // 64-byte rows (W = 32) put two rows in one 128-byte bank line, so the row pair is the unit.
   const int x = W == 32 ? (r >> 1) & 3 : r & 7;
