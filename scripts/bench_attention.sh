@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Flash attention on a GPU machine in one go: builds (CMake, in $BUILD_DIR, default build-gpu,
 # with .deps from scripts/vendor_deps.sh) the GPU tests and bench/attention_bench.cu, runs the
-# attention tests, compute-sanitizer's memcheck and racecheck on the small reproducibility case,
-# then the benchmark beside PyTorch's SDPA (bench/torch_attention.py) in the same call, and prints
-# a table of ratios. Logs go to $OUT when set (else $BUILD_DIR/logs). scripts/gpu_check.sh runs
-# it with GPU_CHECK_BENCH=all. ATTN_NCU=1 adds one Nsight Compute profile of each kernel.
+# attention tests, compute-sanitizer's memcheck and racecheck on the small reproducibility case
+# and the pipelined forwards' case, bench/tma_probe.cu (the TMA tile copies against load_tile's
+# layout), then the benchmark beside PyTorch's SDPA (bench/torch_attention.py) in the same call,
+# and prints a table of ratios. Logs go to $OUT when set (else $BUILD_DIR/logs).
+# scripts/gpu_check.sh runs it with GPU_CHECK_BENCH=all. ATTN_NCU=1 adds one Nsight Compute
+# profile of each kernel.
 #   usage: scripts/bench_attention.sh [B NH T hs]...   (default: 64 12 1024 64, 64 6 1024 128,
 #                                                       16 12 1024 64)
 set -uo pipefail
@@ -33,15 +35,22 @@ step "tests [attention]"
 "$TESTS" "[attention]" 2>&1 | tee "$LOGS/test_attention.txt" || fail=1
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
-    step "compute-sanitizer --tool $tool (reproducibility case)"
-    timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 "$TESTS" "*reproducible*" \
-      > "$LOGS/sanitizer_$tool.txt" 2>&1
-    rc=$?
-    [[ $rc == 124 ]] && echo "(timed out: no verdict)"
-    [[ $rc != 0 && $rc != 124 ]] && fail=1
-    tail -n 3 "$LOGS/sanitizer_$tool.txt"
+    for filter in "*reproducible*" "*pipelined*"; do
+      step "compute-sanitizer --tool $tool ($filter)"
+      timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 "$TESTS" "$filter" \
+        > "$LOGS/sanitizer_${tool}_${filter//[^a-z]/}.txt" 2>&1
+      rc=$?
+      [[ $rc == 124 ]] && echo "(timed out: no verdict)"
+      [[ $rc != 0 && $rc != 124 ]] && fail=1
+      tail -n 3 "$LOGS/sanitizer_${tool}_${filter//[^a-z]/}.txt"
+    done
   done
 fi
+
+step "TMA probe (bench/tma_probe.cu)"
+nvcc -gencode arch=compute_90a,code=sm_90a -O2 -I. -o "$BUILD_DIR/tma_probe" bench/tma_probe.cu \
+  > "$LOGS/tma_probe_build.txt" 2>&1 || { tail -n 20 "$LOGS/tma_probe_build.txt"; fail=1; }
+[[ -x $BUILD_DIR/tma_probe ]] && { "$BUILD_DIR/tma_probe" 2>&1 | tee "$LOGS/tma_probe.txt" || fail=1; }
 
 step "benchmark (ours, then PyTorch SDPA) on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 "$BENCH" "$@" 2>&1 | tee "$LOGS/bench_attention.txt" || fail=1
