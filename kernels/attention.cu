@@ -51,7 +51,6 @@ namespace {
 
 using namespace tiles;
 
-
 // ---- forward ------------------------------------------------------------------------------------
 
 // One key tile of the online softmax for the two rows a lane holds in one m16 atom (rows row0 + g
@@ -103,12 +102,11 @@ __device__ __forceinline__ void softmax_tile_deferred(float (&s)[NT][4], float (
   }
 }
 
-template <int NT, int OT>
-__device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4], float (&row_max)[2],
-                                             float (&row_sum)[2], bool diag, int key0, int row0,
-                                             float scale_log2) {
-  float alpha[2], tile_sum[2];
-  softmax_tile_deferred(s, row_max, alpha, tile_sum, diag, key0, row0, scale_log2);
+// Applies softmax_tile_deferred's alpha: the output accumulators and the running sum scaled by
+// the max's change, the tile's sums added.
+template <int OT>
+__device__ __forceinline__ void softmax_rescale(float (&o)[OT][4], float (&row_sum)[2], const float (&alpha)[2],
+                                                const float (&tile_sum)[2]) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * alpha[r] + tile_sum[r];
 #pragma unroll
@@ -118,6 +116,15 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4
     o[dt][2] *= alpha[1];
     o[dt][3] *= alpha[1];
   }
+}
+
+template <int NT, int OT>
+__device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4], float (&row_max)[2],
+                                             float (&row_sum)[2], bool diag, int key0, int row0,
+                                             float scale_log2) {
+  float alpha[2], tile_sum[2];
+  softmax_tile_deferred(s, row_max, alpha, tile_sum, diag, key0, row0, scale_log2);
+  softmax_rescale(o, row_sum, alpha, tile_sum);
 }
 
 // A forward block: NW warps of MA m16 atoms (16·MA query rows each; the MA atoms share every k
@@ -350,8 +357,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
 // The forward on warpgroup MMA with the softmax of each key tile overlapping the previous tile's
 // P·v (AttentionFwdKernel::WgmmaPipe64, WgmmaPipe128; KT keys a tile; hs = 64 or 128, the latter
 // as two 64-column halves: k-blocks of q and k for S, panels of v and chunks of o for P·v). Two
-// warpgroups of
-// 64 query rows (128 a block) walk the key tiles together; per tile j a warpgroup
+// warpgroups of 64 query rows (128 a block) walk the key tiles together; per tile j a warpgroup
 //   issues S(j) = q·k(j)ᵀ and, behind it, o += P(j-1)·v(j-1),
 //   waits for S(j) only, and runs the softmax of tile j (running max, exponentials, row sums),
 //   waits for the P·v, then scales o and the running sum by the max's change and rounds P(j) to
@@ -458,15 +464,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
     softmax_tile_deferred(s, row_max, alpha, tile_sum, n0 + KT - 1 > wrow0, n0, wrow0, scale_log2);
     wg::wait<0>();  // P(j-1)·v(j-1): o and pa are free
     wg::fence_acc(o);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * alpha[r] + tile_sum[r];
-#pragma unroll
-    for (int dt = 0; dt < HS / 8; ++dt) {
-      o[dt][0] *= alpha[0];
-      o[dt][1] *= alpha[0];
-      o[dt][2] *= alpha[1];
-      o[dt][3] *= alpha[1];
-    }
+    softmax_rescale(o, row_sum, alpha, tile_sum);
 #pragma unroll
     for (int kk = 0; kk < KT / 16; ++kk) acc_to_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
   }
