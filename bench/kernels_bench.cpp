@@ -5,7 +5,7 @@
 // twice and written once, the first two-pass kernel's traffic; DRAM now moves two thirds of it) and
 // the norm backward (below). Run by scripts/gpu_check.sh; figures go
 // to bench/RESULTS.md.
-//   usage: kernels_bench [part=all|gemm|classifier|norm|bias]
+//   usage: kernels_bench [part=all|gemm|classifier|norm|bias|mlp]   (mlp: below, not in all)
 // norm: kernels::norm_bwd with the arguments of gpt_step_bench 64's step (CudaGpt::backward):
 // N = 64 × 1024 rows of C = 768, LayerNorm, the bf16 parameter copy as gain; the blocks' norms
 // accumulate into the residual gradient with dgain, dbias and dsum (the joined linear layer's
@@ -162,6 +162,54 @@ void bias_gradients(cuda::Stream& stream, cuda::GemmRunner& runner) {
   }
 }
 
+// The MLP's GEMMs with and without their GELU epilogues at GPT-2 124M's B = 64 (65536 rows), and
+// the projection's dX both ways its weight can be stored: as the model keeps it ([C, 4C], "nn"
+// to cuBLASLt) and transposed ([4C, C], "tn"), each with cuBLASLt's first choice and with the
+// fastest of its candidates (autotune).
+void mlp_gemms(cuda::Stream& stream) {
+  const int N = 65536, C = 768, F = 4 * C;
+  auto x = random_bf16_tiled(size_t(N) * C, 11, 1.f, stream), dy = random_bf16_tiled(size_t(N) * C, 12, 1.f, stream);
+  auto wfc = random_bf16(size_t(F) * C, 13, 0.05f, stream), wproj = random_bf16(size_t(C) * F, 14, 0.05f, stream);
+  auto wproj_t = random_bf16(size_t(F) * C, 15, 0.05f, stream), bias = random_bf16(size_t(F), 16, 0.1f, stream);
+  auto pre = random_bf16_tiled(size_t(N) * F, 17, 2.f, stream);
+  cuda::DeviceBuffer<bf16> out(size_t(N) * F), aux(size_t(N) * F);
+  cuda::DeviceBuffer<float> bgrad{size_t(F)};
+  for (int tuned = 0; tuned < 2; ++tuned) {
+    cuda::GemmRunner runner(stream.get());
+    runner.set_autotune(tuned == 1);
+    auto report = [&](const char* what, cuda::GemmArgs g) {
+      if (!runner.supports(g)) {
+        std::printf("mlp %-40s %s: not supported\n", what, tuned ? "tuned" : "heuristic");
+        return;
+      }
+      const float ms = bench::median_ms(stream, [&] { runner.gemm(g); });
+      std::printf("mlp %-40s %-9s %8.3f ms %7.1f TFLOP/s\n", what, tuned ? "tuned" : "heuristic", ms,
+                  2.0 * N * F * C / (ms * 1e-3) / 1e12);
+    };
+    cuda::GemmArgs f;  // fc forward: [N, C] x [F, C]^T
+    f.M = N, f.N = F, f.K = C, f.A = x.data(), f.B = wfc.data(), f.trans_b = true, f.C = out.data();
+    f.out_type = cuda::OutType::BF16, f.bias = bias.data();
+    f.epilogue = cuda::Epilogue::Bias;
+    report("fc fwd BIAS", f);
+    f.epilogue = cuda::Epilogue::BiasGeluAux, f.aux = aux.data();
+    report("fc fwd GELU_AUX_BIAS", f);
+    cuda::GemmArgs d;  // proj dX: [N, C] x [C, F] ("nn"), or x [F, C]^T ("tn")
+    d.M = N, d.N = F, d.K = C, d.A = dy.data(), d.B = wproj.data(), d.C = out.data();
+    d.out_type = cuda::OutType::BF16;
+    report("proj dX nn", d);
+    d.epilogue = cuda::Epilogue::DGelu, d.aux = pre.data();
+    report("proj dX nn DGELU", d);
+    d.epilogue = cuda::Epilogue::DGeluBiasGrad, d.bias_grad = bgrad.data();
+    report("proj dX nn DGELU_BGRAD", d);
+    d.B = wproj_t.data(), d.trans_b = true, d.epilogue = cuda::Epilogue::None, d.aux = nullptr, d.bias_grad = nullptr;
+    report("proj dX tn", d);
+    d.epilogue = cuda::Epilogue::DGelu, d.aux = pre.data();
+    report("proj dX tn DGELU", d);
+    d.epilogue = cuda::Epilogue::DGeluBiasGrad, d.bias_grad = bgrad.data();
+    report("proj dX tn DGELU_BGRAD", d);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,8 +218,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::string part = argc > 1 ? argv[1] : "all";
-  if (part != "all" && part != "gemm" && part != "classifier" && part != "norm" && part != "bias") {
-    std::fprintf(stderr, "kernels_bench: part: expected all, gemm, classifier, norm or bias, got %s\n", part.c_str());
+  if (part != "all" && part != "gemm" && part != "classifier" && part != "norm" && part != "bias" && part != "mlp") {
+    std::fprintf(stderr, "kernels_bench: part: expected all, gemm, classifier, norm, bias or mlp, got %s\n", part.c_str());
     return 2;
   }
   cudaDeviceProp prop{};
@@ -180,6 +228,10 @@ int main(int argc, char** argv) {
   cuda::Stream stream;
   if (part == "norm") {
     bench_norm_bwd(stream);
+    return 0;
+  }
+  if (part == "mlp") {
+    mlp_gemms(stream);
     return 0;
   }
   cuda::GemmRunner runner(stream.get());

@@ -355,7 +355,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
 }
 
 // The forward on warpgroup MMA with the softmax of each key tile overlapping the previous tile's
-// P·v (AttentionFwdKernel::WgmmaPipe64, WgmmaPipe128; KT keys a tile; hs = 64 or 128, the latter
+// P·v (AttentionFwdKernel::WgmmaPipe, and hs = 128's Best; KT keys a tile; hs = 64 or 128, the latter
 // as two 64-column halves: k-blocks of q and k for S, panels of v and chunks of o for P·v). Two
 // warpgroups of 64 query rows (128 a block) walk the key tiles together; per tile j a warpgroup
 //   issues S(j) = q·k(j)ᵀ and, behind it, o += P(j-1)·v(j-1),
@@ -750,16 +750,10 @@ __global__ void __launch_bounds__(F::kThreads, 1) attention_bwd_kernel(
 //   dSᵀ                                 to shared memory, one [128 keys][64 queries] panel a half
 // then, after a barrier, the dq of a half over all 128 keys, dq = dS·k, added to the fp32
 // accumulator with 16-byte atomics (as many as the mma.sync kernel's per key and query):
-//   kSplitDq (WgmmaSplitDq): each warpgroup takes 32 of dq's 64 columns of every half,
-//     dq[:, 32w..] = dS·kᵀᵀ           mma_ss m64n32, A = panel hq (stored [key][query], through
-//                                       the transpose flag) and B = kT (the block's keys
-//                                       transposed once, [hs][key], K-major: rows 32w.. of it)
-//     so the two warpgroups do the same work between the two barriers of a tile;
-//   otherwise (Best, WgmmaStagger): warpgroup w takes all 64 columns of half w,
-//     dq = dS·k                         mma_ss m64n64, A = panel w, B = k (stored [key][hs]), both
+// warpgroup w takes all 64 columns of half w,
+//   dq = dS·k                           mma_ss m64n64, A = panel w, B = k (stored [key][hs]), both
 //                                       through the transpose flag,
-//     warpgroup 0's right after half 0, warpgroup 1's after half 1, each while the other runs a
-//     half.
+// warpgroup 0's right after half 0, warpgroup 1's after half 1, each while the other runs a half.
 // Keys and queries tiles have the same size, so only the first query tile (the
 // diagonal) masks. There warpgroup 1's keys all follow half 0's queries; it computes that half
 // anyway (all masked, dSᵀ = 0), because a wgmma under a branch the compiler cannot prove uniform
@@ -776,11 +770,7 @@ struct WgBwdSmem {
   alignas(16) float D[2][128];
 };
 constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
-// kSplitDq's kT[key / 64][hs][key % 64], right after WgBwdSmem (whose size is a multiple of 1024).
-constexpr size_t kWgBwdKtBytes = 2 * 64 * 64 * sizeof(bf16);
-static_assert(sizeof(WgBwdSmem) % 1024 == 0, "kT's alignment");
 
-template <bool kSplitDq>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
@@ -790,7 +780,6 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   static_assert(KT == BM, "the diagonal is the first query tile only when keys and queries tile alike");
   extern __shared__ unsigned char smem_raw[];
   auto& sm = wg::aligned_smem<WgBwdSmem>(smem_raw);
-  bf16* const kT = reinterpret_cast<bf16*>(&sm + 1);  // kSplitDq only (the launch adds its bytes)
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int n0 = int(blockIdx.x) * KT;
   const int wg_id = wg::warpgroup_index(), warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
@@ -918,100 +907,28 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
   };
 
-  // kSplitDq: dq of query half hq of the tile at m0, this warpgroup's 32 columns, over the
-  // block's 128 keys (panel hq complete).
-  auto dq_cols = [&](int m0, int hq) {
-    const int mq0 = m0 + 64 * hq;
-    float dq[4][4];
-    wg::fence();
-#pragma unroll
-    for (int kk = 0; kk < KT / 16; ++kk)
-      wg::mma_ss_n32<0, 1>(dq, wg::smem_desc(sm.ds[hq] + kk * 16 * 64, 8192, 1024),
-                           wg::smem_desc(kT + (kk / 4) * 64 * 64 + 32 * wg_id * 64 + (kk % 4) * 16, 16, 1024), kk > 0);
-    wg::commit();
-    wg::wait<0>();
-    wg::fence_acc(dq);
-    float* dq_tile = dq_acc + (int64_t(b) * T * NH + h) * HS + 32 * wg_id;
-#pragma unroll
-    for (int dt = 0; dt < 4; ++dt)
-      atomic_add_c_tile(dq_tile + dt * 8, int64_t(NH) * HS, mq0 + 16 * warp, T, dq[dt]);
-  };
-
-  if constexpr (kSplitDq) {
-    // Per tile: half 0 and the dq of the last tile's half 1, barrier (A), half 1 and the dq of
-    // half 0, barrier (B); each dq product gives each warpgroup 32 columns. Tile i+1 loads while
-    // tile i runs (issued after barrier B of tile i-1, when tile i-1's buffer is free); a panel
-    // is rewritten only after the barrier that follows its dq reads.
-    if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
+  // Staggered: warpgroup 0 takes dq of half 0 as soon as both have finished half 0, while
+  // warpgroup 1 goes on with half 1; warpgroup 1 takes dq of half 1 after the second barrier
+  // while warpgroup 0 starts the next tile. Tile i+1 loads while tile i runs (issued after the
+  // second barrier of tile i-1, when tile i-1's buffer is free).
+  if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
+  cp_async_commit();
+  cp_async_wait<1>();  // k, v and the first tile
+  wg::fence_proxy_async();
+  __syncthreads();
+  for (int i = i_first; i < n_qtiles; ++i) {
+    const int buf = (i - i_first) & 1, m0 = i * BM;
+    half(buf, m0, i == i_first, 0);
+    wg::fence_proxy_async();  // the dSᵀ stores of half 0, for warpgroup 0's dq
+    __syncthreads();          // (A) panel 0 complete; panel 1 read by the last dq of warpgroup 1
+    if (wg_id == 0) dq_half(m0);
+    half(buf, m0, i == i_first, 1);
+    cp_async_wait<0>();       // tile i+1
+    wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
+    __syncthreads();          // (B) panel 1 complete; panel 0 read by warpgroup 0's dq; tile i read
+    if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
     cp_async_commit();
-    cp_async_wait<1>();  // k, v and the first tile
-    wg::fence_proxy_async();
-    __syncthreads();
-    {
-      // kT from k: thread t takes hs row t % 64 of 32 keys, two keys a 4-byte store; read by
-      // the dq products after the first barrier (A), its stores fenced there like the panels.
-      const int d = threadIdx.x % 64, key0 = (threadIdx.x / 64) * 32;
-#pragma unroll
-      for (int j = 0; j < 32; j += 2) {
-        const int key = key0 + j, kl = key % 64;
-        const __nv_bfloat162 pair(sm.k[swz<64>(key, d & ~7) + (d & 7)], sm.k[swz<64>(key + 1, d & ~7) + (d & 7)]);
-        *reinterpret_cast<__nv_bfloat162*>(&kT[(key / 64) * 64 * 64 + swz<64>(d, kl & ~7) + (kl & 7)]) = pair;
-      }
-    }
-    for (int i = i_first; i < n_qtiles; ++i) {
-      const int buf = (i - i_first) & 1, m0 = i * BM;
-      const bool diag = i == i_first;
-      // Between two barriers each warpgroup runs a half and a dq product, in opposite orders, so
-      // that one's MMAs meet the other's softmax rather than its own MMAs.
-      if (wg_id == 0) {
-        if (!diag) dq_cols(m0 - BM, 1);
-        half(buf, m0, diag, 0);
-      } else {
-        half(buf, m0, diag, 0);
-        if (!diag) dq_cols(m0 - BM, 1);
-      }
-      wg::fence_proxy_async();  // the dSᵀ stores of half 0 (and kT), for the dq products
-      __syncthreads();          // (A) panel 0 complete; panel 1 read by the last tile's dq
-      if (wg_id == 0) {
-        dq_cols(m0, 0);
-        half(buf, m0, diag, 1);
-      } else {
-        half(buf, m0, diag, 1);
-        dq_cols(m0, 0);
-      }
-      cp_async_wait<0>();       // tile i+1
-      wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
-      __syncthreads();          // (B) panel 1 complete; panel 0 read by this tile's dq; tile i read
-      if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
-      cp_async_commit();
-    }
-    dq_cols((n_qtiles - 1) * BM, 1);
-  }
-
-  if constexpr (!kSplitDq) {
-    // Staggered: warpgroup 0 takes dq of half 0 as soon as both have finished half 0, while
-    // warpgroup 1 goes on with half 1; warpgroup 1 takes dq of half 1 after the second barrier
-    // while warpgroup 0 starts the next tile. Tile i+1 loads while tile i runs (issued after the
-    // second barrier of tile i-1, when tile i-1's buffer is free).
-    if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
-    cp_async_commit();
-    cp_async_wait<1>();  // k, v and the first tile
-    wg::fence_proxy_async();
-    __syncthreads();
-    for (int i = i_first; i < n_qtiles; ++i) {
-      const int buf = (i - i_first) & 1, m0 = i * BM;
-      half(buf, m0, i == i_first, 0);
-      wg::fence_proxy_async();  // the dSᵀ stores of half 0, for warpgroup 0's dq
-      __syncthreads();          // (A) panel 0 complete; panel 1 read by the last dq of warpgroup 1
-      if (wg_id == 0) dq_half(m0);
-      half(buf, m0, i == i_first, 1);
-      cp_async_wait<0>();       // tile i+1
-      wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
-      __syncthreads();          // (B) panel 1 complete; panel 0 read by warpgroup 0's dq; tile i read
-      if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
-      cp_async_commit();
-      if (wg_id == 1) dq_half(m0);
-    }
+    if (wg_id == 1) dq_half(m0);
   }
 
   // dk = scale·Σ dSᵀ·q and dv for this warp's 16 keys.
@@ -1098,13 +1015,12 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   CUDA_CHECK_LAUNCH();
 }
 
-template <bool kSplitDq>
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
-  const size_t smem = sizeof(WgBwdSmem) + (kSplitDq ? kWgBwdKtBytes : 0) + 1024;
-  set_smem(attention_bwd_wg_kernel<kSplitDq>, smem);
+  const size_t smem = sizeof(WgBwdSmem) + 1024;
+  set_smem(attention_bwd_wg_kernel, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  attention_bwd_wg_kernel<kSplitDq><<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
+  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
                                                                  d.qkv_stride, d.out_stride, d.scale,
                                                                  d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
@@ -1117,12 +1033,10 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   const AttentionDims d = resolved(dims);
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionFwdKernel::Best) launch_fwd_wg(out, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe64) launch_fwd_pipe<64, 64, 2>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe128) launch_fwd_pipe<64, 128, 1>(out, lse, q, k, v, d, stream);
-  // hs = 128 takes 64-key tiles either way (three stages of 128 keys would not fit), one block
-  // an SM for the registers of o.
-  if (d.hs == 128 && kernel == AttentionFwdKernel::Best) launch_fwd<FwdTiling<128, 1, 4, 64>>(out, lse, q, k, v, d, stream);
-  if (d.hs == 128 && kernel != AttentionFwdKernel::Best) launch_fwd_pipe<128, 64, 1>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe) launch_fwd_pipe<64, 64, 2>(out, lse, q, k, v, d, stream);
+  // hs = 128: the pipelined kernel either way, 64-key tiles (three stages of 128 keys would not
+  // fit), one block an SM for the registers of o.
+  if (d.hs == 128) launch_fwd_pipe<128, 64, 1>(out, lse, q, k, v, d, stream);
 }
 
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
@@ -1149,10 +1063,8 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64 && (kernel == AttentionBwdKernel::Best || kernel == AttentionBwdKernel::WgmmaStagger))
-    launch_bwd_wg<false>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionBwdKernel::WgmmaSplitDq)
-    launch_bwd_wg<true>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
+    launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
     launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 128)

@@ -29,11 +29,12 @@ struct AttentionDims {
   float scale = 0.f;       // 0 means 1/sqrt(hs)
 };
 
-// Which forward kernel: Best is what attention_fwd picks; WgmmaPipe64 and WgmmaPipe128 are
-// warpgroup-MMA kernels whose softmax of a key tile (64 or 128 keys; hs = 128 takes 64 either
-// way) overlaps the previous tile's P·v (not yet measured against Best), for tests and
-// side-by-side benchmarks. hs = 32 has one kernel.
-enum class AttentionFwdKernel { Best, WgmmaPipe64, WgmmaPipe128 };
+// Which forward kernel: Best is what attention_fwd picks (for hs = 64 on warpgroup MMA, each
+// key tile's products waited for before its softmax; for hs = 128 the pipelined kernel, whose
+// softmax of a key tile overlaps the previous tile's P·v); WgmmaPipe is the pipelined kernel for
+// hs = 64 too (measured 2% slower than Best at B = 64, T = 1024), for tests and side-by-side
+// benchmarks. hs = 32 has one kernel.
+enum class AttentionFwdKernel { Best, WgmmaPipe };
 
 // out = softmax_causal(scale·q·kᵀ)·v ; lse[b,h,t] = log Σ_{s<=t} exp(scale·q_t·k_s).
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
@@ -44,11 +45,9 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
 // row terms D = rowsum(dout ∘ out) [B,NH,T].
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 
-// Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA,
-// each warpgroup taking dq of a whole half: WgmmaStagger); MmaSync keeps the mma.sync kernel of
-// every head size and WgmmaSplitDq the warpgroup-MMA kernel with dq's columns split between the
-// warpgroups (not yet measured against Best), for tests and side-by-side benchmarks.
-enum class AttentionBwdKernel { Best, MmaSync, WgmmaStagger, WgmmaSplitDq };
+// Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA);
+// MmaSync keeps the mma.sync kernel of every head size, for tests and side-by-side benchmarks.
+enum class AttentionBwdKernel { Best, MmaSync };
 
 // Recomputes the probabilities from q, k and lse and WRITES (does not accumulate) dq, dk, dv:
 //   dv_s = Σ_t P[t,s]·dout_t ; dS = P ∘ (dout·vᵀ - D) ; dq_t = scale·Σ_s dS[t,s]·k_s ;

@@ -77,15 +77,6 @@ __device__ __forceinline__ void mma_ss(float (&d)[N][4], uint64_t a, uint64_t b,
                : "l"(a), "l"(b), "r"(accumulate), "n"(TNSP_B), "n"(TNSP_A));
 }
 
-// The same, m64n32k16: d[4][4] in the layout above (n8 chunks 0..3).
-template <int TNSP_B, int TNSP_A = 0>
-__device__ __forceinline__ void mma_ss_n32(float (&d)[4][4], uint64_t a, uint64_t b, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %20, %19;\n}\n"
-               : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-               : "l"(a), "l"(b), "r"(accumulate), "n"(TNSP_B), "n"(TNSP_A));
-}
-
 // d (+)= A·B, m64n64k16, A from registers (this warp's 16 rows as mma.sync A fragments), B from
 // shared memory; OFF as for mma_ss.
 template <int TNSP_B, int OFF = 0, int N = 8>
