@@ -5,7 +5,7 @@
 // twice and written once, the first two-pass kernel's traffic; DRAM now moves two thirds of it) and
 // the norm backward (below). Run by scripts/gpu_check.sh; figures go
 // to bench/RESULTS.md.
-//   usage: kernels_bench [part=all|gemm|classifier|norm|bias|mlp]   (mlp: below, not in all)
+//   usage: kernels_bench [part=all|gemm|classifier|norm|bias|mlp]
 // norm: kernels::norm_bwd with the arguments of gpt_step_bench 64's step (CudaGpt::backward):
 // N = 64 × 1024 rows of C = 768, LayerNorm, the bf16 parameter copy as gain; the blocks' norms
 // accumulate into the residual gradient with dgain, dbias and dsum (the joined linear layer's
@@ -15,8 +15,11 @@
 // bias: the bias gradients of GPT-2's backward at B = 64 (65536 rows): cuBLASLt's epilogues
 // (BGRADB on the dW GEMM, DGELU_BGRAD on the proj dX GEMM) against the same GEMMs without them
 // plus kernels::bias_bwd, with bias_bwd's bandwidth alone.
+// mlp: the MLP's GELU GEMMs at the same B: cuBLASLt's epilogues against plain GEMMs of the shape
+// and against kernels/gelu_gemm.cuh (mlp_gemms below).
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,6 +30,7 @@
 #include "kernels/adamw.cuh"
 #include "kernels/bias.cuh"
 #include "kernels/classifier.cuh"
+#include "kernels/gelu_gemm.cuh"
 #include "kernels/norm.cuh"
 
 using namespace pg;
@@ -208,6 +212,41 @@ void mlp_gemms(cuda::Stream& stream) {
     d.epilogue = cuda::Epilogue::DGeluBiasGrad, d.bias_grad = bgrad.data();
     report("proj dX tn DGELU_BGRAD", d);
   }
+  // Beside them, ours (kernels/gelu_gemm.cuh), and what the step ran before them for the
+  // backward: cuBLASLt's DGELU, then bias_bwd over its output.
+  if (!kernels::gelu_gemm_supported(N, F, C)) return;
+  const cudaStream_t s = stream.get();
+  auto ours = [&](const char* what, const std::function<void()>& fn) {
+    const float ms = bench::median_ms(stream, fn);
+    std::printf("mlp %-40s %-9s %8.3f ms %7.1f TFLOP/s\n", what, "ours", ms, 2.0 * N * F * C / (ms * 1e-3) / 1e12);
+  };
+  cuda::DeviceBuffer<float> scratch{size_t(std::max(kernels::gelu_gemm_scratch_floats(N, F),
+                                                    kernels::bias_bwd_scratch_floats(F)))};
+  for (const auto store : {kernels::GeluGemmStore::Tma, kernels::GeluGemmStore::Direct}) {
+    const char* how = store == kernels::GeluGemmStore::Tma ? "TMA stores" : "direct stores";
+    char what[64];
+    std::snprintf(what, sizeof what, "fc fwd bias+GELU+aux, %s", how);
+    ours(what, [&] {
+      kernels::gemm_bias_gelu_aux(out.data(), aux.data(), x.data(), wfc.data(), bias.data(), N, F, C, s, store);
+    });
+    std::snprintf(what, sizeof what, "proj dX nn DGELU, %s", how);
+    ours(what, [&] {
+      kernels::gemm_dgelu(out.data(), nullptr, nullptr, dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s, store);
+    });
+    std::snprintf(what, sizeof what, "proj dX nn DGELU + bias sums, %s", how);
+    ours(what, [&] {
+      kernels::gemm_dgelu(out.data(), bgrad.data(), scratch.data(), dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s,
+                          store);
+    });
+  }
+  cuda::GemmRunner runner(s);
+  cuda::GemmArgs d;
+  d.M = N, d.N = F, d.K = C, d.A = dy.data(), d.B = wproj.data(), d.C = out.data();
+  d.out_type = cuda::OutType::BF16, d.epilogue = cuda::Epilogue::DGelu, d.aux = pre.data();
+  ours("(cuBLASLt DGELU + bias_bwd)", [&] {
+    runner.gemm(d);
+    kernels::bias_bwd(bgrad.data(), scratch.data(), out.data(), N, F, s);
+  });
 }
 
 }  // namespace
@@ -305,5 +344,6 @@ int main(int argc, char** argv) {
   }
   if (part == "all") bench_norm_bwd(stream);
   if (part == "all") bias_gradients(stream, runner);
+  if (part == "all") mlp_gemms(stream);
   return 0;
 }

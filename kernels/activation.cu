@@ -6,20 +6,11 @@
 namespace pg::kernels {
 namespace {
 
-constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/π)
-constexpr float kGeluC = 0.044715f;
-
 struct GeluFwd {
-  __device__ float operator()(float x, float) const {
-    return 0.5f * x * (1.f + tanhf(kGeluK * (x + kGeluC * x * x * x)));
-  }
+  __device__ float operator()(float x, float) const { return gelu_f(x); }
 };
 struct GeluBwd {  // (inp, dout) -> dinp
-  __device__ float operator()(float x, float g) const {
-    const float th = tanhf(kGeluK * (x + kGeluC * x * x * x));
-    const float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluK * (1.f + 3.f * kGeluC * x * x);
-    return g * d;
-  }
+  __device__ float operator()(float x, float g) const { return g * gelu_grad_f(x); }
 };
 struct Relu2Fwd {
   __device__ float operator()(float x, float) const {

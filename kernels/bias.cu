@@ -103,9 +103,9 @@ __global__ void bias_reduce_kernel(float* dbias, const float* scratch, int n_chu
 
 }  // namespace
 
-void bias_accumulate(float* dbias, const float* partial, int OC, cudaStream_t stream) {
-  if (OC <= 0) return;
-  bias_reduce_kernel<<<unsigned((OC + 31) / 32), dim3(32, 8), 0, stream>>>(dbias, partial, 1, OC);
+void bias_accumulate(float* dbias, const float* partial, int OC, cudaStream_t stream, int n_partial) {
+  if (OC <= 0 || n_partial <= 0) return;
+  bias_reduce_kernel<<<unsigned((OC + 31) / 32), dim3(32, 8), 0, stream>>>(dbias, partial, n_partial, OC);
   CUDA_CHECK_LAUNCH();
 }
 

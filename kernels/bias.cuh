@@ -23,8 +23,8 @@ inline int64_t bias_bwd_scratch_floats(int OC) { return int64_t(bias_bwd_chunks(
 
 void bias_bwd(float* dbias, float* scratch, const bf16* dout, int N, int OC, cudaStream_t stream);
 
-// dbias[OC] += partial[OC]: folds a bias gradient computed elsewhere (a GEMM epilogue, which
-// writes) into the accumulated one.
-void bias_accumulate(float* dbias, const float* partial, int OC, cudaStream_t stream);
+// dbias[OC] += Σ_i partial[i][OC] over n_partial rows (in a fixed order): folds a bias gradient
+// computed elsewhere (a GEMM epilogue, which writes its sums) into the accumulated one.
+void bias_accumulate(float* dbias, const float* partial, int OC, cudaStream_t stream, int n_partial = 1);
 
 }  // namespace pg::kernels

@@ -32,6 +32,15 @@ inline void set_smem_once(const void* kernel, int bytes, bool max_carveout = fal
 
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 
+// GELU, tanh approximation (GPT-2's), and its derivative (activation.cuh has the formulas).
+constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/π)
+constexpr float kGeluC = 0.044715f;
+__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.f + tanhf(kGeluK * (x + kGeluC * x * x * x))); }
+__device__ __forceinline__ float gelu_grad_f(float x) {
+  const float th = tanhf(kGeluK * (x + kGeluC * x * x * x));
+  return 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluK * (1.f + 3.f * kGeluC * x * x);
+}
+
 // Eight bf16 in one 16-byte word <-> eight fp32 (the 16-byte row accesses of norm.cu and moe.cu).
 __device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);

@@ -1,5 +1,5 @@
 // Hopper tensor-memory-accelerator (TMA) building blocks, sm_90a: tiled bulk copies from global to
-// shared memory described by a CUtensorMap, completed on an mbarrier.
+// shared memory described by a CUtensorMap, completed on an mbarrier, and back (bulk groups).
 //
 // A copy lands in the layout of the map's swizzle; with CU_TENSOR_MAP_SWIZZLE_128B and a box 64
 // bf16 wide, a [rows][64] tile comes out as tiles::load_tile<ROWS, 64, NT> writes it (16-byte chunk
@@ -57,6 +57,19 @@ __device__ __forceinline__ void load_3d(void* dst, const CUtensorMap* map, int c
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
       : "memory");
 }
+
+// The box of `map` at (c0, c1, c2) from src (shared memory, 1024-byte aligned, in the map's
+// swizzle); rows and columns outside the tensor are not written. One thread issues it, then
+// store_commit(), and store_wait_read() before src is reused or the block exits. Shared-memory
+// writes of other threads reach it through fence.proxy.async and a barrier.
+__device__ __forceinline__ void store_3d(const CUtensorMap* map, int c0, int c1, int c2, const void* src) {
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2)
+               : "memory");
+}
+__device__ __forceinline__ void store_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void store_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
 
 // A map of a bf16 [batches][rows][cols] tensor (rows row_stride elements apart, batches
 // batch_stride apart; both multiples of 8) in boxes of box_cols × box_rows × 1, swizzled in 128-byte

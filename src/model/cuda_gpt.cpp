@@ -12,6 +12,7 @@
 #include "kernels/bias.cuh"
 #include "kernels/classifier.cuh"
 #include "kernels/embedding.cuh"
+#include "kernels/gelu_gemm.cuh"
 #include "kernels/norm.cuh"
 #include "kernels/rope.cuh"
 #include "model/cpu_gpt.hpp"
@@ -141,13 +142,20 @@ size_t CudaGpt::layout(std::byte* base) {
   dact_ = a.take<bf16>(NF);
   norm_scratch_ = a.take<float>(kernels::norm_bwd_scratch_floats(C_));
   // Bias gradients: bias_bwd's chunk sums, or one from a GEMM epilogue ([F], fewer floats).
+  // gemm_dgelu's column sums of 128-row tiles, where the GELU GEMMs may run.
   bias_scratch_ = a.take<float>(std::max({kernels::bias_bwd_scratch_floats(C_), kernels::bias_bwd_scratch_floats(3 * C_),
-                                          kernels::bias_bwd_scratch_floats(F_)}));
+                                          kernels::bias_bwd_scratch_floats(F_),
+                                          gelu_epilogue_ ? kernels::gelu_gemm_scratch_floats(int(N), F_) : 0}));
   kernels::AttentionDims dims;
   dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
   dims.scale = attn_logit_scale_;
   attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
   return a.used;
+}
+
+bool CudaGpt::use_gelu_gemm(int M, int N, int K, std::initializer_list<const void*> ptrs) const {
+  if (!gelu_gemm_ || !kernels::gelu_gemm_supported(M, N, K)) return false;
+  return std::all_of(ptrs.begin(), ptrs.end(), [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; });
 }
 
 // out[N,OC] = inp[N,IC] · W[OC,IC]^T (+ b), the bias in the GEMM's epilogue.
@@ -184,18 +192,22 @@ void CudaGpt::linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, con
   PG_CHECK(b < 0 || scale == 1.f, "linear_bwd: a scaled gradient with a bias");
   PG_CHECK(!gelu_pre || beta == 0.f, "linear_bwd: a GELU gradient cannot accumulate");
   PG_CHECK(!dinp_bias_grad || gelu_pre, "linear_bwd: an input's bias gradient without a GELU gradient");
-  cuda::GemmArgs d;
-  d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
-  d.alpha = scale, d.beta = beta;
-  if (gelu_pre) d.epilogue = cuda::Epilogue::DGelu, d.aux = const_cast<bf16*>(gelu_pre);
-  if (dinp_bias_grad) {
-    cuda::GemmArgs f = d;
-    f.epilogue = cuda::Epilogue::DGeluBiasGrad, f.bias_grad = bias_scratch_;
-    if (gemm_.supports(f)) d = f;
+  if (gelu_pre && use_gelu_gemm(N, IC, OC, {dinp, dout, P + w, gelu_pre, bias_scratch_})) {
+    kernels::gemm_dgelu(dinp, dinp_bias_grad, bias_scratch_, dout, P + w, gelu_pre, scale, N, IC, OC, stream_);
+  } else {
+    cuda::GemmArgs d;
+    d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
+    d.alpha = scale, d.beta = beta;
+    if (gelu_pre) d.epilogue = cuda::Epilogue::DGelu, d.aux = const_cast<bf16*>(gelu_pre);
+    if (dinp_bias_grad) {
+      cuda::GemmArgs f = d;
+      f.epilogue = cuda::Epilogue::DGeluBiasGrad, f.bias_grad = bias_scratch_;
+      if (gemm_.supports(f)) d = f;
+    }
+    gemm_.gemm(d);
+    if (d.epilogue == cuda::Epilogue::DGeluBiasGrad) kernels::bias_accumulate(dinp_bias_grad, bias_scratch_, IC, stream_);
+    else if (dinp_bias_grad) kernels::bias_bwd(dinp_bias_grad, bias_scratch_, dinp, N, IC, stream_);
   }
-  gemm_.gemm(d);
-  if (d.epilogue == cuda::Epilogue::DGeluBiasGrad) kernels::bias_accumulate(dinp_bias_grad, bias_scratch_, IC, stream_);
-  else if (dinp_bias_grad) kernels::bias_bwd(dinp_bias_grad, bias_scratch_, dinp, N, IC, stream_);
   cuda::GemmArgs g;
   g.M = OC, g.N = IC, g.K = N, g.A = dout, g.trans_a = true, g.B = inp, g.C = G + w, g.alpha = scale, g.beta = 1.f;
   gemm_.gemm(g);
@@ -252,6 +264,8 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     }
     if (CudaMoe* moe = moe_[size_t(l)].get()) {  // MoE blocks have norms (the constructor checks)
       moe->forward(P, a.ln2, branch_, N);
+    } else if (gelu_epilogue_ && use_gelu_gemm(N, F_, C_, {a.act, a.fc, a.ln2, P + w.fc, par(w.fcb)})) {
+      kernels::gemm_bias_gelu_aux(a.act, a.fc, a.ln2, P + w.fc, par(w.fcb), N, F_, C_, stream_);
     } else if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
       cuda::GemmArgs g;
       g.M = N, g.N = F_, g.K = C_, g.A = a.ln2, g.B = P + w.fc, g.trans_b = true, g.C = a.act, g.aux = a.fc;

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -70,6 +71,9 @@ class CudaGpt {
   size_t arena_bytes() const { return arena_.bytes(); }
   // GEMM algorithms by timing instead of cuBLASLt's heuristic (cuda::GemmRunner::set_autotune).
   void set_gemm_autotune(bool on) { gemm_.set_autotune(on); }
+  // The MLP's GELU GEMMs through kernels/gelu_gemm.cuh where it takes the shape (the default), or
+  // always through cuBLASLt's GELU epilogues (to measure one beside the other).
+  void set_gelu_gemm(bool on) { gelu_gemm_ = on; }
 
  private:
   using Layer = GptLayerOffsets;
@@ -90,10 +94,13 @@ class CudaGpt {
                   int64_t w, int64_t b, int N, int IC, int OC, float scale = 1.f,
                   const bf16* gelu_pre = nullptr, float* dinp_bias_grad = nullptr);
   int64_t qkv_stride() const { return fused_qkv_ ? 3 * int64_t(C_) : int64_t(C_); }
+  // Whether the GELU GEMM of M×N×K runs through kernels/gelu_gemm.cuh: enabled, a shape it takes,
+  // every pointer 16-byte aligned.
+  bool use_gelu_gemm(int M, int N, int K, std::initializer_list<const void*> ptrs) const;
 
   Config cfg_;
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
-  bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
+  bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false, gelu_gemm_ = true;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;
