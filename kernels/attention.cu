@@ -527,6 +527,44 @@ __global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __re
   *reinterpret_cast<uint4*>(dst) = packed;
 }
 
+// dq as attention_bwd_dq_kernel, by tiles of 128 tokens of one sequence (grid: tiles, B), with
+// the tile's column sums of dq (fp32, scaled, before rounding) into the fused q/k/v bias's partial
+// row b·tiles + tile, columns [0, C). Thread t takes 8 columns (t % (C/8)) of every R-th token
+// (R = 256 / (C/8) rows at a time); the R rows' sums meet in shared memory.
+__global__ void __launch_bounds__(256) attention_bwd_dq_sum_kernel(bf16* __restrict__ dq,
+                                                                   const float* __restrict__ dq_acc,
+                                                                   float* __restrict__ dbias_part, int T, int C,
+                                                                   int64_t qkv_stride, float scale) {
+  extern __shared__ float red[];  // [R][C]
+  const int groups = C / 8, R = 256 / groups, cg = int(threadIdx.x) % groups, rl = int(threadIdx.x) / groups;
+  const int b = blockIdx.y, t0 = int(blockIdx.x) * 128, t_end = min(t0 + 128, T);
+  float sum[8] = {};
+  if (rl < R) {
+#pragma unroll 4
+    for (int t = t0 + rl; t < t_end; t += R) {
+      const int64_t bt = int64_t(b) * T + t;
+      const float4 x0 = *reinterpret_cast<const float4*>(dq_acc + bt * C + cg * 8);
+      const float4 x1 = *reinterpret_cast<const float4*>(dq_acc + bt * C + cg * 8 + 4);
+      const float x[8] = {x0.x * scale, x0.y * scale, x0.z * scale, x0.w * scale,
+                          x1.x * scale, x1.y * scale, x1.z * scale, x1.w * scale};
+      uint4 packed;
+      packed.x = pack_bf16(x[0], x[1]), packed.y = pack_bf16(x[2], x[3]);
+      packed.z = pack_bf16(x[4], x[5]), packed.w = pack_bf16(x[6], x[7]);
+      *reinterpret_cast<uint4*>(dq + bt * qkv_stride + cg * 8) = packed;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sum[e] += x[e];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) red[rl * C + cg * 8 + e] = sum[e];
+  }
+  __syncthreads();
+  for (int col = threadIdx.x; col < C; col += 256) {
+    float s = 0.f;
+    for (int r = 0; r < R; ++r) s += red[r * C + col];
+    dbias_part[(int64_t(b) * gridDim.x + blockIdx.x) * 3 * C + col] = s;
+  }
+}
+
 // A backward block: NW warps of KA m16 atoms (16·KA keys each; the KA atoms share every q and
 // dout fragment read from shared memory), a key tile of KT = 16·KA·NW keys, walking query tiles
 // of BM rows.
@@ -775,7 +813,8 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
-    int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
+    float* __restrict__ dbias_part, int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale,
+    float scale_log2) {
   constexpr int HS = 64, KT = kWgBwdKeys, BM = kWgBwdRows, kNT = kWgBwdThreads;
   static_assert(KT == BM, "the diagonal is the first query tile only when keys and queries tile alike");
   extern __shared__ unsigned char smem_raw[];
@@ -944,6 +983,45 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       *reinterpret_cast<uint32_t*>(dvr + dt * 8 + 2 * c) = pack_bf16(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
     }
   }
+  // With dbias_part: the block's column sums of dk and dv (fp32, before rounding) into the
+  // fused q/k/v bias's partial row of this sequence's key tile (keys past T have dk = dv = 0:
+  // every query masks them). Lanes of one c hold a warp's 16 keys of a column pair; the eight
+  // warps' sums meet in shared memory (q's first buffer, free once every warp is past the loop).
+  if (dbias_part) {
+    float ks[HS / 8][2], vs[HS / 8][2];
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; ++dt) {
+      ks[dt][0] = (dk_acc[dt][0] + dk_acc[dt][2]) * scale, ks[dt][1] = (dk_acc[dt][1] + dk_acc[dt][3]) * scale;
+      vs[dt][0] = dv_acc[dt][0] + dv_acc[dt][2], vs[dt][1] = dv_acc[dt][1] + dv_acc[dt][3];
+#pragma unroll
+      for (int m = 4; m < 32; m <<= 1)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          ks[dt][e] += __shfl_xor_sync(0xffffffffu, ks[dt][e], m);
+          vs[dt][e] += __shfl_xor_sync(0xffffffffu, vs[dt][e], m);
+        }
+    }
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(sm.q[0]);  // [8 warps][dk 64 | dv 64]
+    const int w8 = wg_id * 4 + warp;
+    if (g == 0)
+#pragma unroll
+      for (int dt = 0; dt < HS / 8; ++dt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          red[w8 * 2 * HS + dt * 8 + 2 * c + e] = ks[dt][e];
+          red[w8 * 2 * HS + HS + dt * 8 + 2 * c + e] = vs[dt][e];
+        }
+    __syncthreads();
+    if (threadIdx.x < 2 * HS) {
+      float t = 0.f;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) t += red[w * 2 * HS + threadIdx.x];
+      const int C = NH * HS, part_row = b * ((T + KT - 1) / KT) + int(blockIdx.x);
+      const int col = (threadIdx.x < HS ? C : 2 * C) + h * HS + int(threadIdx.x) % HS;
+      dbias_part[int64_t(part_row) * 3 * C + col] = t;
+    }
+  }
 }
 
 // ---- launches -----------------------------------------------------------------------------------
@@ -1016,12 +1094,13 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
 }
 
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
-                   const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d, cudaStream_t stream) {
+                   const bf16* q, const bf16* k, const bf16* v, float* dbias_part, const AttentionDims& d,
+                   cudaStream_t stream) {
   const size_t smem = sizeof(WgBwdSmem) + 1024;
   set_smem(attention_bwd_wg_kernel, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, d.T, d.NH,
-                                                                 d.qkv_stride, d.out_stride, d.scale,
+  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, dbias_part,
+                                                                 d.T, d.NH, d.qkv_stride, d.out_stride, d.scale,
                                                                  d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
@@ -1047,8 +1126,11 @@ size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
 
 void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* dout,
                    const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
-                   const AttentionDims& dims, cudaStream_t stream, AttentionBwdKernel kernel) {
+                   const AttentionDims& dims, cudaStream_t stream, AttentionBwdKernel kernel, float* dbias_part) {
   const AttentionDims d = resolved(dims);
+  if (dbias_part && !attention_bwd_sums_bias(dims, kernel))
+    throw std::invalid_argument("attention_bwd: the q/k/v bias sums need hs = 64, the Best kernel, q/k/v rows of 3·NH·hs "
+                                "and NH·hs a multiple of 8 up to 2048");
   const int64_t rows = int64_t(d.B) * d.T * d.NH;
   float* dq_acc = static_cast<float*>(workspace);
   float* D = dq_acc + rows * d.hs;
@@ -1064,15 +1146,30 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
-    launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+    launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, dbias_part, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
     launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 128)
     launch_bwd<BwdTiling<128, 64, 8, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
 
-  attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
-      dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
+  if (dbias_part) {
+    const int C = d.NH * d.hs, R = 256 / (C / 8);
+    const dim3 grid(unsigned((d.T + 127) / 128), unsigned(d.B));
+    attention_bwd_dq_sum_kernel<<<grid, 256, size_t(R) * C * sizeof(float), stream>>>(dq, dq_acc, dbias_part, d.T, C,
+                                                                                    d.qkv_stride, d.scale);
+  } else {
+    attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
+        dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
+  }
   CUDA_CHECK_LAUNCH();
 }
+
+bool attention_bwd_sums_bias(const AttentionDims& dims, AttentionBwdKernel kernel) {
+  const AttentionDims d = resolved(dims);
+  const int64_t C = int64_t(d.NH) * d.hs;
+  return d.hs == 64 && kernel == AttentionBwdKernel::Best && d.qkv_stride == 3 * C && C % 8 == 0 && C <= 2048;
+}
+
+int64_t attention_bwd_bias_rows(const AttentionDims& dims) { return int64_t(dims.B) * ((dims.T + 127) / 128); }
 
 }  // namespace pg::kernels

@@ -55,10 +55,18 @@ enum class AttentionBwdKernel { Best, MmaSync };
 // dk and dv are bitwise deterministic; dq is summed with fp32 atomics across key tiles, so its
 // low bits may differ from run to run. workspace: attention_bwd_workspace_bytes(dims) bytes,
 // 16-byte aligned, contents irrelevant on entry.
+// With dbias_part (where attention_bwd_sums_bias holds: q, k, v as thirds of fused rows of
+// 3·NH·hs), it also WRITES the fused q/k/v bias's gradient in partial sums: row b·⌈T/128⌉ + i holds
+// the column sums of dq, dk and dv (columns [0, C), [C, 2C), [2C, 3C), C = NH·hs) over tokens
+// 128i.. of sequence b, fp32 sums of the unrounded values, deterministic; the bias gradient is
+// the sum of the attention_bwd_bias_rows(dims) rows (bias_accumulate). Without rope or QK-norm
+// behind it, that is the gradient of the q/k/v layer's bias.
 void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace,
                    const bf16* dout, const bf16* out, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v,
                    const AttentionDims& dims, cudaStream_t stream,
-                   AttentionBwdKernel kernel = AttentionBwdKernel::Best);
+                   AttentionBwdKernel kernel = AttentionBwdKernel::Best, float* dbias_part = nullptr);
+bool attention_bwd_sums_bias(const AttentionDims& dims, AttentionBwdKernel kernel = AttentionBwdKernel::Best);
+int64_t attention_bwd_bias_rows(const AttentionDims& dims);
 
 }  // namespace pg::kernels

@@ -150,6 +150,11 @@ size_t CudaGpt::layout(std::byte* base) {
   dims.B = max_batch_, dims.T = S_, dims.NH = NH_, dims.hs = HS_, dims.qkv_stride = qkv_stride();
   dims.scale = attn_logit_scale_;
   attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
+  // The fused q/k/v bias's gradient from the attention backward's partial sums, where nothing
+  // (RoPE, QK-norm) stands between that layer's output and attention.
+  fold_qkv_bias_ = fused_qkv_ && !rope_ && !qk_norm_ && !layers_.empty() && layers_[0].qb >= 0 &&
+                   kernels::attention_bwd_sums_bias(dims);
+  qkv_bias_part_ = fold_qkv_bias_ ? a.take<float>(kernels::attention_bwd_bias_rows(dims) * 3 * C_) : nullptr;
   return a.used;
 }
 
@@ -366,7 +371,9 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
                         norm_scratch_, dln_, a.res_mid, P + w.ln2_w, a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
     // Attention branch.
     linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, o_bias_in_norm(l) ? -1 : w.ob, N, C_, C_, attn_out_scale_);
-    kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_);
+    float* const qkv_part = fold_qkv_bias_ ? qkv_bias_part_ : nullptr;
+    kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_,
+                           kernels::AttentionBwdKernel::Best, qkv_part);
     if (rope_) {
       kernels::rope_bwd(dq_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
       kernels::rope_bwd(dk_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
@@ -381,7 +388,9 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
       kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
                                  par(w.ln1_b), N, C_, eps_, kind, stream_);
     if (fused_qkv_) {
-      linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, 3 * C_);
+      if (qkv_part)
+        kernels::bias_accumulate(G + w.qb, qkv_part, 3 * C_, stream_, int(kernels::attention_bwd_bias_rows(dims)));
+      linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, qkv_part ? -1 : w.qb, N, C_, 3 * C_);
     } else {
       linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, C_);
       linear_bwd(dln, 1.f, G, dk_, a.ln1, P, w.k, w.kb, N, C_, C_);

@@ -29,6 +29,7 @@ struct Case {
 
 struct Result {
   Vec out, lse, dq, dk, dv;
+  Vec dbias;  // where attention_bwd_sums_bias: the q/k/v bias gradient from its partial sums [3C]
 };
 
 template <typename T>
@@ -83,11 +84,21 @@ Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const V
   poison(ws);
 
   kernels::attention_fwd(d_out.data(), d_lse.data(), pq, pk, pv, dims, nullptr, fwd);
+  const bool sums = kernels::attention_bwd_sums_bias(dims, kernel);
+  const size_t part_rows = size_t(kernels::attention_bwd_bias_rows(dims));
+  cuda::DeviceBuffer<float> d_part(sums ? part_rows * 3 * C : 0);
+  if (sums) poison(d_part);
   kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq,
-                         pk, pv, dims, nullptr, kernel);
+                         pk, pv, dims, nullptr, kernel, sums ? d_part.data() : nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
 
-  Result res{download(d_out), download(d_lse), {}, {}, {}};
+  Result res{download(d_out), download(d_lse), {}, {}, {}, {}};
+  if (sums) {
+    const Vec part = download(d_part);
+    res.dbias.assign(3 * C, 0.0);
+    for (size_t r = 0; r < part_rows; ++r)
+      for (size_t j = 0; j < 3 * C; ++j) res.dbias[j] += part[r * 3 * C + j];
+  }
   const Vec g = download(d_dq);
   res.dq = columns(g, rows, stride, 0, C);
   res.dk = cs.fused ? columns(g, rows, stride, C, C) : download(d_dk);
@@ -172,6 +183,21 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
   CHECK(diff_norm(gpu.dq, dq) / std::max(norm(dq), floor) < kTolGemm);
   CHECK(diff_norm(gpu.dk, dk) / std::max(norm(dk), floor) < kTolGemm);
   CHECK(rel_diff(gpu.dv, dv) < kTolGemm);
+  // The fused q/k/v bias's gradient from the partial sums (fused hs = 64 cases with Best): the
+  // column sums of dq and dv; dk's are exactly zero (softmax ignores a shift of a row's logits),
+  // so the GPU's are held to the scale of dv's.
+  if (!gpu.dbias.empty()) {
+    const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T;
+    Vec sq(C, 0.0), sk(C, 0.0), sv(C, 0.0);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < C; ++j) sq[j] += dq[r * C + j], sk[j] += dk[r * C + j], sv[j] += dv[r * C + j];
+    const Vec gq(gpu.dbias.begin(), gpu.dbias.begin() + ptrdiff_t(C));
+    const Vec gk(gpu.dbias.begin() + ptrdiff_t(C), gpu.dbias.begin() + ptrdiff_t(2 * C));
+    const Vec gv(gpu.dbias.begin() + ptrdiff_t(2 * C), gpu.dbias.end());
+    CHECK(diff_norm(gq, sq) / std::max(norm(sq), 0.1 * norm(sv)) < kTolGemm);
+    CHECK(diff_norm(gk, sk) / norm(sv) < kTolGemm);
+    CHECK(rel_diff(gv, sv) < kTolGemm);
+  }
 }
 
 TEST_CASE("flash attention forward, the pipelined kernels, match the CPU reference", "[gpu][attention]") {
