@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int r = 0; r < 2; ++r) {
         const float h0 = d[j][2 * r] + bv.x, h1 = d[j][2 * r + 1] + bv.y;
         put(aux, 1, j, r, h0, h1);
-        put(out, 0, j, r, gelu_f(h0), gelu_f(h1));
+        put(out, 0, j, r, gelu_fast_f(h0), gelu_fast_f(h1));
       }
     }
   } else {
@@ -155,7 +155,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const float2 h = unpack2(av[jj][r]);
-          const float x0 = alpha * d[j][2 * r] * gelu_grad_f(h.x), x1 = alpha * d[j][2 * r + 1] * gelu_grad_f(h.y);
+          const float x0 = alpha * d[j][2 * r] * gelu_grad_fast_f(h.x);
+          const float x1 = alpha * d[j][2 * r + 1] * gelu_grad_fast_f(h.y);
           put(out, 0, j, r, x0, x1);
           s0 += x0, s1 += x1;
         }

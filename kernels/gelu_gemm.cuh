@@ -6,7 +6,8 @@
 //                        and, with dbias, dbias[N] += Σ_rows out (the fc bias's gradient, summed
 //                        from the fp32 values before rounding, deterministic)
 // All matrices row-major bf16, fp32 accumulation, each output rounded once; GELU is the tanh
-// approximation (activation.cuh), applied to the fp32 pre-activation; gelu' reads the bf16 aux.
+// approximation (activation.cuh) with the hardware's tanh (common.cuh's gelu_fast_f), applied to
+// the fp32 pre-activation; gelu' reads the bf16 aux.
 //
 // The kernel: 128×128 output tiles, one per block, two blocks an SM (so one's epilogue runs under
 // the other's MMAs); a producer warp streams 64-deep k-blocks of A and B through three stages of
