@@ -222,8 +222,11 @@ void mlp_gemms(cuda::Stream& stream) {
   };
   cuda::DeviceBuffer<float> scratch{size_t(std::max(kernels::gelu_gemm_scratch_floats(N, F),
                                                     kernels::bias_bwd_scratch_floats(F)))};
-  for (const auto store : {kernels::GeluGemmStore::Tma, kernels::GeluGemmStore::Direct}) {
-    const char* how = store == kernels::GeluGemmStore::Tma ? "TMA stores" : "direct stores";
+  for (const auto store : {kernels::GeluGemmKernel::Pingpong, kernels::GeluGemmKernel::Tiled,
+                            kernels::GeluGemmKernel::TiledDirect}) {
+    const char* how = store == kernels::GeluGemmKernel::Pingpong ? "pingpong"
+                      : store == kernels::GeluGemmKernel::Tiled  ? "tiled"
+                                                                 : "tiled, direct";
     char what[64];
     std::snprintf(what, sizeof what, "fc fwd bias+GELU+aux, %s", how);
     ours(what, [&] {

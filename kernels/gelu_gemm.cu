@@ -1,4 +1,5 @@
 // The MLP's GEMMs with a GELU epilogue (layout and design: gelu_gemm.cuh).
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -199,6 +200,214 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
+// ---- the persistent pingpong kernel ---------------------------------------------------------------
+
+// One block an SM, three warpgroups: warpgroup 0 produces (one thread issues the TMA copies of
+// every k-block of the block's tiles, in order, into a ring of four stages; setmaxnreg gives its
+// registers to the others), warpgroups 1 and 2 consume the block's tiles alternately, each a whole
+// 128×128 tile (two m64n128k16 products a k step, 128 accumulators a thread), so that one's
+// epilogue runs while the other's products use the tensor cores. The ring hands the k-blocks out
+// in tile order, and an order barrier keeps the two warpgroups' main loops one after the other:
+// a consumer starts tile i's only once the other has finished tile i-1's. That also keeps the
+// stage barriers' phases unambiguous: when a consumer waits for k-block q of a stage, every
+// earlier use of the stage has completed, so the parity names q's phase.
+constexpr int kPpStages = 4, kPpThreads = 384;
+struct GeluGemmPpSmem {
+  alignas(1024) bf16 a[kPpStages][kTileM * kTileK];
+  alignas(1024) bf16 b[kPpStages][kTileN * kTileK];
+  alignas(1024) bf16 out[2][2][kTileM * 64];  // per consumer: two [128][64] panels of an output
+  float colsum[2][4][kTileN];                 // per consumer, per warp: gemm_dgelu's column sums
+  uint64_t full[kPpStages], empty[kPpStages];
+  uint64_t order[2];  // order[w]: consumer w's main loop of a tile is done (one arrival a warp)
+};
+
+__device__ __forceinline__ void consumer_sync(int w) {  // one consumer warpgroup; ids as constants
+  if (w == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
+  else asm volatile("bar.sync 2, 128;\n" ::: "memory");
+}
+
+template <bool kDGelu>
+__global__ void __launch_bounds__(kPpThreads, 1)
+    gelu_gemm_pp_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                        const __grid_constant__ CUtensorMap map_out, const __grid_constant__ CUtensorMap map_aux,
+                        const bf16* __restrict__ aux_in, const bf16* __restrict__ bias, float* __restrict__ part,
+                        float alpha, int M, int N, int K) {
+  extern __shared__ unsigned char smem_raw[];
+  auto& sm = wg::aligned_smem<GeluGemmPpSmem>(smem_raw);
+  const int n_tiles = N / kTileN, total = ((M + kTileM - 1) / kTileM) * n_tiles, n_kb = K / kTileK;
+  const int wg_id = wg::warpgroup_index(), lane = int(threadIdx.x) & 31;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kPpStages; ++s) {
+      tma::mbar_init(&sm.full[s], 1);
+      tma::mbar_init(&sm.empty[s], 4);  // the consuming warpgroup's warps
+    }
+    tma::mbar_init(&sm.order[0], 4);
+    tma::mbar_init(&sm.order[1], 4);
+    tma::fence_mbar_init();
+  }
+  __syncthreads();
+
+  if (wg_id == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (threadIdx.x == 0) {
+      int q = 0;  // the block's k-blocks in order
+      for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+        const int m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
+        for (int kb = 0; kb < n_kb; ++kb, ++q) {
+          const int s = q % kPpStages;
+          if (q >= kPpStages) tma::mbar_wait(&sm.empty[s], ((q / kPpStages) & 1) ^ 1);
+          tma::mbar_arrive_expect_tx(&sm.full[s], kStageBytes);
+          tma::load_3d(sm.a[s], &map_a, kb * kTileK, m0, 0, &sm.full[s]);
+          if constexpr (kDGelu) {
+            tma::load_3d(sm.b[s], &map_b, n0, kb * kTileK, 0, &sm.full[s]);
+            tma::load_3d(sm.b[s] + 64 * kTileK, &map_b, n0 + 64, kb * kTileK, 0, &sm.full[s]);
+          } else {
+            tma::load_3d(sm.b[s], &map_b, kb * kTileK, n0, 0, &sm.full[s]);
+          }
+        }
+      }
+    }
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+
+  const int w = wg_id - 1, wl = (int(threadIdx.x) >> 5) & 3, g = lane >> 2, c = lane & 3;
+  const bool leader = (threadIdx.x & 127) == 0;
+  bf16* const stage = sm.out[w][0];  // two panels, 16 KB apart
+  int i = w;                         // the block's tile counter: this warpgroup takes i = w, w + 2, ...
+  for (int tile = blockIdx.x + w * gridDim.x; tile < total; tile += 2 * gridDim.x, i += 2) {
+    const int m_tile = tile / n_tiles, m0 = m_tile * kTileM, n0 = (tile % n_tiles) * kTileN;
+    float d[2][16][4];
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+      for (int j = 0; j < 16; ++j) d[hh][j][0] = d[hh][j][1] = d[hh][j][2] = d[hh][j][3] = 0.f;
+    const int q0 = i * n_kb;
+    // The other consumer's tile i-1 (its phase k-1 for w = 0, k for w = 1; it is never two ahead).
+    if (i >= 1) tma::mbar_wait(&sm.order[1 - w], ((i - w) / 2 - (w == 0 ? 1 : 0)) & 1);
+    for (int kb = 0; kb < n_kb; ++kb) {
+      const int q = q0 + kb, s = q % kPpStages;
+      tma::mbar_wait(&sm.full[s], (q / kPpStages) & 1);
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const uint64_t db = kDGelu ? wg::smem_desc(sm.b[s] + kk * 16 * 64, 64 * kTileK * sizeof(bf16), 1024)
+                                   : wg::smem_desc(sm.b[s] + kk * 16, 16, 1024);
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh)
+          wg::mma_ss_n128<kDGelu ? 1 : 0>(d[hh], wg::smem_desc(sm.a[s] + hh * 64 * kTileK + kk * 16, 16, 1024), db,
+                                          1);
+      }
+      wg::commit();
+      wg::wait<1>();
+      if (kb > 0 && lane == 0) tma::mbar_arrive(&sm.empty[(q - 1) % kPpStages]);
+    }
+    wg::wait<0>();
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) wg::fence_acc(d[hh]);
+    if (lane == 0) {
+      tma::mbar_arrive(&sm.empty[(q0 + n_kb - 1) % kPpStages]);
+      tma::mbar_arrive(&sm.order[w]);
+    }
+
+    // Epilogue: each output through the staging panels and two TMA stores (boxes of 64 columns ×
+    // 128 rows; rows past M are not written). The panels are rewritten only after the last
+    // store has read them.
+    auto stage_put = [&](int hh, int j, int r, float lo, float hi) {
+      *reinterpret_cast<uint32_t*>(stage + (j / 8) * kTileM * 64 +
+                                   tiles::swz<64>(hh * 64 + wl * 16 + g + 8 * r, (j % 8) * 8) + 2 * c) = pack2(lo, hi);
+    };
+    auto flush = [&](const CUtensorMap* map) {
+      wg::fence_proxy_async();
+      consumer_sync(w);
+      if (leader) {
+        tma::store_3d(map, n0, m0, 0, stage);
+        tma::store_3d(map, n0 + 64, m0, 0, stage + kTileM * 64);
+        tma::store_commit();
+      }
+    };
+    auto reclaim = [&] {  // the staging panels free again
+      if (leader) tma::store_wait_read();
+      consumer_sync(w);
+    };
+    reclaim();
+    if constexpr (!kDGelu) {
+      // aux = pre-activation first, then out = gelu(pre) (recomputed from d: no registers kept).
+#pragma unroll
+      for (int pass = 0; pass < 2; ++pass) {
+        if (pass == 1) reclaim();
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          float2 bv = make_float2(0.f, 0.f);
+          if (bias) bv = unpack2(*reinterpret_cast<const uint32_t*>(bias + n0 + j * 8 + 2 * c));
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const float h0 = d[hh][j][2 * r] + bv.x, h1 = d[hh][j][2 * r + 1] + bv.y;
+              if (pass == 0) stage_put(hh, j, r, h0, h1);
+              else stage_put(hh, j, r, gelu_fast_f(h0), gelu_fast_f(h1));
+            }
+        }
+        flush(pass == 0 ? &map_aux : &map_out);
+      }
+    } else {
+      float cs[16][2];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) cs[j][0] = cs[j][1] = 0.f;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int row0 = m0 + hh * 64 + wl * 16 + g;
+#pragma unroll
+        for (int quarter = 0; quarter < 4; ++quarter) {
+          uint32_t av[4][2];
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const int row = row0 + 8 * r, col = n0 + (quarter * 4 + jj) * 8 + 2 * c;
+              av[jj][r] = row < M ? *reinterpret_cast<const uint32_t*>(aux_in + int64_t(row) * N + col) : 0u;
+            }
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) {
+            const int j = quarter * 4 + jj;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const float2 h = unpack2(av[jj][r]);
+              const float x0 = alpha * d[hh][j][2 * r] * gelu_grad_fast_f(h.x);
+              const float x1 = alpha * d[hh][j][2 * r + 1] * gelu_grad_fast_f(h.y);
+              stage_put(hh, j, r, x0, x1);
+              cs[j][0] += x0, cs[j][1] += x1;
+            }
+          }
+        }
+      }
+      flush(&map_out);
+      if (part) {  // rows past M have d = 0 (zero-filled A) and add nothing
+#pragma unroll
+        for (int j = 0; j < 16; ++j)
+#pragma unroll
+          for (int m = 4; m < 32; m <<= 1) {
+            cs[j][0] += __shfl_xor_sync(0xffffffffu, cs[j][0], m);
+            cs[j][1] += __shfl_xor_sync(0xffffffffu, cs[j][1], m);
+          }
+        if (g == 0)
+#pragma unroll
+          for (int j = 0; j < 16; ++j) {
+            sm.colsum[w][wl][j * 8 + 2 * c] = cs[j][0];
+            sm.colsum[w][wl][j * 8 + 2 * c + 1] = cs[j][1];
+          }
+        consumer_sync(w);
+        const int t = int(threadIdx.x) & 127;
+        part[int64_t(m_tile) * N + n0 + t] =
+            sm.colsum[w][0][t] + sm.colsum[w][1][t] + sm.colsum[w][2][t] + sm.colsum[w][3][t];
+        consumer_sync(w);  // colsum read before the next tile writes it
+      }
+    }
+  }
+  if (leader) tma::store_wait_read();  // the staging panels stay until the last store has read them
+}
+
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 void check_args(const char* what, int M, int N, int K, std::initializer_list<const void*> ptrs) {
@@ -211,16 +420,32 @@ void check_args(const char* what, int M, int N, int K, std::initializer_list<con
 
 template <bool kDGelu>
 void launch(const CUtensorMap& map_a, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part,
-            float alpha, int M, int N, int K, GeluGemmStore store, cudaStream_t stream) {
-  const int smem = int(sizeof(GeluGemmSmem)) + 1024;
+            float alpha, int M, int N, int K, GeluGemmKernel kernel, cudaStream_t stream) {
   const int64_t tiles = int64_t((M + kTileM - 1) / kTileM) * (N / kTileN);
-  const CUtensorMap map_out = tma::make_bf16_map_3d(out, N, M, 1, N, int64_t(M) * N, 64, 64);
-  const CUtensorMap map_aux = kDGelu ? map_out : tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, 64);
-  if (store == GeluGemmStore::Tma) {
+  // Outputs in boxes of 64 columns: 128 rows (the pingpong kernel's whole tiles) or 64 (the tiled
+  // kernel's warpgroup halves).
+  const uint32_t box_rows = kernel == GeluGemmKernel::Pingpong ? 128 : 64;
+  const CUtensorMap map_out = tma::make_bf16_map_3d(out, N, M, 1, N, int64_t(M) * N, 64, box_rows);
+  const CUtensorMap map_aux = kDGelu ? map_out : tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, box_rows);
+  if (kernel == GeluGemmKernel::Pingpong) {
+    static const int n_sm = [] {
+      int dev = 0, n = 0;
+      CUDA_CHECK(cudaGetDevice(&dev));
+      CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+      return n;
+    }();
+    const int smem = int(sizeof(GeluGemmPpSmem)) + 1024;
+    set_smem_once(reinterpret_cast<const void*>(gelu_gemm_pp_kernel<kDGelu>), smem, true);
+    const unsigned grid = unsigned(std::min<int64_t>(tiles, n_sm));
+    gelu_gemm_pp_kernel<kDGelu><<<grid, kPpThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, aux, bias, part,
+                                                                    alpha, M, N, K);
+  } else if (kernel == GeluGemmKernel::Tiled) {
+    const int smem = int(sizeof(GeluGemmSmem)) + 1024;
     set_smem_once(reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu, true>), smem, true);
     gelu_gemm_kernel<kDGelu, true><<<unsigned(tiles), kThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, out,
                                                                                 aux, bias, part, alpha, M, N, K);
   } else {
+    const int smem = int(sizeof(GeluGemmSmem)) + 1024;
     set_smem_once(reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu, false>), smem, true);
     gelu_gemm_kernel<kDGelu, false><<<unsigned(tiles), kThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, out,
                                                                                  aux, bias, part, alpha, M, N, K);
@@ -244,20 +469,20 @@ bool gelu_gemm_supported(int M, int N, int K) {
 }
 
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
-                        cudaStream_t stream, GeluGemmStore store) {
+                        cudaStream_t stream, GeluGemmKernel kernel) {
   check_args("gemm_bias_gelu_aux", M, N, K, {out, aux, A, B, bias});
   const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, K, N, 1, K, int64_t(N) * K, kTileK, kTileN);
-  launch<false>(map_a, map_b, out, aux, bias, nullptr, 1.f, M, N, K, store, stream);
+  launch<false>(map_a, map_b, out, aux, bias, nullptr, 1.f, M, N, K, kernel, stream);
 }
 
 void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf16* B, const bf16* aux, float alpha,
-                int M, int N, int K, cudaStream_t stream, GeluGemmStore store) {
+                int M, int N, int K, cudaStream_t stream, GeluGemmKernel kernel) {
   check_args("gemm_dgelu", M, N, K, {out, A, B, aux, scratch});
   if (dbias && !scratch) throw std::invalid_argument("gemm_dgelu: a bias gradient needs scratch");
   const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, N, K, 1, N, int64_t(K) * N, 64, kTileK);
-  launch<true>(map_a, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, store,
+  launch<true>(map_a, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, kernel,
                stream);
   if (dbias) bias_accumulate(dbias, scratch, N, stream, (M + kTileM - 1) / kTileM);
 }

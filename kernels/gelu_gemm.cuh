@@ -9,11 +9,17 @@
 // approximation (activation.cuh) with the hardware's tanh (common.cuh's gelu_fast_f), applied to
 // the fp32 pre-activation; gelu' reads the bf16 aux.
 //
-// The kernel: 128×128 output tiles, one per block, two blocks an SM (so one's epilogue runs under
-// the other's MMAs); a producer warp streams 64-deep k-blocks of A and B through three stages of
-// shared memory with TMA (completion on an mbarrier per stage, release on another), two consumer
-// warpgroups take 64 rows each with m64n128k16 wgmma and run the epilogue from their registers.
-// Blocks walk the tiles of a row panel of A side by side, so the panel is read from DRAM once.
+// The kernels (GeluGemmKernel below), on 128×128 output tiles with 64-deep k-blocks of A and B
+// streamed by TMA into shared-memory stages (completion on an mbarrier per stage, release on
+// another), m64n128k16 wgmma:
+//   Tiled: a block a tile, two blocks an SM (so one's epilogue may run under the other's
+//     products); a producer warp and two consumer warpgroups of 64 rows; three stages.
+//   Pingpong: persistent, one block an SM; a producer warpgroup and two consumer warpgroups that
+//     take whole tiles alternately (128 accumulators a thread, setmaxnreg), the main loops one
+//     after the other, each epilogue under the other warpgroup's main loop; four stages.
+// Tiles run in row-panel order (the tiles of a panel of A side by side), so a panel is read
+// from DRAM once. As measured on an H200 the tiled kernels are slower than cuBLASLt's epilogues
+// (bench/RESULTS.md), so CudaGpt uses these only when asked (CudaGpt::set_gelu_gemm).
 #pragma once
 #include <cstdint>
 
@@ -28,15 +34,17 @@ bool gelu_gemm_supported(int M, int N, int K);
 // fp32 scratch gemm_dgelu needs for a bias gradient: one row of column sums per 128 rows of A.
 inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * N; }
 
-// How the epilogue writes: through shared memory and TMA stores (Tma), or from each thread's
-// registers (Direct), kept to measure one beside the other.
-enum class GeluGemmStore { Tma, Direct };
+// Which kernel: Pingpong (persistent, one block an SM, two consumer warpgroups on alternate whole
+// tiles, one's epilogue under the other's products; not yet measured), or Tiled (a block a tile,
+// two an SM, outputs through TMA stores) and TiledDirect (the same, each thread storing its
+// pairs of columns), kept to measure one beside the others.
+enum class GeluGemmKernel { Pingpong, Tiled, TiledDirect };
 
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
-                        cudaStream_t stream, GeluGemmStore store = GeluGemmStore::Tma);
+                        cudaStream_t stream, GeluGemmKernel kernel = GeluGemmKernel::Pingpong);
 
 // dbias may be null (then scratch may be too).
 void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf16* B, const bf16* aux, float alpha,
-                int M, int N, int K, cudaStream_t stream, GeluGemmStore store = GeluGemmStore::Tma);
+                int M, int N, int K, cudaStream_t stream, GeluGemmKernel kernel = GeluGemmKernel::Pingpong);
 
 }  // namespace pg::kernels
