@@ -72,8 +72,8 @@ class CudaGpt {
   // GEMM algorithms by timing instead of cuBLASLt's heuristic (cuda::GemmRunner::set_autotune).
   void set_gemm_autotune(bool on) { gemm_.set_autotune(on); }
   // The MLP's GELU GEMMs through kernels/gelu_gemm.cuh where it takes the shape, instead of
-  // cuBLASLt's GELU epilogues (the default: ours is the slower, 0.80-0.87 ms against 0.59-0.61 at
-  // GPT-2's B = 64 on an H200; bench/RESULTS.md).
+  // cuBLASLt's GELU epilogues (the default: ours match its forward and trail its DGELU at GPT-2's
+  // B = 64 on an H200; bench/RESULTS.md).
   void set_gelu_gemm(bool on) { gelu_gemm_ = on; }
 
  private:
