@@ -219,6 +219,9 @@ struct GeluGemmPpSmem {
   float colsum[2][4][kTileN];                 // per consumer, per warp: gemm_dgelu's column sums
   uint64_t full[kPpStages], empty[kPpStages];
   uint64_t order[2];  // order[w]: consumer w's main loop of a tile is done (one arrival a warp)
+  // gemm_dgelu: the producer loads each tile's aux into its consumer's staging panels (aux_full),
+  // once the consumer's last store from them has read them (aux_empty).
+  uint64_t aux_full[2], aux_empty[2];
 };
 
 __device__ __forceinline__ void consumer_sync(int w) {  // one consumer warpgroup; ids as constants
@@ -230,7 +233,7 @@ template <bool kDGelu>
 __global__ void __launch_bounds__(kPpThreads, 1)
     gelu_gemm_pp_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                         const __grid_constant__ CUtensorMap map_out, const __grid_constant__ CUtensorMap map_aux,
-                        const bf16* __restrict__ aux_in, const bf16* __restrict__ bias, float* __restrict__ part,
+                        const bf16* __restrict__ bias, float* __restrict__ part,
                         float alpha, int M, int N, int K) {
   extern __shared__ unsigned char smem_raw[];
   auto& sm = wg::aligned_smem<GeluGemmPpSmem>(smem_raw);
@@ -243,6 +246,10 @@ __global__ void __launch_bounds__(kPpThreads, 1)
     }
     tma::mbar_init(&sm.order[0], 4);
     tma::mbar_init(&sm.order[1], 4);
+    for (int w = 0; w < 2; ++w) {
+      tma::mbar_init(&sm.aux_full[w], 1);
+      tma::mbar_init(&sm.aux_empty[w], 1);
+    }
     tma::fence_mbar_init();
   }
   __syncthreads();
@@ -251,7 +258,7 @@ __global__ void __launch_bounds__(kPpThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (threadIdx.x == 0) {
       int q = 0;  // the block's k-blocks in order
-      for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+      for (int tile = blockIdx.x, i = 0; tile < total; tile += gridDim.x, ++i) {
         const int m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
         for (int kb = 0; kb < n_kb; ++kb, ++q) {
           const int s = q % kPpStages;
@@ -264,6 +271,13 @@ __global__ void __launch_bounds__(kPpThreads, 1)
           } else {
             tma::load_3d(sm.b[s], &map_b, kb * kTileK, n0, 0, &sm.full[s]);
           }
+        }
+        if constexpr (kDGelu) {  // the tile's aux, for its consumer's epilogue (its k-th tile)
+          const int w = i & 1, k = i >> 1;
+          if (k >= 1) tma::mbar_wait(&sm.aux_empty[w], (k - 1) & 1);
+          tma::mbar_arrive_expect_tx(&sm.aux_full[w], kTileM * kTileN * sizeof(bf16));
+          tma::load_3d(sm.out[w][0], &map_aux, n0, m0, 0, &sm.aux_full[w]);
+          tma::load_3d(sm.out[w][1], &map_aux, n0 + 64, m0, 0, &sm.aux_full[w]);
         }
       }
     }
@@ -313,10 +327,12 @@ __global__ void __launch_bounds__(kPpThreads, 1)
     // Epilogue: each output through the staging panels and two TMA stores (boxes of 64 columns ×
     // 128 rows; rows past M are not written). The panels are rewritten only after the last
     // store has read them.
-    auto stage_put = [&](int hh, int j, int r, float lo, float hi) {
-      *reinterpret_cast<uint32_t*>(stage + (j / 8) * kTileM * 64 +
-                                   tiles::swz<64>(hh * 64 + wl * 16 + g + 8 * r, (j % 8) * 8) + 2 * c) = pack2(lo, hi);
+    // This thread's pair of columns 8j + 2c of row 64hh + 16wl + g + 8r in the staging panels.
+    auto stage_at = [&](int hh, int j, int r) {
+      return reinterpret_cast<uint32_t*>(stage + (j / 8) * kTileM * 64 +
+                                         tiles::swz<64>(hh * 64 + wl * 16 + g + 8 * r, (j % 8) * 8) + 2 * c);
     };
+    auto stage_put = [&](int hh, int j, int r, float lo, float hi) { *stage_at(hh, j, r) = pack2(lo, hi); };
     auto flush = [&](const CUtensorMap* map) {
       wg::fence_proxy_async();
       consumer_sync(w);
@@ -330,8 +346,8 @@ __global__ void __launch_bounds__(kPpThreads, 1)
       if (leader) tma::store_wait_read();
       consumer_sync(w);
     };
-    reclaim();
     if constexpr (!kDGelu) {
+      reclaim();
       // aux = pre-activation first, then out = gelu(pre) (recomputed from d: no registers kept).
 #pragma unroll
       for (int pass = 0; pass < 2; ++pass) {
@@ -352,37 +368,30 @@ __global__ void __launch_bounds__(kPpThreads, 1)
         flush(pass == 0 ? &map_aux : &map_out);
       }
     } else {
+      // aux arrives in the staging panels (rows past M as zeros, where d = 0 too); each thread
+      // replaces its own pairs with the gradient, which the stores then take.
+      tma::mbar_wait(&sm.aux_full[w], ((i - w) / 2) & 1);
       float cs[16][2];
 #pragma unroll
       for (int j = 0; j < 16; ++j) cs[j][0] = cs[j][1] = 0.f;
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int row0 = m0 + hh * 64 + wl * 16 + g;
+      for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
-        for (int quarter = 0; quarter < 4; ++quarter) {
-          uint32_t av[4][2];
+        for (int j = 0; j < 16; ++j)
 #pragma unroll
-          for (int jj = 0; jj < 4; ++jj)
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int row = row0 + 8 * r, col = n0 + (quarter * 4 + jj) * 8 + 2 * c;
-              av[jj][r] = row < M ? *reinterpret_cast<const uint32_t*>(aux_in + int64_t(row) * N + col) : 0u;
-            }
-#pragma unroll
-          for (int jj = 0; jj < 4; ++jj) {
-            const int j = quarter * 4 + jj;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const float2 h = unpack2(av[jj][r]);
-              const float x0 = alpha * d[hh][j][2 * r] * gelu_grad_fast_f(h.x);
-              const float x1 = alpha * d[hh][j][2 * r + 1] * gelu_grad_fast_f(h.y);
-              stage_put(hh, j, r, x0, x1);
-              cs[j][0] += x0, cs[j][1] += x1;
-            }
+          for (int r = 0; r < 2; ++r) {
+            uint32_t* const at = stage_at(hh, j, r);
+            const float2 h = unpack2(*at);
+            const float x0 = alpha * d[hh][j][2 * r] * gelu_grad_fast_f(h.x);
+            const float x1 = alpha * d[hh][j][2 * r + 1] * gelu_grad_fast_f(h.y);
+            *at = pack2(x0, x1);
+            cs[j][0] += x0, cs[j][1] += x1;
           }
-        }
-      }
       flush(&map_out);
+      if (leader) {  // the panels free for the next aux once the stores have read them
+        tma::store_wait_read();
+        tma::mbar_arrive(&sm.aux_empty[w]);
+      }
       if (part) {  // rows past M have d = 0 (zero-filled A) and add nothing
 #pragma unroll
         for (int j = 0; j < 16; ++j)
@@ -426,7 +435,8 @@ void launch(const CUtensorMap& map_a, const CUtensorMap& map_b, bf16* out, bf16*
   // kernel's warpgroup halves).
   const uint32_t box_rows = kernel == GeluGemmKernel::Pingpong ? 128 : 64;
   const CUtensorMap map_out = tma::make_bf16_map_3d(out, N, M, 1, N, int64_t(M) * N, 64, box_rows);
-  const CUtensorMap map_aux = kDGelu ? map_out : tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, box_rows);
+  // gemm_bias_gelu_aux's second output, or gemm_dgelu's aux input (read by the pingpong kernel).
+  const CUtensorMap map_aux = tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, box_rows);
   if (kernel == GeluGemmKernel::Pingpong) {
     static const int n_sm = [] {
       int dev = 0, n = 0;
@@ -437,8 +447,8 @@ void launch(const CUtensorMap& map_a, const CUtensorMap& map_b, bf16* out, bf16*
     const int smem = int(sizeof(GeluGemmPpSmem)) + 1024;
     set_smem_once(reinterpret_cast<const void*>(gelu_gemm_pp_kernel<kDGelu>), smem, true);
     const unsigned grid = unsigned(std::min<int64_t>(tiles, n_sm));
-    gelu_gemm_pp_kernel<kDGelu><<<grid, kPpThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, aux, bias, part,
-                                                                    alpha, M, N, K);
+    gelu_gemm_pp_kernel<kDGelu><<<grid, kPpThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, bias, part, alpha,
+                                                                    M, N, K);
   } else if (kernel == GeluGemmKernel::Tiled) {
     const int smem = int(sizeof(GeluGemmSmem)) + 1024;
     set_smem_once(reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu, true>), smem, true);

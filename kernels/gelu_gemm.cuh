@@ -17,11 +17,13 @@
 //   Pingpong (the default): persistent, one block an SM; a producer warpgroup and two consumer
 //     warpgroups that take whole tiles alternately (128 accumulators a thread, setmaxnreg), the
 //     main loops one after the other, each epilogue under the other warpgroup's main loop; four
-//     stages.
+//     stages. gemm_dgelu's aux comes by TMA into the consumer's staging panels during its main
+//     loop, and the gradient replaces it there before the stores.
 // Tiles run in row-panel order (the tiles of a panel of A side by side), so a panel is read
 // from DRAM once. As measured on an H200 (bench/RESULTS.md) Pingpong matches cuBLASLt's
-// GELU_AUX_BIAS (0.570 against 0.564 ms at GPT-2's B = 64) and trails its DGELU (0.722 against
-// 0.607); the tiled kernels are slower still. So CudaGpt uses these only when asked
+// GELU_AUX_BIAS (0.570 against 0.564 ms at GPT-2's B = 64) and trailed its DGELU (0.722 against
+// 0.607) while it loaded aux from global memory in the epilogue; the tiled kernels are slower
+// still. So CudaGpt uses these only when asked
 // (CudaGpt::set_gelu_gemm).
 #pragma once
 #include <cstdint>
