@@ -10,6 +10,7 @@
 #   moe        scripts/bench_moe.sh                                (dense vs MoE trainers + block)
 #   attention  scripts/bench_attention.sh    (its tests and sanitizer runs, then ours vs SDPA)
 #   profile    scripts/profile_step.sh       (not by default: every kernel of one GPT-2 step, ncu)
+#   gelu       scripts/bench_gelu_gemm.sh    (not by default: kernels/gelu_gemm's tests, kernels, step)
 #   usage: scripts/gpu_all.sh [stage]...
 # Exits non-zero when a stage fails; the later stages still run.
 set -uo pipefail
@@ -30,13 +31,14 @@ for s in "${stages[@]}"; do
     moe) bash scripts/bench_moe.sh > "$OUT/all_moe.txt" 2>&1 ;;
     attention) bash scripts/bench_attention.sh > "$OUT/all_attention.txt" 2>&1 ;;
     profile) bash scripts/profile_step.sh > "$OUT/all_profile.txt" 2>&1 ;;
-    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention or profile)" >&2; exit 2 ;;
+    gelu) bash scripts/bench_gelu_gemm.sh > "$OUT/all_gelu.txt" 2>&1 ;;
+    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile or gelu)" >&2; exit 2 ;;
   esac
   rc=$?
   echo "==== $s: rc=$rc"
   ((rc == 0)) || failed+=("$s(rc=$rc)")
   # The result lines: test totals and failures, and each benchmark's summary.
-  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=|x dense|per token|overhead|inspect:|certificate" \
+  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=|x dense|per token|overhead|inspect:|certificate|^mlp" \
     "$OUT/all_$s.txt" | head -n 40
 done
 tar -czf "$FINAL/gpu_all.tgz" -C "$OUT" .

@@ -158,8 +158,10 @@ size_t CudaGpt::layout(std::byte* base) {
   return a.used;
 }
 
-bool CudaGpt::use_gelu_gemm(int M, int N, int K, std::initializer_list<const void*> ptrs) const {
-  if (!gelu_gemm_ || !kernels::gelu_gemm_supported(M, N, K)) return false;
+bool CudaGpt::use_gelu_gemm(bool backward, int M, int N, int K, std::initializer_list<const void*> ptrs) const {
+  if (gelu_gemm_ == GeluGemm::None || (!backward && gelu_gemm_ == GeluGemm::Backward) ||
+      !kernels::gelu_gemm_supported(M, N, K))
+    return false;
   return std::all_of(ptrs.begin(), ptrs.end(), [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; });
 }
 
@@ -197,7 +199,7 @@ void CudaGpt::linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, con
   PG_CHECK(b < 0 || scale == 1.f, "linear_bwd: a scaled gradient with a bias");
   PG_CHECK(!gelu_pre || beta == 0.f, "linear_bwd: a GELU gradient cannot accumulate");
   PG_CHECK(!dinp_bias_grad || gelu_pre, "linear_bwd: an input's bias gradient without a GELU gradient");
-  if (gelu_pre && use_gelu_gemm(N, IC, OC, {dinp, dout, P + w, gelu_pre, bias_scratch_})) {
+  if (gelu_pre && use_gelu_gemm(true, N, IC, OC, {dinp, dout, P + w, gelu_pre, bias_scratch_})) {
     kernels::gemm_dgelu(dinp, dinp_bias_grad, bias_scratch_, dout, P + w, gelu_pre, scale, N, IC, OC, stream_);
   } else {
     cuda::GemmArgs d;
@@ -269,7 +271,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     }
     if (CudaMoe* moe = moe_[size_t(l)].get()) {  // MoE blocks have norms (the constructor checks)
       moe->forward(P, a.ln2, branch_, N);
-    } else if (gelu_epilogue_ && use_gelu_gemm(N, F_, C_, {a.act, a.fc, a.ln2, P + w.fc, par(w.fcb)})) {
+    } else if (gelu_epilogue_ && use_gelu_gemm(false, N, F_, C_, {a.act, a.fc, a.ln2, P + w.fc, par(w.fcb)})) {
       kernels::gemm_bias_gelu_aux(a.act, a.fc, a.ln2, P + w.fc, par(w.fcb), N, F_, C_, stream_);
     } else if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
       cuda::GemmArgs g;

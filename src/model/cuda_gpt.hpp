@@ -71,10 +71,12 @@ class CudaGpt {
   size_t arena_bytes() const { return arena_.bytes(); }
   // GEMM algorithms by timing instead of cuBLASLt's heuristic (cuda::GemmRunner::set_autotune).
   void set_gemm_autotune(bool on) { gemm_.set_autotune(on); }
-  // The MLP's GELU GEMMs through kernels/gelu_gemm.cuh where it takes the shape, instead of
-  // cuBLASLt's GELU epilogues (the default: ours match its forward and trail its DGELU at GPT-2's
-  // B = 64 on an H200; bench/RESULTS.md).
-  void set_gelu_gemm(bool on) { gelu_gemm_ = on; }
+  // Which of the MLP's GELU GEMMs go through kernels/gelu_gemm.cuh (where it takes the shape)
+  // instead of cuBLASLt's GELU epilogues: none (the default: as measured on an H200 ours match
+  // cuBLASLt's forward and trailed its DGELU at GPT-2's B = 64; bench/RESULTS.md), the backward's
+  // (DGELU with the fc bias's sums), or both.
+  enum class GeluGemm { None, Backward, All };
+  void set_gelu_gemm(GeluGemm which) { gelu_gemm_ = which; }
 
  private:
   using Layer = GptLayerOffsets;
@@ -97,11 +99,12 @@ class CudaGpt {
   int64_t qkv_stride() const { return fused_qkv_ ? 3 * int64_t(C_) : int64_t(C_); }
   // Whether the GELU GEMM of M×N×K runs through kernels/gelu_gemm.cuh: enabled, a shape it takes,
   // every pointer 16-byte aligned.
-  bool use_gelu_gemm(int M, int N, int K, std::initializer_list<const void*> ptrs) const;
+  bool use_gelu_gemm(bool backward, int M, int N, int K, std::initializer_list<const void*> ptrs) const;
 
   Config cfg_;
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
-  bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false, gelu_gemm_ = false;
+  bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
+  GeluGemm gelu_gemm_ = GeluGemm::None;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;

@@ -55,7 +55,7 @@ void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, doub
 
   cuda::Stream stream;
   CudaGpt gpu_model(cfg, table, B, stream.get());
-  gpu_model.set_gelu_gemm(gelu_gemm);
+  gpu_model.set_gelu_gemm(gelu_gemm ? CudaGpt::GeluGemm::All : CudaGpt::GeluGemm::None);
   auto d_P = upload_bf16(P);
   auto d_x = upload(x), d_y = upload(y);
   cuda::DeviceBuffer<float> d_G(P.size());
