@@ -38,6 +38,21 @@ __device__ __forceinline__ float2 unpack2(uint32_t v) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
 }
 
+// Issues k-block kb of the tile at (m0, n0) into stage buffers a, b, completing on bar: A's
+// [128][64] box, and B's [128 n][64 k] box (K-major) or two [64 k][64 n] panels (MN-major, kDGelu).
+template <bool kDGelu>
+__device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap* map_a, const CUtensorMap* map_b,
+                                            int kb, int m0, int n0, uint64_t* bar) {
+  tma::mbar_arrive_expect_tx(bar, kStageBytes);
+  tma::load_3d(a, map_a, kb * kTileK, m0, 0, bar);
+  if constexpr (kDGelu) {
+    tma::load_3d(b, map_b, n0, kb * kTileK, 0, bar);
+    tma::load_3d(b + 64 * kTileK, map_b, n0 + 64, kb * kTileK, 0, bar);
+  } else {
+    tma::load_3d(b, map_b, kb * kTileK, n0, 0, bar);
+  }
+}
+
 // kDGelu = false: out = gelu(A·Bᵀ + bias), aux = A·Bᵀ + bias. kDGelu = true: out = (alpha·A·B) ∘
 // gelu'(aux), and with part, part[m_tile][n] = Σ of the tile's rows of out (fp32, unrounded).
 // Accumulators d[16][4] of warpgroup w, warp wl: rows m0 + 64w + 16wl + g (+8), columns
@@ -72,14 +87,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int kb = 0; kb < n_kb; ++kb) {
         const int s = kb % kStages;
         if (kb >= kStages) tma::mbar_wait(&sm.empty[s], ((kb / kStages) & 1) ^ 1);  // k-block kb-3 done
-        tma::mbar_arrive_expect_tx(&sm.full[s], kStageBytes);
-        tma::load_3d(sm.a[s], &map_a, kb * kTileK, m0, 0, &sm.full[s]);
-        if constexpr (kDGelu) {
-          tma::load_3d(sm.b[s], &map_b, n0, kb * kTileK, 0, &sm.full[s]);
-          tma::load_3d(sm.b[s] + 64 * kTileK, &map_b, n0 + 64, kb * kTileK, 0, &sm.full[s]);
-        } else {
-          tma::load_3d(sm.b[s], &map_b, kb * kTileK, n0, 0, &sm.full[s]);
-        }
+        load_kblock<kDGelu>(sm.a[s], sm.b[s], &map_a, &map_b, kb, m0, n0, &sm.full[s]);
       }
     }
     return;
@@ -263,14 +271,7 @@ __global__ void __launch_bounds__(kPpThreads, 1)
         for (int kb = 0; kb < n_kb; ++kb, ++q) {
           const int s = q % kPpStages;
           if (q >= kPpStages) tma::mbar_wait(&sm.empty[s], ((q / kPpStages) & 1) ^ 1);
-          tma::mbar_arrive_expect_tx(&sm.full[s], kStageBytes);
-          tma::load_3d(sm.a[s], &map_a, kb * kTileK, m0, 0, &sm.full[s]);
-          if constexpr (kDGelu) {
-            tma::load_3d(sm.b[s], &map_b, n0, kb * kTileK, 0, &sm.full[s]);
-            tma::load_3d(sm.b[s] + 64 * kTileK, &map_b, n0 + 64, kb * kTileK, 0, &sm.full[s]);
-          } else {
-            tma::load_3d(sm.b[s], &map_b, kb * kTileK, n0, 0, &sm.full[s]);
-          }
+          load_kblock<kDGelu>(sm.a[s], sm.b[s], &map_a, &map_b, kb, m0, n0, &sm.full[s]);
         }
         if constexpr (kDGelu) {  // the tile's aux, for its consumer's epilogue (its k-th tile)
           const int w = i & 1, k = i >> 1;
