@@ -355,7 +355,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
 }
 
 // The forward on warpgroup MMA with the softmax of each key tile overlapping the previous tile's
-// P·v (AttentionFwdKernel::WgmmaPipe, and hs = 128's Best; KT keys a tile; hs = 64 or 128, the latter
+// P·v (AttentionFwdKernel::WgmmaPipe, and hs = 128's Best; 64-key tiles; hs = 64 or 128, the latter
 // as two 64-column halves: k-blocks of q and k for S, panels of v and chunks of o for P·v). Two
 // warpgroups of 64 query rows (128 a block) walk the key tiles together; per tile j a warpgroup
 //   issues S(j) = q·k(j)ᵀ and, behind it, o += P(j-1)·v(j-1),
@@ -367,24 +367,25 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
 // products (each waits for them within tile j-1). Both warpgroups take the same tiles (the block's
 // last ones hold the diagonal; a warp's keys after all its rows come out as p = 0), so the
 // barriers and the wgmma are uniform.
-template <int HS, int KT>
+constexpr int kWgPipeKeys = 64;  // 128-key tiles measured 29% slower (bench/RESULTS.md)
+template <int HS>
 struct WgFwdPipeSmem {
+  static constexpr int KT = kWgPipeKeys;
   static constexpr int kHalves = HS / 64;
   alignas(1024) bf16 q[kHalves][128 * 64];
   alignas(1024) bf16 k[3][kHalves][KT * 64];
   alignas(1024) bf16 v[3][kHalves][KT * 64];
 };
 
-template <int HS, int KT, int kMinBlocks>
+template <int HS, int kMinBlocks>
 __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_kernel(
     bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
     const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
     int64_t out_stride, float scale_log2) {
-  constexpr int kRows = kWgFwdRows, kNT = kWgFwdThreads, NT = KT / 8, kHalves = HS / 64;
-  static_assert(KT == 64 || KT == 128, "key tiles of one or two 64-column products");
+  constexpr int kRows = kWgFwdRows, kNT = kWgFwdThreads, KT = kWgPipeKeys, NT = KT / 8, kHalves = HS / 64;
   static_assert(HS == 64 || HS == 128, "head size in 64-column halves");
   extern __shared__ unsigned char smem_raw[];
-  auto& sm = wg::aligned_smem<WgFwdPipeSmem<HS, KT>>(smem_raw);
+  auto& sm = wg::aligned_smem<WgFwdPipeSmem<HS>>(smem_raw);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int qtile = int(gridDim.x) - 1 - int(blockIdx.x);
   const int m0 = qtile * kRows;
@@ -401,17 +402,14 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
       load_tile<KT, 64, kNT>(sm.v[st][x], v + head0 + n1 * qkv_stride + 64 * x, qkv_stride, T - n1);
     }
   };
-  // S(j) into s (two 64-key products side by side when KT = 128), one commit group; k step kk
-  // lies in k-block kk / 4 of q and k.
+  // S(j) into s, one commit group; k step kk lies in k-block kk / 4 of q and k.
   auto issue_s = [&](float (&s)[NT][4], int j) {
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
       const bf16* sq = sm.q[kk / 4] + 64 * wg_id * 64 + (kk % 4) * 16;
       const bf16* sk = sm.k[j % 3][kk / 4] + (kk % 4) * 16;
-      wg::mma_ss<0, 0, 0>(s, wg::smem_desc(sq, 16, 1024), wg::smem_desc(sk, 16, 1024), kk > 0);
-      if constexpr (KT == 128)
-        wg::mma_ss<0, 0, 8>(s, wg::smem_desc(sq, 16, 1024), wg::smem_desc(sk + 64 * 64, 16, 1024), kk > 0);
+      wg::mma_ss<0>(s, wg::smem_desc(sq, 16, 1024), wg::smem_desc(sk, 16, 1024), kk > 0);
     }
     wg::commit();
   };
@@ -808,6 +806,7 @@ struct WgBwdSmem {
   alignas(16) float D[2][128];
 };
 constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
+static_assert(kWgBwdKeys == 128, "the q/k/v bias's partial rows: attention_bwd_dq_sum_kernel's 128-token tiles");
 
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
@@ -1068,14 +1067,14 @@ void launch_fwd_wg(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   CUDA_CHECK_LAUNCH();
 }
 
-template <int HS, int KT, int kMinBlocks>
+template <int HS, int kMinBlocks>
 void launch_fwd_pipe(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d,
                      cudaStream_t stream) {
-  const size_t smem = sizeof(WgFwdPipeSmem<HS, KT>) + 1024;
+  const size_t smem = sizeof(WgFwdPipeSmem<HS>) + 1024;
   // All of L1 as shared memory: kMinBlocks blocks of three k/v stages need it.
-  set_smem_once(reinterpret_cast<const void*>(attention_fwd_pipe_kernel<HS, KT, kMinBlocks>), int(smem), true);
+  set_smem_once(reinterpret_cast<const void*>(attention_fwd_pipe_kernel<HS, kMinBlocks>), int(smem), true);
   const dim3 grid((d.T + kWgFwdRows - 1) / kWgFwdRows, d.B * d.NH);
-  attention_fwd_pipe_kernel<HS, KT, kMinBlocks><<<grid, kWgFwdThreads, smem, stream>>>(
+  attention_fwd_pipe_kernel<HS, kMinBlocks><<<grid, kWgFwdThreads, smem, stream>>>(
       out, lse, q, k, v, d.T, d.NH, d.qkv_stride, d.out_stride, d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
@@ -1112,10 +1111,10 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   const AttentionDims d = resolved(dims);
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionFwdKernel::Best) launch_fwd_wg(out, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe) launch_fwd_pipe<64, 64, 2>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe) launch_fwd_pipe<64, 2>(out, lse, q, k, v, d, stream);
   // hs = 128: the pipelined kernel either way, 64-key tiles (three stages of 128 keys would not
   // fit), one block an SM for the registers of o.
-  if (d.hs == 128) launch_fwd_pipe<128, 64, 1>(out, lse, q, k, v, d, stream);
+  if (d.hs == 128) launch_fwd_pipe<128, 1>(out, lse, q, k, v, d, stream);
 }
 
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
@@ -1154,7 +1153,7 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
 
   if (dbias_part) {
     const int C = d.NH * d.hs, R = 256 / (C / 8);
-    const dim3 grid(unsigned((d.T + 127) / 128), unsigned(d.B));
+    const dim3 grid(unsigned((d.T + kWgBwdKeys - 1) / kWgBwdKeys), unsigned(d.B));
     attention_bwd_dq_sum_kernel<<<grid, 256, size_t(R) * C * sizeof(float), stream>>>(dq, dq_acc, dbias_part, d.T, C,
                                                                                     d.qkv_stride, d.scale);
   } else {
@@ -1170,6 +1169,8 @@ bool attention_bwd_sums_bias(const AttentionDims& dims, AttentionBwdKernel kerne
   return d.hs == 64 && kernel == AttentionBwdKernel::Best && d.qkv_stride == 3 * C && C % 8 == 0 && C <= 2048;
 }
 
-int64_t attention_bwd_bias_rows(const AttentionDims& dims) { return int64_t(dims.B) * ((dims.T + 127) / 128); }
+int64_t attention_bwd_bias_rows(const AttentionDims& dims) {
+  return int64_t(dims.B) * ((dims.T + kWgBwdKeys - 1) / kWgBwdKeys);
+}
 
 }  // namespace pg::kernels

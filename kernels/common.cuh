@@ -32,28 +32,28 @@ inline void set_smem_once(const void* kernel, int bytes, bool max_carveout = fal
 
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 
-// GELU, tanh approximation (GPT-2's), and its derivative (activation.cuh has the formulas).
+// GELU, tanh approximation (GPT-2's), and its derivative (activation.cuh has the formulas), each
+// from th = tanh(k·(x + c·x³)): with tanhf (gelu_f, gelu_grad_f), or with the hardware's tanh
+// (tanh.approx.f32, one MUFU instruction, relative error about 2^-11: gelu_fast_f,
+// gelu_grad_fast_f) for results rounded to bf16 (2^-9) in GEMM epilogues, where tanhf's
+// instruction sequence would dominate.
 constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/π)
 constexpr float kGeluC = 0.044715f;
-__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.f + tanhf(kGeluK * (x + kGeluC * x * x * x))); }
-__device__ __forceinline__ float gelu_grad_f(float x) {
-  const float th = tanhf(kGeluK * (x + kGeluC * x * x * x));
+__device__ __forceinline__ float gelu_tanh_arg(float x) { return kGeluK * (x + kGeluC * x * x * x); }
+__device__ __forceinline__ float gelu_from_tanh(float x, float th) { return 0.5f * x * (1.f + th); }
+__device__ __forceinline__ float gelu_grad_from_tanh(float x, float th) {
   return 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluK * (1.f + 3.f * kGeluC * x * x);
 }
-// The same with the hardware's tanh (tanh.approx.f32, one MUFU instruction, relative error about
-// 2^-11): for results rounded to bf16 (2^-9) in GEMM epilogues, where tanhf's instruction
-// sequence would dominate.
 __device__ __forceinline__ float tanh_fast(float x) {
   float y;
   asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
-__device__ __forceinline__ float gelu_fast_f(float x) {
-  return 0.5f * x * (1.f + tanh_fast(kGeluK * (x + kGeluC * x * x * x)));
-}
+__device__ __forceinline__ float gelu_f(float x) { return gelu_from_tanh(x, tanhf(gelu_tanh_arg(x))); }
+__device__ __forceinline__ float gelu_grad_f(float x) { return gelu_grad_from_tanh(x, tanhf(gelu_tanh_arg(x))); }
+__device__ __forceinline__ float gelu_fast_f(float x) { return gelu_from_tanh(x, tanh_fast(gelu_tanh_arg(x))); }
 __device__ __forceinline__ float gelu_grad_fast_f(float x) {
-  const float th = tanh_fast(kGeluK * (x + kGeluC * x * x * x));
-  return 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluK * (1.f + 3.f * kGeluC * x * x);
+  return gelu_grad_from_tanh(x, tanh_fast(gelu_tanh_arg(x)));
 }
 
 // Eight bf16 in one 16-byte word <-> eight fp32 (the 16-byte row accesses of norm.cu and moe.cu).

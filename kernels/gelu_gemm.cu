@@ -14,6 +14,8 @@
 namespace pg::kernels {
 namespace {
 
+using tiles::pack_bf16;  // two floats to a bf16x2 word
+
 constexpr int kTileM = 128, kTileN = 128, kTileK = 64, kStages = 3;
 constexpr int kConsumerThreads = 256, kThreads = kConsumerThreads + 32;  // two warpgroups, a producer warp
 constexpr uint32_t kStageBytes = (kTileM + kTileN) * kTileK * sizeof(bf16);
@@ -28,11 +30,6 @@ struct GeluGemmSmem {
   uint64_t full[kStages];   // the stage's copies have landed (the producer's arrival + bytes)
   uint64_t empty[kStages];  // the stage's products are done (one arrival per consumer warp)
 };
-
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 __device__ __forceinline__ float2 unpack2(uint32_t v) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
@@ -125,10 +122,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   auto put = [&](bf16* gmem, int t, int j, int r, float lo, float hi) {
     if constexpr (kStaged) {
       *reinterpret_cast<uint32_t*>(stage + (2 * t + j / 8) * 64 * 64 + tiles::swz<64>(rl0 + 8 * r, (j % 8) * 8) +
-                                   2 * c) = pack2(lo, hi);
+                                   2 * c) = pack_bf16(lo, hi);
     } else {
       const int row = row0 + 8 * r;
-      if (row < M) *reinterpret_cast<uint32_t*>(gmem + int64_t(row) * N + n0 + j * 8 + 2 * c) = pack2(lo, hi);
+      if (row < M) *reinterpret_cast<uint32_t*>(gmem + int64_t(row) * N + n0 + j * 8 + 2 * c) = pack_bf16(lo, hi);
     }
   };
   if constexpr (!kDGelu) {
@@ -333,7 +330,7 @@ __global__ void __launch_bounds__(kPpThreads, 1)
       return reinterpret_cast<uint32_t*>(stage + (j / 8) * kTileM * 64 +
                                          tiles::swz<64>(hh * 64 + wl * 16 + g + 8 * r, (j % 8) * 8) + 2 * c);
     };
-    auto stage_put = [&](int hh, int j, int r, float lo, float hi) { *stage_at(hh, j, r) = pack2(lo, hi); };
+    auto stage_put = [&](int hh, int j, int r, float lo, float hi) { *stage_at(hh, j, r) = pack_bf16(lo, hi); };
     auto flush = [&](const CUtensorMap* map) {
       wg::fence_proxy_async();
       consumer_sync(w);
@@ -385,7 +382,7 @@ __global__ void __launch_bounds__(kPpThreads, 1)
             const float2 h = unpack2(*at);
             const float x0 = alpha * d[hh][j][2 * r] * gelu_grad_fast_f(h.x);
             const float x1 = alpha * d[hh][j][2 * r + 1] * gelu_grad_fast_f(h.y);
-            *at = pack2(x0, x1);
+            *at = pack_bf16(x0, x1);
             cs[j][0] += x0, cs[j][1] += x1;
           }
       flush(&map_out);
