@@ -415,14 +415,11 @@ __global__ void __launch_bounds__(kPpThreads, 1)
   if (leader) tma::store_wait_read();  // the staging panels stay until the last store has read them
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 void check_args(const char* what, int M, int N, int K, std::initializer_list<const void*> ptrs) {
   if (!gelu_gemm_supported(M, N, K))
     throw std::invalid_argument(std::string(what) + ": shape M=" + std::to_string(M) + " N=" + std::to_string(N) +
                                 " K=" + std::to_string(K) + " not supported (need sm_90, N % 128 == 0, K % 64 == 0)");
-  for (const void* p : ptrs)
-    if (p && !aligned16(p)) throw std::invalid_argument(std::string(what) + ": pointers must be 16-byte aligned");
+  if (!gelu_gemm_aligned(ptrs)) throw std::invalid_argument(std::string(what) + ": pointers must be 16-byte aligned");
 }
 
 template <bool kDGelu>
@@ -462,6 +459,12 @@ void launch(const CUtensorMap& map_a, const CUtensorMap& map_b, bf16* out, bf16*
 }
 
 }  // namespace
+
+bool gelu_gemm_aligned(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs)
+    if ((reinterpret_cast<uintptr_t>(p) & 15) != 0) return false;
+  return true;
+}
 
 bool gelu_gemm_supported(int M, int N, int K) {
   static const int major = [] {

@@ -27,6 +27,7 @@
 // (CudaGpt::set_gelu_gemm).
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 
 #include "kernels/types.cuh"
 
@@ -35,6 +36,8 @@ namespace pg::kernels {
 // Whether these kernels take the shape: a Hopper GPU (sm_90), N % 128 == 0, K % 64 == 0, M >= 1,
 // every pointer 16-byte aligned. Otherwise use cuBLASLt's epilogues.
 bool gelu_gemm_supported(int M, int N, int K);
+// Whether every (non-null) pointer is 16-byte aligned, as TMA needs.
+bool gelu_gemm_aligned(std::initializer_list<const void*> ptrs);
 
 // fp32 scratch gemm_dgelu needs for a bias gradient: one row of column sums per 128 rows of A.
 inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * N; }

@@ -152,9 +152,9 @@ size_t CudaGpt::layout(std::byte* base) {
   attn_ws_ = a.take<std::byte>(int64_t(kernels::attention_bwd_workspace_bytes(dims)));
   // The fused q/k/v bias's gradient from the attention backward's partial sums, where nothing
   // (RoPE, QK-norm) stands between that layer's output and attention.
-  fold_qkv_bias_ = fused_qkv_ && !rope_ && !qk_norm_ && !layers_.empty() && layers_[0].qb >= 0 &&
-                   kernels::attention_bwd_sums_bias(dims);
-  qkv_bias_part_ = fold_qkv_bias_ ? a.take<float>(kernels::attention_bwd_bias_rows(dims) * 3 * C_) : nullptr;
+  const bool fold_qkv_bias = fused_qkv_ && !rope_ && !qk_norm_ && !layers_.empty() && layers_[0].qb >= 0 &&
+                             kernels::attention_bwd_sums_bias(dims);
+  qkv_bias_part_ = fold_qkv_bias ? a.take<float>(kernels::attention_bwd_bias_rows(dims) * 3 * C_) : nullptr;
   return a.used;
 }
 
@@ -162,7 +162,7 @@ bool CudaGpt::use_gelu_gemm(bool backward, int M, int N, int K, std::initializer
   if (gelu_gemm_ == GeluGemm::None || (!backward && gelu_gemm_ == GeluGemm::Backward) ||
       !kernels::gelu_gemm_supported(M, N, K))
     return false;
-  return std::all_of(ptrs.begin(), ptrs.end(), [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; });
+  return kernels::gelu_gemm_aligned(ptrs);
 }
 
 // out[N,OC] = inp[N,IC] · W[OC,IC]^T (+ b), the bias in the GEMM's epilogue.
@@ -373,7 +373,7 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
                         norm_scratch_, dln_, a.res_mid, P + w.ln2_w, a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
     // Attention branch.
     linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, o_bias_in_norm(l) ? -1 : w.ob, N, C_, C_, attn_out_scale_);
-    float* const qkv_part = fold_qkv_bias_ ? qkv_bias_part_ : nullptr;
+    float* const qkv_part = qkv_bias_part_;  // null unless the bias comes from attention_bwd's sums
     kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_,
                            kernels::AttentionBwdKernel::Best, qkv_part);
     if (rope_) {

@@ -128,8 +128,7 @@ class CudaGpt {
   bf16 *dres_, *dln_, *dq_, *dk_, *dv_, *datt_, *dact_;
   float *norm_scratch_, *bias_scratch_;
   void* attn_ws_;
-  float* qkv_bias_part_ = nullptr;  // attention_bwd's q/k/v bias sums, with fold_qkv_bias_
-  bool fold_qkv_bias_ = false;
+  float* qkv_bias_part_ = nullptr;  // attention_bwd's q/k/v bias sums, where the fused bias comes from them
   double* loss_sums_;  // [2]: Σ losses, Σ correct of the last forward with targets
   const int32_t *inputs_ = nullptr, *targets_ = nullptr;
   int B_ = 0, Tn_ = 0;
