@@ -11,6 +11,7 @@
 #   attention  scripts/bench_attention.sh    (its tests and sanitizer runs, then ours vs SDPA)
 #   profile    scripts/profile_step.sh       (not by default: every kernel of one GPT-2 step, ncu)
 #   gelu       scripts/bench_gelu_gemm.sh    (not by default: kernels/gelu_gemm's tests, kernels, step)
+#   gelu_ncu   scripts/profile_gelu_gemm.sh  (not by default: ncu's full report on ours and cuBLASLt's)
 #   usage: scripts/gpu_all.sh [stage]...
 # Exits non-zero when a stage fails; the later stages still run.
 set -uo pipefail
@@ -32,13 +33,14 @@ for s in "${stages[@]}"; do
     attention) bash scripts/bench_attention.sh > "$OUT/all_attention.txt" 2>&1 ;;
     profile) bash scripts/profile_step.sh > "$OUT/all_profile.txt" 2>&1 ;;
     gelu) bash scripts/bench_gelu_gemm.sh > "$OUT/all_gelu.txt" 2>&1 ;;
-    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile or gelu)" >&2; exit 2 ;;
+    gelu_ncu) bash scripts/profile_gelu_gemm.sh > "$OUT/all_gelu_ncu.txt" 2>&1 ;;
+    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile, gelu or gelu_ncu)" >&2; exit 2 ;;
   esac
   rc=$?
   echo "==== $s: rc=$rc"
   ((rc == 0)) || failed+=("$s(rc=$rc)")
   # The result lines: test totals and failures, and each benchmark's summary.
-  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=|x dense|per token|overhead|inspect:|certificate|^mlp" \
+  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=|x dense|per token|overhead|inspect:|certificate|^mlp|^== ncu|^  [a-z_]|Duration|Throughput|Issue Slots" \
     "$OUT/all_$s.txt" | head -n 40
 done
 tar -czf "$FINAL/gpu_all.tgz" -C "$OUT" .
