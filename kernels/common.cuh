@@ -36,13 +36,23 @@ __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 // from th = tanh(k·(x + c·x³)): with tanhf (gelu_f, gelu_grad_f), or with the hardware's tanh
 // (tanh.approx.f32, one MUFU instruction, relative error about 2^-11: gelu_fast_f,
 // gelu_grad_fast_f) for results rounded to bf16 (2^-9) in GEMM epilogues, where tanhf's
-// instruction sequence would dominate.
+// instruction sequence would dominate. Written as the fused multiply-adds they take (three
+// instructions for the argument, two for GELU, five more for its derivative, x² shared):
+//   k·(x + c·x³) = x·(k + kc·x²);  0.5x(1 + th) = h + h·th, h = 0.5x;
+//   gelu'(x) = 0.5(1 + th) + 0.5x(1 − th²)·k(1 + 3c·x²).
+// The derivative takes a scale s and returns s·gelu'(x) for the price of gelu'(x) (s folds into
+// its halves), so that a GEMM epilogue's alpha costs nothing.
 constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/π)
 constexpr float kGeluC = 0.044715f;
-__device__ __forceinline__ float gelu_tanh_arg(float x) { return kGeluK * (x + kGeluC * x * x * x); }
-__device__ __forceinline__ float gelu_from_tanh(float x, float th) { return 0.5f * x * (1.f + th); }
-__device__ __forceinline__ float gelu_grad_from_tanh(float x, float th) {
-  return 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluK * (1.f + 3.f * kGeluC * x * x);
+__device__ __forceinline__ float gelu_tanh_arg(float x) { return x * fmaf(kGeluK * kGeluC, x * x, kGeluK); }
+__device__ __forceinline__ float gelu_from_tanh(float x, float th) {
+  const float h = 0.5f * x;
+  return fmaf(h, th, h);
+}
+__device__ __forceinline__ float gelu_grad_from_tanh(float x, float th, float scale = 1.f) {
+  const float hs = 0.5f * scale;
+  const float sech2 = fmaf(-th, th, 1.f), dk = fmaf(3.f * kGeluC * kGeluK, x * x, kGeluK);
+  return fmaf(hs * x * sech2, dk, fmaf(hs, th, hs));
 }
 __device__ __forceinline__ float tanh_fast(float x) {
   float y;
@@ -52,8 +62,8 @@ __device__ __forceinline__ float tanh_fast(float x) {
 __device__ __forceinline__ float gelu_f(float x) { return gelu_from_tanh(x, tanhf(gelu_tanh_arg(x))); }
 __device__ __forceinline__ float gelu_grad_f(float x) { return gelu_grad_from_tanh(x, tanhf(gelu_tanh_arg(x))); }
 __device__ __forceinline__ float gelu_fast_f(float x) { return gelu_from_tanh(x, tanh_fast(gelu_tanh_arg(x))); }
-__device__ __forceinline__ float gelu_grad_fast_f(float x) {
-  return gelu_grad_from_tanh(x, tanh_fast(gelu_tanh_arg(x)));
+__device__ __forceinline__ float gelu_grad_fast_f(float x, float scale = 1.f) {
+  return gelu_grad_from_tanh(x, tanh_fast(gelu_tanh_arg(x)), scale);
 }
 
 // Eight bf16 in one 16-byte word <-> eight fp32 (the 16-byte row accesses of norm.cu and moe.cu).
