@@ -222,23 +222,15 @@ void mlp_gemms(cuda::Stream& stream) {
   };
   cuda::DeviceBuffer<float> scratch{size_t(std::max(kernels::gelu_gemm_scratch_floats(N, F),
                                                     kernels::bias_bwd_scratch_floats(F)))};
-  for (const auto kernel : {kernels::GeluGemmKernel::Pair, kernels::GeluGemmKernel::Solo}) {
-    const char* how = kernel == kernels::GeluGemmKernel::Pair ? "pair" : "solo";
-    char what[64];
-    std::snprintf(what, sizeof what, "fc fwd bias+GELU+aux, %s", how);
-    ours(what, [&] {
-      kernels::gemm_bias_gelu_aux(out.data(), aux.data(), x.data(), wfc.data(), bias.data(), N, F, C, s, kernel);
-    });
-    std::snprintf(what, sizeof what, "proj dX nn DGELU, %s", how);
-    ours(what, [&] {
-      kernels::gemm_dgelu(out.data(), nullptr, nullptr, dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s, kernel);
-    });
-    std::snprintf(what, sizeof what, "proj dX nn DGELU + bias sums, %s", how);
-    ours(what, [&] {
-      kernels::gemm_dgelu(out.data(), bgrad.data(), scratch.data(), dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s,
-                          kernel);
-    });
-  }
+  ours("fc fwd bias+GELU+aux", [&] {
+    kernels::gemm_bias_gelu_aux(out.data(), aux.data(), x.data(), wfc.data(), bias.data(), N, F, C, s);
+  });
+  ours("proj dX nn DGELU", [&] {
+    kernels::gemm_dgelu(out.data(), nullptr, nullptr, dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s);
+  });
+  ours("proj dX nn DGELU + bias sums", [&] {
+    kernels::gemm_dgelu(out.data(), bgrad.data(), scratch.data(), dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s);
+  });
   cuda::GemmRunner runner(s);
   cuda::GemmArgs d;
   d.M = N, d.N = F, d.K = C, d.A = dy.data(), d.B = wproj.data(), d.C = out.data();

@@ -25,14 +25,11 @@ __device__ __forceinline__ float2 unpack2(uint32_t v) {
 
 // Issues k-block kb of the tile at (m0, n0) into stage buffers a, b, completing on bar: A's
 // [128][64] box, and B's [128 n][64 k] box (K-major) or two [64 k][64 n] panels (MN-major, kDGelu).
-// kPair: the CTA of rank r in a cluster of two, whose tiles share m0, loads A's rows 64r.. and
-// multicasts them to both (map_a's box is [64][64]); each CTA's barrier expects the whole stage.
-template <bool kDGelu, bool kPair>
+template <bool kDGelu>
 __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap* map_a, const CUtensorMap* map_b,
-                                            int kb, int m0, int n0, uint64_t* bar, uint32_t rank) {
+                                            int kb, int m0, int n0, uint64_t* bar) {
   tma::mbar_arrive_expect_tx(bar, kStageBytes);
-  if constexpr (kPair) tma::load_3d_multicast(a + rank * 64 * kTileK, map_a, kb * kTileK, m0 + 64 * int(rank), 0, bar, 3);
-  else tma::load_3d(a, map_a, kb * kTileK, m0, 0, bar);
+  tma::load_3d(a, map_a, kb * kTileK, m0, 0, bar);
   if constexpr (kDGelu) {
     tma::load_3d(b, map_b, n0, kb * kTileK, 0, bar);
     tma::load_3d(b + 64 * kTileK, map_b, n0 + 64, kb * kTileK, 0, bar);
@@ -53,11 +50,6 @@ __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap*
 // Stage s holds the block's k-blocks q = s, s + 4, ...: A as [128 rows][64 k] and B as [128 n][64 k]
 // (K-major, gemm_bias_gelu_aux) or as two panels [64 k][64 n] of columns n0.., n0+64.. (MN-major,
 // gemm_dgelu), all in the 128-byte swizzle TMA writes and wgmma reads.
-// kPair: clusters of two CTAs take pairs of tiles side by side (the same rows of A, n tiles 2j and
-// 2j + 1), each loading half of A's k-block for both (load_kblock); a stage is then refilled only
-// once both CTAs' consumers have released it (each consumer warp arrives on both CTAs' empty
-// barriers), and neither CTA exits before the other is done with its barriers (cluster_sync).
-// It halves A's traffic from L2 (a quarter of the kernel's).
 constexpr int kPpStages = 4, kPpThreads = 384;
 struct GeluGemmPpSmem {
   alignas(1024) bf16 a[kPpStages][kTileM * kTileK];
@@ -76,7 +68,7 @@ __device__ __forceinline__ void consumer_sync(int w) {  // one consumer warpgrou
   else asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
 
-template <bool kDGelu, bool kPair>
+template <bool kDGelu>
 __global__ void __launch_bounds__(kPpThreads, 1)
     gelu_gemm_pp_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                         const __grid_constant__ CUtensorMap map_out, const __grid_constant__ CUtensorMap map_aux,
@@ -84,19 +76,12 @@ __global__ void __launch_bounds__(kPpThreads, 1)
                         float alpha, int M, int N, int K) {
   extern __shared__ unsigned char smem_raw[];
   auto& sm = wg::aligned_smem<GeluGemmPpSmem>(smem_raw);
-  const int n_tiles = N / kTileN, n_kb = K / kTileK, wg_id = wg::warpgroup_index(), lane = int(threadIdx.x) & 31;
-  // Work units: tiles, or (kPair) pairs of tiles, a CTA's the unit's tile of its rank.
-  const uint32_t rank = kPair ? tma::cluster_rank() : 0;
-  const int per_row = kPair ? n_tiles / 2 : n_tiles, total = ((M + kTileM - 1) / kTileM) * per_row;
-  const int first = kPair ? int(blockIdx.x) / 2 : int(blockIdx.x), stride = kPair ? int(gridDim.x) / 2 : int(gridDim.x);
-  auto tile_of = [&](int unit, int& m_tile, int& n0) {
-    m_tile = unit / per_row;
-    n0 = (kPair ? 2 * (unit % per_row) + int(rank) : unit % per_row) * kTileN;
-  };
+  const int n_tiles = N / kTileN, total = ((M + kTileM - 1) / kTileM) * n_tiles, n_kb = K / kTileK;
+  const int wg_id = wg::warpgroup_index(), lane = int(threadIdx.x) & 31;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kPpStages; ++s) {
       tma::mbar_init(&sm.full[s], 1);
-      tma::mbar_init(&sm.empty[s], kPair ? 8 : 4);  // the consuming warpgroup's warps (of both CTAs)
+      tma::mbar_init(&sm.empty[s], 4);  // the consuming warpgroup's warps
     }
     tma::mbar_init(&sm.order[0], 4);
     tma::mbar_init(&sm.order[1], 4);
@@ -106,21 +91,18 @@ __global__ void __launch_bounds__(kPpThreads, 1)
     }
     tma::fence_mbar_init();
   }
-  if constexpr (kPair) tma::cluster_sync();  // both CTAs' barriers ready before either signals the other's
-  else __syncthreads();
+  __syncthreads();
 
   if (wg_id == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (threadIdx.x == 0) {
       int q = 0;  // the block's k-blocks in order
-      for (int unit = first, i = 0; unit < total; unit += stride, ++i) {
-        int m_tile, n0;
-        tile_of(unit, m_tile, n0);
-        const int m0 = m_tile * kTileM;
+      for (int tile = blockIdx.x, i = 0; tile < total; tile += gridDim.x, ++i) {
+        const int m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
         for (int kb = 0; kb < n_kb; ++kb, ++q) {
           const int s = q % kPpStages;
           if (q >= kPpStages) tma::mbar_wait(&sm.empty[s], ((q / kPpStages) & 1) ^ 1);
-          load_kblock<kDGelu, kPair>(sm.a[s], sm.b[s], &map_a, &map_b, kb, m0, n0, &sm.full[s], rank);
+          load_kblock<kDGelu>(sm.a[s], sm.b[s], &map_a, &map_b, kb, m0, n0, &sm.full[s]);
         }
         if constexpr (kDGelu) {  // the tile's aux, for its consumer's epilogue (its k-th tile)
           const int w = i & 1, k = i >> 1;
@@ -131,7 +113,6 @@ __global__ void __launch_bounds__(kPpThreads, 1)
         }
       }
     }
-    if constexpr (kPair) tma::cluster_sync();
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
@@ -140,16 +121,8 @@ __global__ void __launch_bounds__(kPpThreads, 1)
   const bool leader = (threadIdx.x & 127) == 0;
   bf16* const stage = sm.out[w][0];  // two panels, 16 KB apart
   int i = w;                         // the block's tile counter: this warpgroup takes i = w, w + 2, ...
-  auto release = [&](int q) {  // this warp is done with k-block q's stage
-    if (lane == 0) {
-      tma::mbar_arrive(&sm.empty[q % kPpStages]);
-      if constexpr (kPair) tma::mbar_arrive_remote(&sm.empty[q % kPpStages], rank ^ 1);
-    }
-  };
-  for (int unit = first + w * stride; unit < total; unit += 2 * stride, i += 2) {
-    int m_tile, n0;
-    tile_of(unit, m_tile, n0);
-    const int m0 = m_tile * kTileM;
+  for (int tile = blockIdx.x + w * gridDim.x; tile < total; tile += 2 * gridDim.x, i += 2) {
+    const int m_tile = tile / n_tiles, m0 = m_tile * kTileM, n0 = (tile % n_tiles) * kTileN;
     float d[2][16][4];
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh)
@@ -173,13 +146,15 @@ __global__ void __launch_bounds__(kPpThreads, 1)
       }
       wg::commit();
       wg::wait<1>();
-      if (kb > 0) release(q - 1);
+      if (kb > 0 && lane == 0) tma::mbar_arrive(&sm.empty[(q - 1) % kPpStages]);
     }
     wg::wait<0>();
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) wg::fence_acc(d[hh]);
-    release(q0 + n_kb - 1);
-    if (lane == 0) tma::mbar_arrive(&sm.order[w]);
+    if (lane == 0) {
+      tma::mbar_arrive(&sm.empty[(q0 + n_kb - 1) % kPpStages]);
+      tma::mbar_arrive(&sm.order[w]);
+    }
 
     // Epilogue: each output through the staging panels and two TMA stores (boxes of 64 columns ×
     // 128 rows; rows past M are not written). The panels are rewritten only after the last
@@ -205,7 +180,8 @@ __global__ void __launch_bounds__(kPpThreads, 1)
     };
     if constexpr (!kDGelu) {
       reclaim();
-      // aux = pre-activation first (the bias added into d), then out = gelu(pre).
+      // aux = pre-activation first (the bias added into d), then out = gelu(pre), computed in
+      // place while the aux stores read the panels.
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const float2 bv =
@@ -219,7 +195,6 @@ __global__ void __launch_bounds__(kPpThreads, 1)
           }
       }
       flush(&map_aux);
-      // The GELU in place while the aux stores read the panels.
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
@@ -282,7 +257,6 @@ __global__ void __launch_bounds__(kPpThreads, 1)
     }
   }
   if (leader) tma::store_wait_read();  // the staging panels stay until the last store has read them
-  if constexpr (kPair) tma::cluster_sync();
 }
 
 void check_args(const char* what, int M, int N, int K, std::initializer_list<const void*> ptrs) {
@@ -293,39 +267,24 @@ void check_args(const char* what, int M, int N, int K, std::initializer_list<con
 }
 
 template <bool kDGelu>
-void launch(const CUtensorMap& map_b, const bf16* A, bf16* out, bf16* aux, const bf16* bias, float* part, float alpha,
-            int M, int N, int K, GeluGemmKernel kernel, cudaStream_t stream) {
+void launch(const CUtensorMap& map_a, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part,
+            float alpha, int M, int N, int K, cudaStream_t stream) {
   static const int n_sm = [] {
     int dev = 0, n = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
     return n;
   }();
-  const bool pair = kernel != GeluGemmKernel::Solo && (N / kTileN) % 2 == 0;
-  // A in boxes of 64 k × 128 rows, or × 64 rows for a pair's halves; the outputs in boxes of 64
-  // columns × 128 rows; map_aux is gemm_bias_gelu_aux's second output, or gemm_dgelu's aux input.
-  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, pair ? 64 : kTileM);
+  const int64_t tiles = int64_t((M + kTileM - 1) / kTileM) * (N / kTileN);
+  // Outputs in boxes of 64 columns × 128 rows; map_aux is gemm_bias_gelu_aux's second output, or
+  // gemm_dgelu's aux input.
   const CUtensorMap map_out = tma::make_bf16_map_3d(out, N, M, 1, N, int64_t(M) * N, 64, kTileM);
   const CUtensorMap map_aux = tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, kTileM);
-  const int64_t tiles = int64_t((M + kTileM - 1) / kTileM) * (N / kTileN);
   const int smem = int(sizeof(GeluGemmPpSmem)) + 1024;
-  cudaLaunchConfig_t cfg{};
-  cfg.blockDim = dim3(kPpThreads), cfg.dynamicSmemBytes = size_t(smem), cfg.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = pair ? 2 : 1, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr, cfg.numAttrs = 1;
-  if (pair) {  // clusters of two, one a pair of tiles at most
-    cfg.gridDim = dim3(unsigned(2 * std::min<int64_t>(tiles / 2, n_sm / 2)));
-    set_smem_once(reinterpret_cast<const void*>(gelu_gemm_pp_kernel<kDGelu, true>), smem, true);
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, gelu_gemm_pp_kernel<kDGelu, true>, map_a, map_b, map_out, map_aux, bias, part,
-                                  alpha, M, N, K));
-  } else {
-    cfg.gridDim = dim3(unsigned(std::min<int64_t>(tiles, n_sm)));
-    set_smem_once(reinterpret_cast<const void*>(gelu_gemm_pp_kernel<kDGelu, false>), smem, true);
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, gelu_gemm_pp_kernel<kDGelu, false>, map_a, map_b, map_out, map_aux, bias, part,
-                                  alpha, M, N, K));
-  }
+  set_smem_once(reinterpret_cast<const void*>(gelu_gemm_pp_kernel<kDGelu>), smem, true);
+  const unsigned grid = unsigned(std::min<int64_t>(tiles, n_sm));
+  gelu_gemm_pp_kernel<kDGelu><<<grid, kPpThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, bias, part, alpha, M,
+                                                                  N, K);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -351,19 +310,20 @@ bool gelu_gemm_supported(int M, int N, int K) {
 }
 
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
-                        cudaStream_t stream, GeluGemmKernel kernel) {
+                        cudaStream_t stream) {
   check_args("gemm_bias_gelu_aux", M, N, K, {out, aux, A, B, bias});
+  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, K, N, 1, K, int64_t(N) * K, kTileK, kTileN);
-  launch<false>(map_b, A, out, aux, bias, nullptr, 1.f, M, N, K, kernel, stream);
+  launch<false>(map_a, map_b, out, aux, bias, nullptr, 1.f, M, N, K, stream);
 }
 
 void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf16* B, const bf16* aux, float alpha,
-                int M, int N, int K, cudaStream_t stream, GeluGemmKernel kernel) {
+                int M, int N, int K, cudaStream_t stream) {
   check_args("gemm_dgelu", M, N, K, {out, A, B, aux, scratch});
   if (dbias && !scratch) throw std::invalid_argument("gemm_dgelu: a bias gradient needs scratch");
+  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, N, K, 1, N, int64_t(K) * N, 64, kTileK);
-  launch<true>(map_b, A, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, kernel,
-               stream);
+  launch<true>(map_a, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, stream);
   if (dbias) bias_accumulate(dbias, scratch, N, stream, (M + kTileM - 1) / kTileM);
 }
 

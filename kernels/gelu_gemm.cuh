@@ -38,15 +38,11 @@ bool gelu_gemm_aligned(std::initializer_list<const void*> ptrs);
 // fp32 scratch gemm_dgelu needs for a bias gradient: one row of column sums per 128 rows of A.
 inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * N; }
 
-// Which kernel: Pair (clusters of two CTAs on tiles side by side, sharing A's loads; where N is a
-// multiple of 256, else Solo), or Solo (each CTA its own tiles), kept to measure one beside the other.
-enum class GeluGemmKernel { Pair, Solo };
-
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
-                        cudaStream_t stream, GeluGemmKernel kernel = GeluGemmKernel::Pair);
+                        cudaStream_t stream);
 
 // dbias may be null (then scratch may be too).
 void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf16* B, const bf16* aux, float alpha,
-                int M, int N, int K, cudaStream_t stream, GeluGemmKernel kernel = GeluGemmKernel::Pair);
+                int M, int N, int K, cudaStream_t stream);
 
 }  // namespace pg::kernels

@@ -2,8 +2,8 @@
 # The MLP's GELU GEMMs of kernels/gelu_gemm.cuh on a GPU machine in one go: builds (scripts/
 # gpu_build.sh), runs their tests ([gelu_gemm], then compute-sanitizer's memcheck and racecheck on
 # them), kernels_bench mlp (ours beside cuBLASLt's GELU epilogues and plain GEMMs of the shape),
-# then the GPT-2 step with cuBLASLt's epilogues, with ours on single CTAs, and with ours on clusters
-# of two (the default), alternated twice (gpt_step_bench 64 30 5 ... gemm=cublas_gelu|gelu_solo|heuristic).
+# then the GPT-2 step with cuBLASLt's epilogues, with ours for the backward only, and with ours
+# for both (the default), alternated twice (gpt_step_bench 64 30 5 ... gemm=cublas_gelu|gelu_gemm_bwd|heuristic).
 # Logs in $OUT (else $BUILD_DIR/logs).
 #   usage: scripts/bench_gelu_gemm.sh
 set -uo pipefail
@@ -28,9 +28,9 @@ for tool in memcheck racecheck; do
 done
 step "kernels_bench mlp on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
 "$BUILD_DIR/kernels_bench" mlp 2>&1 | tee "$LOGS/gelu_mlp.txt" || fail=1
-step "gpt_step_bench 64 30 5: cuBLASLt's epilogues / ours, solo / ours, pairs"
+step "gpt_step_bench 64 30 5: cuBLASLt's epilogues / ours for the backward / ours for both"
 for run in 1 2; do
-  for gemm in cublas_gelu gelu_solo heuristic; do
+  for gemm in cublas_gelu gelu_gemm_bwd heuristic; do
     "$BUILD_DIR/gpt_step_bench" 64 30 5 gpt "$gemm" 2>&1 | grep -E "^ours" | tee -a "$LOGS/gelu_step.txt" || fail=1
   done
 done
