@@ -55,7 +55,7 @@ struct GeluGemmPpSmem {
   alignas(1024) bf16 a[kPpStages][kTileM * kTileK];
   alignas(1024) bf16 b[kPpStages][kTileN * kTileK];
   alignas(1024) bf16 out[2][2][kTileM * 64];  // per consumer: two [128][64] panels of an output
-  float colsum[2][4][kTileN];                 // per consumer, per warp: gemm_dgelu's column sums
+  float colsum[2][2][4][kTileN];  // per consumer, per tile parity, per warp: gemm_dgelu's column sums
   uint64_t full[kPpStages], empty[kPpStages];
   uint64_t order[2];  // order[w]: consumer w's main loop of a tile is done (one arrival a warp)
   // gemm_dgelu: the producer loads each tile's aux into its consumer's staging panels (aux_full),
@@ -230,11 +230,7 @@ __global__ void __launch_bounds__(kPpThreads, 1)
             cs[j][0] += x0, cs[j][1] += x1;
           }
       flush(&map_out);
-      if (leader) {  // the panels free for the next aux once the stores have read them
-        tma::store_wait_read();
-        tma::mbar_arrive(&sm.aux_empty[w]);
-      }
-      if (part) {  // rows past M have d = 0 (zero-filled A) and add nothing
+      if (part) {  // while the stores read the panels  // rows past M have d = 0 (zero-filled A) and add nothing
 #pragma unroll
         for (int j = 0; j < 16; ++j)
 #pragma unroll
@@ -242,17 +238,22 @@ __global__ void __launch_bounds__(kPpThreads, 1)
             cs[j][0] += __shfl_xor_sync(0xffffffffu, cs[j][0], m);
             cs[j][1] += __shfl_xor_sync(0xffffffffu, cs[j][1], m);
           }
+        // By the parity of the warpgroup's tiles: a thread writes these sums again two tiles on,
+        // after the next tile's barrier, which every thread reaches after reading them.
+        float(*const sums)[kTileN] = sm.colsum[w][(i >> 1) & 1];
         if (g == 0)
 #pragma unroll
           for (int j = 0; j < 16; ++j) {
-            sm.colsum[w][wl][j * 8 + 2 * c] = cs[j][0];
-            sm.colsum[w][wl][j * 8 + 2 * c + 1] = cs[j][1];
+            sums[wl][j * 8 + 2 * c] = cs[j][0];
+            sums[wl][j * 8 + 2 * c + 1] = cs[j][1];
           }
         consumer_sync(w);
         const int t = int(threadIdx.x) & 127;
-        part[int64_t(m_tile) * N + n0 + t] =
-            sm.colsum[w][0][t] + sm.colsum[w][1][t] + sm.colsum[w][2][t] + sm.colsum[w][3][t];
-        consumer_sync(w);  // colsum read before the next tile writes it
+        part[int64_t(m_tile) * N + n0 + t] = sums[0][t] + sums[1][t] + sums[2][t] + sums[3][t];
+      }
+      if (leader) {  // the panels free for the next aux once the stores have read them
+        tma::store_wait_read();
+        tma::mbar_arrive(&sm.aux_empty[w]);
       }
     }
   }
