@@ -3,14 +3,15 @@
 // seq 1024) on random tokens: forward + backward + AdamW over the flat buffer. Prints the median
 // step time over `steps` steps after `warmup` steps, tokens/s, model FLOP/s and MFU, the arena
 // and the device memory in use.
-//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3] [variant=gpt|lipschitz] [gemm=heuristic|tuned|cublas_gelu|gelu_gemm_bwd]
+//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3] [variant=gpt|lipschitz] [gemm=heuristic|tuned|cublas_gelu|gelu_gemm_bwd|residual_gemm]
 // variant lipschitz: the same size as model.variant = lipschitz (no norms, RoPE, no biases, untied
 // head; configs/lipschitz-gpt2.json's model), to set its step beside the standard one's.
 // gemm tuned: each GEMM shape's algorithm is picked by timing cuBLASLt's candidates in the first
 // (warm-up) step instead of taken from its heuristic (GemmRunner::set_autotune). The MLP's GELU
 // GEMMs go through kernels/gelu_gemm.cuh (the model's default) except with gemm cublas_gelu
 // (cuBLASLt's GELU epilogues, to set the two side by side) or gelu_gemm_bwd (ours for the
-// backward's only).
+// backward's only). gemm residual_gemm: the residual adds in the branches' last GEMMs
+// (CudaGpt::set_residual_in_gemm) instead of in the norm kernels.
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -44,8 +45,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string gemm = argc > 5 ? argv[5] : "heuristic";
-  if (gemm != "heuristic" && gemm != "tuned" && gemm != "cublas_gelu" && gemm != "gelu_gemm_bwd") {
-    std::fprintf(stderr, "gpt_step_bench: gemm: expected heuristic, tuned, cublas_gelu or gelu_gemm_bwd, got %s\n",
+  if (gemm != "heuristic" && gemm != "tuned" && gemm != "cublas_gelu" && gemm != "gelu_gemm_bwd" &&
+      gemm != "residual_gemm") {
+    std::fprintf(stderr,
+                 "gpt_step_bench: gemm: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd or residual_gemm, got %s\n",
                  gemm.c_str());
     return 2;
   }
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
   bench.model().set_gemm_autotune(gemm == "tuned");
   if (gemm == "cublas_gelu") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::None);
   if (gemm == "gelu_gemm_bwd") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::Backward);
+  if (gemm == "residual_gemm") bench.model().set_residual_in_gemm(true);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;

@@ -12,6 +12,7 @@
 #   profile    scripts/profile_step.sh       (not by default: every kernel of one GPT-2 step, ncu)
 #   gelu       scripts/bench_gelu_gemm.sh    (not by default: kernels/gelu_gemm's tests, kernels, step)
 #   gelu_ncu   scripts/profile_gelu_gemm.sh  (not by default: ncu's full report on ours and cuBLASLt's)
+#   variants   scripts/bench_step_variants.sh (not by default: the step under gpt_step_bench's options, alternated)
 #   usage: scripts/gpu_all.sh [stage]...
 # Exits non-zero when a stage fails; the later stages still run.
 set -uo pipefail
@@ -34,7 +35,8 @@ for s in "${stages[@]}"; do
     profile) bash scripts/profile_step.sh > "$OUT/all_profile.txt" 2>&1 ;;
     gelu) bash scripts/bench_gelu_gemm.sh > "$OUT/all_gelu.txt" 2>&1 ;;
     gelu_ncu) bash scripts/profile_gelu_gemm.sh > "$OUT/all_gelu_ncu.txt" 2>&1 ;;
-    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile, gelu or gelu_ncu)" >&2; exit 2 ;;
+    variants) bash scripts/bench_step_variants.sh > "$OUT/all_variants.txt" 2>&1 ;;
+    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile, gelu, gelu_ncu or variants)" >&2; exit 2 ;;
   esac
   rc=$?
   echo "==== $s: rc=$rc"

@@ -238,7 +238,9 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     LayerActs& a = acts_[size_t(l)];
     // x = res_mid(l-1) + mlp(l-1) (the residual add of the previous block), ln1 = norm(x).
     // Without norms the previous block's last GEMM wrote x to res_in, which ln1 aliases.
-    if (has_norm_ && l == 0)
+    // res_in is the embeddings' output (block 0) or, with the residual add in the previous block's
+    // last GEMM, written by it; else the previous block's res_mid + branch_, summed here.
+    if (has_norm_ && (l == 0 || residual_in_gemm(l - 1)))
       kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
                                  par(w.ln1_b), N, C_, eps_, kind, stream_);
     else if (has_norm_)
@@ -262,7 +264,11 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
       kernels::rope_fwd(a.k, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
     }
     kernels::attention_fwd(a.att, a.lse, a.q, a.k, a.v, dims, stream_);
-    if (has_norm_) {
+    if (has_norm_ && residual_in_gemm_) {  // res_mid = res_in + att W_o^T + b in the GEMM, then ln2 alone
+      residual_linear_fwd(a.res_mid, a.res_in, 1.f, a.att, P, w.o, w.ob, N, C_, C_, 1.f);
+      kernels::residual_norm_fwd(nullptr, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, nullptr, P + w.ln2_w,
+                                 par(w.ln2_b), N, C_, eps_, kind, stream_);
+    } else if (has_norm_) {
       linear_fwd(branch_, a.att, P, w.o, w.ob, N, C_, C_);
       kernels::residual_norm_fwd(a.res_mid, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_in, branch_, P + w.ln2_w,
                                  par(w.ln2_b), N, C_, eps_, kind, stream_);
@@ -285,14 +291,21 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
       if (gelu_) kernels::gelu_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
       else kernels::relu2_fwd(a.act, a.fc, int64_t(N) * F_, stream_);
     }
-    if (has_norm_) {
+    bf16* const res_next = l + 1 < L_ ? acts_[size_t(l) + 1].res_in : res_final_;
+    if (has_norm_ && residual_in_gemm(l)) {  // the next block's input = res_mid + act W_proj^T + b
+      residual_linear_fwd(res_next, a.res_mid, 1.f, a.act, P, w.proj, w.projb, N, F_, C_, 1.f);
+    } else if (has_norm_) {
       if (!moe_[size_t(l)]) linear_fwd(branch_, a.act, P, w.proj, w.projb, N, F_, C_);  // MoE wrote branch_
     } else {  // the next block's input (or the head's) = keep·res_mid + s·(act W_proj^T)
-      residual_linear_fwd(l + 1 < L_ ? acts_[size_t(l) + 1].res_in : res_final_, a.res_mid, res_keep_, a.act, P,
-                          w.proj, w.projb, N, F_, C_, mlp_out_scale_);
+      residual_linear_fwd(res_next, a.res_mid, res_keep_, a.act, P, w.proj, w.projb, N, F_, C_, mlp_out_scale_);
     }
   }
-  if (has_norm_)  // without norms lnf_ aliases res_final_, which the last block wrote
+  // Without norms lnf_ aliases res_final_, which the last block wrote; with the residual add in
+  // the last block's GEMM, res_final_ is written too.
+  if (has_norm_ && residual_in_gemm(L_ - 1))
+    kernels::residual_norm_fwd(nullptr, lnf_, lnf_mean_, lnf_rstd_, res_final_, nullptr, P + lnf_w_, par(lnf_b_), N,
+                               C_, eps_, kind, stream_);
+  else if (has_norm_)
     kernels::residual_norm_fwd(res_final_, lnf_, lnf_mean_, lnf_rstd_, acts_[size_t(L_) - 1].res_mid, branch_,
                                P + lnf_w_, par(lnf_b_), N, C_, eps_, kind, stream_);
   cuda::GemmArgs g;

@@ -27,7 +27,7 @@ using namespace pg::test;
 namespace {
 
 void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, double embed_std = 0.15,
-                       double weight_std = 0.15, bool gelu_gemm = false) {
+                       double weight_std = 0.15, bool gelu_gemm = false, bool residual_in_gemm = false) {
   std::vector<std::string> all = {"model.n_layer=2", "model.n_head=2", "model.d_model=64", "model.d_ff=160",
                                   "model.vocab_size=96", "model.seq_len=32"};
   all.insert(all.end(), sets.begin(), sets.end());
@@ -56,6 +56,7 @@ void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, doub
   cuda::Stream stream;
   CudaGpt gpu_model(cfg, table, B, stream.get());
   gpu_model.set_gelu_gemm(gelu_gemm ? CudaGpt::GeluGemm::All : CudaGpt::GeluGemm::None);
+  gpu_model.set_residual_in_gemm(residual_in_gemm);
   auto d_P = upload_bf16(P);
   auto d_x = upload(x), d_y = upload(y);
   cuda::DeviceBuffer<float> d_G(P.size());
@@ -87,6 +88,12 @@ TEST_CASE("gpu GPT-2-style model at d_model 256: the norm backward of rows of a 
 TEST_CASE("gpu GPT-2-style model with the MLP's GELU GEMMs of kernels/gelu_gemm", "[gpu][model][gelu_gemm]") {
   // d_ff 512 and d_model 256 are shapes it takes (N % 128, K % 64); 64 rows, one partial tile.
   check_against_cpu({"model.d_model=256", "model.n_head=4", "model.d_ff=512"}, 970, 0.15, 0.075, true);
+}
+
+TEST_CASE("gpu GPT-2-style model with the residual adds in the GEMMs (set_residual_in_gemm)", "[gpu][model]") {
+  check_against_cpu({}, 971, 0.15, 0.15, false, true);
+  // With the GELU GEMMs of kernels/gelu_gemm, at shapes they take.
+  check_against_cpu({"model.d_model=256", "model.n_head=4", "model.d_ff=512"}, 972, 0.15, 0.075, true, true);
 }
 
 TEST_CASE("gpu modern variant: RMSNorm, RoPE, ReLU², QK-norm, untied, soft cap, no biases", "[gpu][model]") {
