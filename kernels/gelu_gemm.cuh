@@ -17,10 +17,12 @@
 // outputs in shared memory for TMA stores; gemm_dgelu's aux comes by TMA into those staging panels
 // during the main loop, and the gradient replaces it there before the stores.
 // Tiles run in row-panel order (the tiles of a panel of A side by side), so a panel is read
-// from DRAM once. Measured on an H200 (bench/RESULTS.md, kernels_bench mlp, GPT-2's B = 64): the
-// forward 0.598 ms against cuBLASLt's GELU_AUX_BIAS 0.585; the GELU gradient with the bias sums
-// 0.730 against cuBLASLt's DGELU then bias_bwd 0.760; the GPT-2 step 1.5% faster with both than
-// with cuBLASLt's epilogues. CudaGpt uses them by default (CudaGpt::set_gelu_gemm).
+// from DRAM once. Measured on an H200 (bench/RESULTS.md, kernels_bench mlp, GPT-2's B = 64, each
+// pair from one call): the forward 0.515–0.557 ms against cuBLASLt's GELU_AUX_BIAS 0.576–0.596;
+// the GELU gradient with the bias sums 0.607 against cuBLASLt's DGELU then bias_bwd 0.869; the
+// GPT-2 step 1.5–2% faster with both than with cuBLASLt's epilogues. CudaGpt uses them by default
+// (CudaGpt::set_gelu_gemm). Clusters of two CTAs sharing A's loads by TMA multicast measured 2×
+// slower and are not kept.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
