@@ -3,15 +3,19 @@
 // seq 1024) on random tokens: forward + backward + AdamW over the flat buffer. Prints the median
 // step time over `steps` steps after `warmup` steps, tokens/s, model FLOP/s and MFU, the arena
 // and the device memory in use.
-//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3] [variant=gpt|lipschitz] [gemm=heuristic|tuned|cublas_gelu|gelu_gemm_bwd|residual_gemm]
+//   usage: gpt_step_bench [B=8] [steps=10] [warmup=3] [variant=gpt|lipschitz] [option=heuristic|...]
 // variant lipschitz: the same size as model.variant = lipschitz (no norms, RoPE, no biases, untied
 // head; configs/lipschitz-gpt2.json's model), to set its step beside the standard one's.
-// gemm tuned: each GEMM shape's algorithm is picked by timing cuBLASLt's candidates in the first
-// (warm-up) step instead of taken from its heuristic (GemmRunner::set_autotune). The MLP's GELU
-// GEMMs go through kernels/gelu_gemm.cuh (the model's default) except with gemm cublas_gelu
-// (cuBLASLt's GELU epilogues, to set the two side by side) or gelu_gemm_bwd (ours for the
-// backward's only). gemm residual_gemm: the residual adds in the branches' last GEMMs
-// (CudaGpt::set_residual_in_gemm) instead of in the norm kernels.
+// option, one change from the model's defaults (heuristic: none), to set variants of the step side
+// by side:
+//   tuned          each GEMM shape's algorithm picked by timing cuBLASLt's candidates in the
+//                  first (warm-up) step instead of taken from its heuristic (GemmRunner::set_autotune)
+//   cublas_gelu    the MLP's GELU GEMMs through cuBLASLt's epilogues instead of kernels/gelu_gemm.cuh
+//   gelu_gemm_bwd  ours for the backward's GELU GEMM only
+//   residual_gemm  the residual adds in the branches' last GEMMs (CudaGpt::set_residual_in_gemm)
+//                  instead of in the norm kernels
+//   attn_half_exp  the attention forward's exponentials in f16 pairs
+//                  (kernels::AttentionFwdKernel::WgmmaHalfExp, CudaGpt::set_attention_fwd_kernel)
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -44,12 +48,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpt_step_bench: variant: expected gpt or lipschitz, got %s\n", variant.c_str());
     return 2;
   }
-  const std::string gemm = argc > 5 ? argv[5] : "heuristic";
-  if (gemm != "heuristic" && gemm != "tuned" && gemm != "cublas_gelu" && gemm != "gelu_gemm_bwd" &&
-      gemm != "residual_gemm") {
+  const std::string option = argc > 5 ? argv[5] : "heuristic";
+  const std::vector<std::string> options = {"heuristic",     "tuned",         "cublas_gelu",
+                                            "gelu_gemm_bwd", "residual_gemm", "attn_half_exp"};
+  if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
-                 "gpt_step_bench: gemm: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd or residual_gemm, got %s\n",
-                 gemm.c_str());
+                 "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, residual_gemm or "
+                 "attn_half_exp, got %s\n",
+                 option.c_str());
     return 2;
   }
   std::vector<std::string> sets;
@@ -58,10 +64,12 @@ int main(int argc, char** argv) {
             "model.tie_embeddings=false"};
   bench::Gpt2Step bench(B, sets);
   const ParamTable& table = bench.table();
-  bench.model().set_gemm_autotune(gemm == "tuned");
-  if (gemm == "cublas_gelu") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::None);
-  if (gemm == "gelu_gemm_bwd") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::Backward);
-  if (gemm == "residual_gemm") bench.model().set_residual_in_gemm(true);
+  bench.model().set_gemm_autotune(option == "tuned");
+  if (option == "cublas_gelu") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::None);
+  if (option == "gelu_gemm_bwd") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::Backward);
+  if (option == "residual_gemm") bench.model().set_residual_in_gemm(true);
+  if (option == "attn_half_exp")
+    bench.model().set_attention_fwd_kernel(pg::kernels::AttentionFwdKernel::WgmmaHalfExp);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;
@@ -75,8 +83,8 @@ int main(int argc, char** argv) {
   const double n_matmul = double(table.n_params()) - (variant == "lipschitz" ? 50304.0 * 768 : 0.0);
   const double flops_tok = 6.0 * n_matmul + 12.0 * 12 * 768 * T;
   const double tflops = flops_tok * tok_s * 1e-12;
-  std::printf("ours B=%d T=%d ms=%.2f tokens_s=%.0f tflops=%.1f mfu=%.3f device_used_gib=%.2f variant=%s gemm=%s\n", B,
+  std::printf("ours B=%d T=%d ms=%.2f tokens_s=%.0f tflops=%.1f mfu=%.3f device_used_gib=%.2f variant=%s option=%s\n", B,
               T, med, tok_s, tflops, tflops / kPeakTflops, double(total_b - free_b) / (1 << 30), variant.c_str(),
-              gemm.c_str());
+              option.c_str());
   return 0;
 }

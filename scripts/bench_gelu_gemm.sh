@@ -3,7 +3,7 @@
 # gpu_build.sh), runs their tests ([gelu_gemm], then compute-sanitizer's memcheck and racecheck on
 # them), kernels_bench mlp (ours beside cuBLASLt's GELU epilogues and plain GEMMs of the shape),
 # then the GPT-2 step with cuBLASLt's epilogues, with ours for the backward only, and with ours
-# for both (the default), alternated twice (gpt_step_bench 64 30 5 ... gemm=cublas_gelu|gelu_gemm_bwd|heuristic).
+# for both (the default), alternated twice (gpt_step_bench 64 30 5 gpt cublas_gelu|gelu_gemm_bwd|heuristic).
 # Logs in $OUT (else $BUILD_DIR/logs).
 #   usage: scripts/bench_gelu_gemm.sh
 set -uo pipefail

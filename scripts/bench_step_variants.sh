@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The GPT-2 step (gpt_step_bench 64 30 5, B = 64) under each of the given gemm options, alternated
+# The GPT-2 step (gpt_step_bench 64 30 5, B = 64) under each of the given options, alternated
 # twice, to set variants of the step side by side in one call (same GPU, same clocks and power
 # regime). Options as gpt_step_bench takes them: heuristic (the model's defaults), tuned,
-# cublas_gelu, gelu_gemm_bwd, residual_gemm. Logs in $OUT (else $BUILD_DIR/logs).
-#   usage: scripts/bench_step_variants.sh [option]...   (default: heuristic residual_gemm)
+# cublas_gelu, gelu_gemm_bwd, residual_gemm, attn_half_exp. Logs in $OUT (else $BUILD_DIR/logs).
+#   usage: scripts/bench_step_variants.sh [option]...   (default: heuristic residual_gemm attn_half_exp)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu_build.sh
 variants=("$@")
-((${#variants[@]})) || variants=(heuristic residual_gemm)
+((${#variants[@]})) || variants=(heuristic residual_gemm attn_half_exp)
 gpu_build variants gpt_step_bench
 fail=0
 echo "== gpt_step_bench 64 30 5 on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1): ${variants[*]}"

@@ -34,6 +34,7 @@
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
+#include "kernels/attention.cuh"
 #include "kernels/types.cuh"
 #include "model/cuda_moe.hpp"
 #include "model/gpt.hpp"
@@ -81,6 +82,8 @@ class CudaGpt {
   // stream alone, instead of the GEMMs writing a branch that the norm kernel adds to the stream:
   // 100 MB less traffic per norm at GPT-2's B = 64. Off by default until measured on a GPU.
   void set_residual_in_gemm(bool on) { residual_in_gemm_ = on; }
+  // The attention forward's kernel (kernels::attention_fwd; Best by default).
+  void set_attention_fwd_kernel(kernels::AttentionFwdKernel k) { attention_fwd_kernel_ = k; }
 
  private:
   using Layer = GptLayerOffsets;
@@ -113,6 +116,7 @@ class CudaGpt {
   bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
   GeluGemm gelu_gemm_ = GeluGemm::All;
   bool residual_in_gemm_ = false;
+  kernels::AttentionFwdKernel attention_fwd_kernel_ = kernels::AttentionFwdKernel::Best;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;
