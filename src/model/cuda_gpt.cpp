@@ -236,10 +236,10 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
   for (int l = 0; l < L_; ++l) {
     const Layer& w = layers_[size_t(l)];
     LayerActs& a = acts_[size_t(l)];
-    // x = res_mid(l-1) + mlp(l-1) (the residual add of the previous block), ln1 = norm(x).
-    // Without norms the previous block's last GEMM wrote x to res_in, which ln1 aliases.
-    // res_in is the embeddings' output (block 0) or, with the residual add in the previous block's
-    // last GEMM, written by it; else the previous block's res_mid + branch_, summed here.
+    // x = res_mid(l-1) + mlp(l-1) (the residual add of the previous block), ln1 = norm(x). x is
+    // in res_in already for block 0 (the embeddings) and where the previous block's last GEMM
+    // added the residual (always without norms, where ln1 aliases res_in; with norms under
+    // set_residual_in_gemm); otherwise the norm kernel sums res_mid(l-1) + branch_ into res_in.
     if (has_norm_ && (l == 0 || residual_in_gemm(l - 1)))
       kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
                                  par(w.ln1_b), N, C_, eps_, kind, stream_);
