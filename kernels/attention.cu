@@ -558,10 +558,7 @@ __global__ void __launch_bounds__(256) attention_bwd_dq_sum_kernel(bf16* __restr
       const float4 x1 = *reinterpret_cast<const float4*>(dq_acc + bt * C + cg * 8 + 4);
       const float x[8] = {x0.x * scale, x0.y * scale, x0.z * scale, x0.w * scale,
                           x1.x * scale, x1.y * scale, x1.z * scale, x1.w * scale};
-      uint4 packed;
-      packed.x = pack_bf16(x[0], x[1]), packed.y = pack_bf16(x[2], x[3]);
-      packed.z = pack_bf16(x[4], x[5]), packed.w = pack_bf16(x[6], x[7]);
-      *reinterpret_cast<uint4*>(dq + bt * qkv_stride + cg * 8) = packed;
+      *reinterpret_cast<uint4*>(dq + bt * qkv_stride + cg * 8) = pack8(x);
 #pragma unroll
       for (int e = 0; e < 8; ++e) sum[e] += x[e];
     }
@@ -1029,7 +1026,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
       float t = 0.f;
 #pragma unroll
       for (int w = 0; w < 8; ++w) t += red[w * 2 * HS + threadIdx.x];
-      const int C = NH * HS, part_row = b * ((T + KT - 1) / KT) + int(blockIdx.x);
+      const int C = NH * HS, part_row = b * int(gridDim.x) + int(blockIdx.x);  // gridDim.x: T's key tiles
       const int col = (threadIdx.x < HS ? C : 2 * C) + h * HS + int(threadIdx.x) % HS;
       dbias_part[int64_t(part_row) * 3 * C + col] = t;
     }

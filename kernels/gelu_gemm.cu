@@ -50,13 +50,13 @@ __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap*
 // Stage s holds the block's k-blocks q = s, s + 4, ...: A as [128 rows][64 k] and B as [128 n][64 k]
 // (K-major, gemm_bias_gelu_aux) or as two panels [64 k][64 n] of columns n0.., n0+64.. (MN-major,
 // gemm_dgelu), all in the 128-byte swizzle TMA writes and wgmma reads.
-constexpr int kPpStages = 4, kPpThreads = 384;
-struct GeluGemmPpSmem {
-  alignas(1024) bf16 a[kPpStages][kTileM * kTileK];
-  alignas(1024) bf16 b[kPpStages][kTileN * kTileK];
+constexpr int kStages = 4, kThreads = 384;
+struct GeluGemmSmem {
+  alignas(1024) bf16 a[kStages][kTileM * kTileK];
+  alignas(1024) bf16 b[kStages][kTileN * kTileK];
   alignas(1024) bf16 out[2][2][kTileM * 64];  // per consumer: two [128][64] panels of an output
   float colsum[2][2][4][kTileN];  // per consumer, per tile parity, per warp: gemm_dgelu's column sums
-  uint64_t full[kPpStages], empty[kPpStages];
+  uint64_t full[kStages], empty[kStages];
   uint64_t order[2];  // order[w]: consumer w's main loop of a tile is done (one arrival a warp)
   // gemm_dgelu: the producer loads each tile's aux into its consumer's staging panels (aux_full),
   // once the consumer's last store from them has read them (aux_empty).
@@ -69,17 +69,17 @@ __device__ __forceinline__ void consumer_sync(int w) {  // one consumer warpgrou
 }
 
 template <bool kDGelu>
-__global__ void __launch_bounds__(kPpThreads, 1)
-    gelu_gemm_pp_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+__global__ void __launch_bounds__(kThreads, 1)
+    gelu_gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                         const __grid_constant__ CUtensorMap map_out, const __grid_constant__ CUtensorMap map_aux,
                         const bf16* __restrict__ bias, float* __restrict__ part,
                         float alpha, int M, int N, int K) {
   extern __shared__ unsigned char smem_raw[];
-  auto& sm = wg::aligned_smem<GeluGemmPpSmem>(smem_raw);
+  auto& sm = wg::aligned_smem<GeluGemmSmem>(smem_raw);
   const int n_tiles = N / kTileN, total = ((M + kTileM - 1) / kTileM) * n_tiles, n_kb = K / kTileK;
   const int wg_id = wg::warpgroup_index(), lane = int(threadIdx.x) & 31;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kPpStages; ++s) {
+    for (int s = 0; s < kStages; ++s) {
       tma::mbar_init(&sm.full[s], 1);
       tma::mbar_init(&sm.empty[s], 4);  // the consuming warpgroup's warps
     }
@@ -100,8 +100,8 @@ __global__ void __launch_bounds__(kPpThreads, 1)
       for (int tile = blockIdx.x, i = 0; tile < total; tile += gridDim.x, ++i) {
         const int m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
         for (int kb = 0; kb < n_kb; ++kb, ++q) {
-          const int s = q % kPpStages;
-          if (q >= kPpStages) tma::mbar_wait(&sm.empty[s], ((q / kPpStages) & 1) ^ 1);
+          const int s = q % kStages;
+          if (q >= kStages) tma::mbar_wait(&sm.empty[s], ((q / kStages) & 1) ^ 1);
           load_kblock<kDGelu>(sm.a[s], sm.b[s], &map_a, &map_b, kb, m0, n0, &sm.full[s]);
         }
         if constexpr (kDGelu) {  // the tile's aux, for its consumer's epilogue (its k-th tile)
@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(kPpThreads, 1)
     // The other consumer's tile i-1 (its phase k-1 for w = 0, k for w = 1; it is never two ahead).
     if (i >= 1) tma::mbar_wait(&sm.order[1 - w], ((i - w) / 2 - (w == 0 ? 1 : 0)) & 1);
     for (int kb = 0; kb < n_kb; ++kb) {
-      const int q = q0 + kb, s = q % kPpStages;
-      tma::mbar_wait(&sm.full[s], (q / kPpStages) & 1);
+      const int q = q0 + kb, s = q % kStages;
+      tma::mbar_wait(&sm.full[s], (q / kStages) & 1);
       wg::fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
@@ -146,13 +146,13 @@ __global__ void __launch_bounds__(kPpThreads, 1)
       }
       wg::commit();
       wg::wait<1>();
-      if (kb > 0 && lane == 0) tma::mbar_arrive(&sm.empty[(q - 1) % kPpStages]);
+      if (kb > 0 && lane == 0) tma::mbar_arrive(&sm.empty[(q - 1) % kStages]);
     }
     wg::wait<0>();
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) wg::fence_acc(d[hh]);
     if (lane == 0) {
-      tma::mbar_arrive(&sm.empty[(q0 + n_kb - 1) % kPpStages]);
+      tma::mbar_arrive(&sm.empty[(q0 + n_kb - 1) % kStages]);
       tma::mbar_arrive(&sm.order[w]);
     }
 
@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(kPpThreads, 1)
             cs[j][0] += x0, cs[j][1] += x1;
           }
       flush(&map_out);
-      if (part) {  // while the stores read the panels  // rows past M have d = 0 (zero-filled A) and add nothing
+      if (part) {  // while the stores read the panels; rows past M have d = 0 (zero-filled A) and add nothing
 #pragma unroll
         for (int j = 0; j < 16; ++j)
 #pragma unroll
@@ -267,24 +267,21 @@ void check_args(const char* what, int M, int N, int K, std::initializer_list<con
   if (!gelu_gemm_aligned(ptrs)) throw std::invalid_argument(std::string(what) + ": pointers must be 16-byte aligned");
 }
 
+// A ([M, K], boxes of 64 k × 128 rows) and B's map (its layout differs between the two GEMMs).
 template <bool kDGelu>
-void launch(const CUtensorMap& map_a, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part,
-            float alpha, int M, int N, int K, cudaStream_t stream) {
-  static const int n_sm = [] {
-    int dev = 0, n = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
+void launch(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part, float alpha,
+            int M, int N, int K, cudaStream_t stream) {
+  static const int n_sm = sm_count();
   const int64_t tiles = int64_t((M + kTileM - 1) / kTileM) * (N / kTileN);
+  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
   // Outputs in boxes of 64 columns × 128 rows; map_aux is gemm_bias_gelu_aux's second output, or
   // gemm_dgelu's aux input.
   const CUtensorMap map_out = tma::make_bf16_map_3d(out, N, M, 1, N, int64_t(M) * N, 64, kTileM);
   const CUtensorMap map_aux = tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, kTileM);
-  const int smem = int(sizeof(GeluGemmPpSmem)) + 1024;
-  set_smem_once(reinterpret_cast<const void*>(gelu_gemm_pp_kernel<kDGelu>), smem, true);
+  const int smem = int(sizeof(GeluGemmSmem)) + 1024;
+  set_smem_once(reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu>), smem, true);
   const unsigned grid = unsigned(std::min<int64_t>(tiles, n_sm));
-  gelu_gemm_pp_kernel<kDGelu><<<grid, kPpThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, bias, part, alpha, M,
+  gelu_gemm_kernel<kDGelu><<<grid, kThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, bias, part, alpha, M,
                                                                   N, K);
   CUDA_CHECK_LAUNCH();
 }
@@ -313,18 +310,16 @@ bool gelu_gemm_supported(int M, int N, int K) {
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
                         cudaStream_t stream) {
   check_args("gemm_bias_gelu_aux", M, N, K, {out, aux, A, B, bias});
-  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, K, N, 1, K, int64_t(N) * K, kTileK, kTileN);
-  launch<false>(map_a, map_b, out, aux, bias, nullptr, 1.f, M, N, K, stream);
+  launch<false>(A, map_b, out, aux, bias, nullptr, 1.f, M, N, K, stream);
 }
 
 void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf16* B, const bf16* aux, float alpha,
                 int M, int N, int K, cudaStream_t stream) {
   check_args("gemm_dgelu", M, N, K, {out, A, B, aux, scratch});
   if (dbias && !scratch) throw std::invalid_argument("gemm_dgelu: a bias gradient needs scratch");
-  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, N, K, 1, N, int64_t(K) * N, 64, kTileK);
-  launch<true>(map_a, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, stream);
+  launch<true>(A, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, stream);
   if (dbias) bias_accumulate(dbias, scratch, N, stream, (M + kTileM - 1) / kTileM);
 }
 

@@ -514,11 +514,9 @@ BwdKernel ring_kernel(int nwg, bool param) {
 // Blocks of the backward's grid: as many as run at once (at most kNormBwdBlocks), so that no
 // second wave leaves SMs idle at the end.
 int bwd_grid(const void* kernel, int threads, size_t smem) {
-  int dev = 0, n_sm = 0, per_sm = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+  int per_sm = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return std::max(1, std::min(kNormBwdBlocks, per_sm * n_sm));
+  return std::max(1, std::min(kNormBwdBlocks, per_sm * sm_count()));
 }
 
 }  // namespace

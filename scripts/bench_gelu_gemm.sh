@@ -3,7 +3,7 @@
 # gpu_build.sh), runs their tests ([gelu_gemm], then compute-sanitizer's memcheck and racecheck on
 # them), kernels_bench mlp (ours beside cuBLASLt's GELU epilogues and plain GEMMs of the shape),
 # then the GPT-2 step with cuBLASLt's epilogues, with ours for the backward only, and with ours
-# for both (the default), alternated twice (gpt_step_bench 64 30 5 gpt cublas_gelu|gelu_gemm_bwd|heuristic).
+# for both (the default), alternated twice (scripts/bench_step_variants.sh cublas_gelu gelu_gemm_bwd heuristic).
 # Logs in $OUT (else $BUILD_DIR/logs).
 #   usage: scripts/bench_gelu_gemm.sh
 set -uo pipefail
@@ -13,7 +13,7 @@ fail=0
 step() { echo "== $* ($(date -u +%H:%M:%S))"; }
 
 step "build ($BUILD_DIR)"
-gpu_build gelu polargpt_gpu_tests kernels_bench gpt_step_bench
+gpu_build gelu polargpt_gpu_tests kernels_bench
 step "tests [gelu_gemm]"
 timeout 120 "$BUILD_DIR/polargpt_gpu_tests" "[gelu_gemm]" > "$LOGS/gelu_tests.txt" 2>&1 || fail=1
 grep -E "FAILED|failed|passed|assertions" "$LOGS/gelu_tests.txt" | head -n 20
@@ -29,9 +29,5 @@ done
 step "kernels_bench mlp on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
 "$BUILD_DIR/kernels_bench" mlp 2>&1 | tee "$LOGS/gelu_mlp.txt" || fail=1
 step "gpt_step_bench 64 30 5: cuBLASLt's epilogues / ours for the backward / ours for both"
-for run in 1 2; do
-  for gemm in cublas_gelu gelu_gemm_bwd heuristic; do
-    "$BUILD_DIR/gpt_step_bench" 64 30 5 gpt "$gemm" 2>&1 | grep -E "^ours" | tee -a "$LOGS/gelu_step.txt" || fail=1
-  done
-done
+bash scripts/bench_step_variants.sh cublas_gelu gelu_gemm_bwd heuristic || fail=1
 exit $fail

@@ -19,8 +19,8 @@ profile() {  # name, then ncu's kernel filter arguments
   grep -E "^  [a-z_]|Duration|SM Frequency|Compute \(SM\) Throughput|Memory Throughput|L1/TEX Cache Throughput|L2 Cache Throughput|DRAM Throughput|Issue Slots Busy|Registers Per|Achieved Occupancy" \
     "$LOGS/ncu_$name.txt" | head -n 16
 }
-profile ours_fwd --kernel-name-base mangled -k regex:gelu_gemm_pp_kernelILb0
-profile ours_dgelu --kernel-name-base mangled -k regex:gelu_gemm_pp_kernelILb1
+profile ours_fwd --kernel-name-base mangled -k regex:gelu_gemm_kernelILb0
+profile ours_dgelu --kernel-name-base mangled -k regex:gelu_gemm_kernelILb1
 profile cublas_plain -k regex:nvjet
 profile cublas_geluaux -k regex:geluaux
 exit $fail

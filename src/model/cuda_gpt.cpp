@@ -386,9 +386,8 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
                         norm_scratch_, dln_, a.res_mid, P + w.ln2_w, a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
     // Attention branch.
     linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, o_bias_in_norm(l) ? -1 : w.ob, N, C_, C_, attn_out_scale_);
-    float* const qkv_part = qkv_bias_part_;  // null unless the bias comes from attention_bwd's sums
     kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_,
-                           kernels::AttentionBwdKernel::Best, qkv_part);
+                           kernels::AttentionBwdKernel::Best, qkv_bias_part_);
     if (rope_) {
       kernels::rope_bwd(dq_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
       kernels::rope_bwd(dk_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
@@ -403,9 +402,9 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
       kernels::residual_norm_fwd(nullptr, a.ln1, a.ln1_mean, a.ln1_rstd, a.res_in, nullptr, P + w.ln1_w,
                                  par(w.ln1_b), N, C_, eps_, kind, stream_);
     if (fused_qkv_) {
-      if (qkv_part)
-        kernels::bias_accumulate(G + w.qb, qkv_part, 3 * C_, stream_, int(kernels::attention_bwd_bias_rows(dims)));
-      linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, qkv_part ? -1 : w.qb, N, C_, 3 * C_);
+      if (qkv_bias_part_)
+        kernels::bias_accumulate(G + w.qb, qkv_bias_part_, 3 * C_, stream_, int(kernels::attention_bwd_bias_rows(dims)));
+      linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, qkv_bias_part_ ? -1 : w.qb, N, C_, 3 * C_);
     } else {
       linear_bwd(dln, dx_beta, G, dq_, a.ln1, P, w.q, w.qb, N, C_, C_);
       linear_bwd(dln, 1.f, G, dk_, a.ln1, P, w.k, w.kb, N, C_, C_);
