@@ -12,10 +12,8 @@
 //                  first (warm-up) step instead of taken from its heuristic (GemmRunner::set_autotune)
 //   cublas_gelu    the MLP's GELU GEMMs through cuBLASLt's epilogues instead of kernels/gelu_gemm.cuh
 //   gelu_gemm_bwd  ours for the backward's GELU GEMM only
-//   residual_gemm  the residual adds in the branches' last GEMMs (CudaGpt::set_residual_in_gemm)
-//                  instead of in the norm kernels
-//   attn_half_exp  the attention forward's exponentials in f16 pairs
-//                  (kernels::AttentionFwdKernel::WgmmaHalfExp, CudaGpt::set_attention_fwd_kernel)
+//   norm_residual  the residual adds in the norm kernels instead of in the branches' last GEMMs
+//                  (CudaGpt::set_residual_in_gemm(false))
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -49,12 +47,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string option = argc > 5 ? argv[5] : "heuristic";
-  const std::vector<std::string> options = {"heuristic",     "tuned",         "cublas_gelu",
-                                            "gelu_gemm_bwd", "residual_gemm", "attn_half_exp"};
+  const std::vector<std::string> options = {"heuristic", "tuned", "cublas_gelu", "gelu_gemm_bwd", "norm_residual"};
   if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
-                 "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, residual_gemm or "
-                 "attn_half_exp, got %s\n",
+                 "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd or norm_residual, got "
+                 "%s\n",
                  option.c_str());
     return 2;
   }
@@ -67,9 +64,7 @@ int main(int argc, char** argv) {
   bench.model().set_gemm_autotune(option == "tuned");
   if (option == "cublas_gelu") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::None);
   if (option == "gelu_gemm_bwd") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::Backward);
-  if (option == "residual_gemm") bench.model().set_residual_in_gemm(true);
-  if (option == "attn_half_exp")
-    bench.model().set_attention_fwd_kernel(pg::kernels::AttentionFwdKernel::WgmmaHalfExp);
+  if (option == "norm_residual") bench.model().set_residual_in_gemm(false);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;

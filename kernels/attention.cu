@@ -60,10 +60,9 @@ using namespace tiles;
 // probabilities in place and returns the factor alpha by which the output accumulators and the
 // running sum are to be scaled, and the tile's row sums (this lane's columns only: the quad is
 // summed at the end). The max is taken on the raw scores (scale > 0) and kept in the log2
-// domain, so p = 2^(s·scale·log2e - m) is one FFMA and one ex2 (kHalfExp: the pair of a lane's
-// adjacent keys in one ex2_pair_f16). The pipelined forward applies alpha once the previous tile's
-// P·v is done; softmax_tile applies it at once.
-template <int NT, bool kHalfExp = false>
+// domain, so p = 2^(s·scale·log2e - m) is one FFMA and one ex2. The pipelined forward applies
+// alpha once the previous tile's P·v is done; softmax_tile applies it at once.
+template <int NT>
 __device__ __forceinline__ void softmax_tile_deferred(float (&s)[NT][4], float (&row_max)[2], float (&alpha)[2],
                                                       float (&tile_sum)[2], bool diag, int key0, int row0,
                                                       float scale_log2) {
@@ -94,21 +93,11 @@ __device__ __forceinline__ void softmax_tile_deferred(float (&s)[NT][4], float (
   }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
-    if constexpr (kHalfExp) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {  // keys 2c, 2c + 1 of row g + 8r
-        const float2 p = ex2_pair_f16(fmaf(s[nt][2 * r], scale_log2, -sub[r]),
-                                      fmaf(s[nt][2 * r + 1], scale_log2, -sub[r]));
-        s[nt][2 * r] = p.x, s[nt][2 * r + 1] = p.y;
-        tile_sum[r] += p.x + p.y;
-      }
-    } else {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = ex2(fmaf(s[nt][e], scale_log2, -sub[e >> 1]));
-        s[nt][e] = p;
-        tile_sum[e >> 1] += p;
-      }
+    for (int e = 0; e < 4; ++e) {
+      const float p = ex2(fmaf(s[nt][e], scale_log2, -sub[e >> 1]));
+      s[nt][e] = p;
+      tile_sum[e >> 1] += p;
     }
   }
 }
@@ -129,12 +118,12 @@ __device__ __forceinline__ void softmax_rescale(float (&o)[OT][4], float (&row_s
   }
 }
 
-template <bool kHalfExp = false, int NT, int OT>
+template <int NT, int OT>
 __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[OT][4], float (&row_max)[2],
                                              float (&row_sum)[2], bool diag, int key0, int row0,
                                              float scale_log2) {
   float alpha[2], tile_sum[2];
-  softmax_tile_deferred<NT, kHalfExp>(s, row_max, alpha, tile_sum, diag, key0, row0, scale_log2);
+  softmax_tile_deferred<NT>(s, row_max, alpha, tile_sum, diag, key0, row0, scale_log2);
   softmax_rescale(o, row_sum, alpha, tile_sum);
 }
 
@@ -298,8 +287,6 @@ struct WgFwdSmem {
 };
 constexpr int kWgFwdRows = 128, kWgFwdKeys = 64, kWgFwdThreads = 256;
 
-// kHalfExp: the exponentials in pairs on f16 (AttentionFwdKernel::WgmmaHalfExp).
-template <bool kHalfExp>
 __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
     bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
     const bf16* __restrict__ k, const bf16* __restrict__ v, int T, int NH, int64_t qkv_stride,
@@ -350,7 +337,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, 2) attention_fwd_wg_kernel(
     wg::wait<0>();
     wg::fence_acc(s);
 
-    softmax_tile<kHalfExp>(s, o, row_max, row_sum, n0 + KT - 1 > wrow0, n0, wrow0, scale_log2);
+    softmax_tile(s, o, row_max, row_sum, n0 + KT - 1 > wrow0, n0, wrow0, scale_log2);
     uint32_t pa[KT / 16][4];
 #pragma unroll
     for (int kk = 0; kk < KT / 16; ++kk) acc_to_a(pa[kk], s[2 * kk], s[2 * kk + 1]);
@@ -1067,15 +1054,13 @@ void launch_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16*
   CUDA_CHECK_LAUNCH();
 }
 
-template <bool kHalfExp>
 void launch_fwd_wg(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionDims& d,
                    cudaStream_t stream) {
   const size_t smem = sizeof(WgFwdSmem) + 1024;
-  set_smem(attention_fwd_wg_kernel<kHalfExp>, smem);
+  set_smem(attention_fwd_wg_kernel, smem);
   const dim3 grid((d.T + kWgFwdRows - 1) / kWgFwdRows, d.B * d.NH);
-  attention_fwd_wg_kernel<kHalfExp><<<grid, kWgFwdThreads, smem, stream>>>(out, lse, q, k, v, d.T, d.NH,
-                                                                           d.qkv_stride, d.out_stride,
-                                                                           d.scale * kLog2e);
+  attention_fwd_wg_kernel<<<grid, kWgFwdThreads, smem, stream>>>(out, lse, q, k, v, d.T, d.NH, d.qkv_stride,
+                                                                 d.out_stride, d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -1122,8 +1107,7 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
                    const AttentionDims& dims, cudaStream_t stream, AttentionFwdKernel kernel) {
   const AttentionDims d = resolved(dims);
   if (d.hs == 32) launch_fwd<FwdTiling<32, 2, 4, 64>>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionFwdKernel::Best) launch_fwd_wg<false>(out, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaHalfExp) launch_fwd_wg<true>(out, lse, q, k, v, d, stream);
+  if (d.hs == 64 && kernel == AttentionFwdKernel::Best) launch_fwd_wg(out, lse, q, k, v, d, stream);
   if (d.hs == 64 && kernel == AttentionFwdKernel::WgmmaPipe) launch_fwd_pipe<64, 2>(out, lse, q, k, v, d, stream);
   // hs = 128: the pipelined kernel either way, 64-key tiles (three stages of 128 keys would not
   // fit), one block an SM for the registers of o.

@@ -33,11 +33,8 @@ struct AttentionDims {
 // key tile's products waited for before its softmax; for hs = 128 the pipelined kernel, whose
 // softmax of a key tile overlaps the previous tile's P·v); WgmmaPipe is the pipelined kernel for
 // hs = 64 too (measured 2% slower than Best at B = 64, T = 1024), for tests and side-by-side
-// benchmarks. WgmmaHalfExp is hs = 64's Best with the softmax's exponentials two at a time on f16
-// (ex2.approx.f16x2: half the special-function instructions, whose rate matches the tensor cores'
-// at hs = 64; the probabilities' error stays below their bf16 rounding), to measure beside Best;
-// for the other head sizes it is their Best. hs = 32 has one kernel.
-enum class AttentionFwdKernel { Best, WgmmaPipe, WgmmaHalfExp };
+// benchmarks. hs = 32 has one kernel.
+enum class AttentionFwdKernel { Best, WgmmaPipe };
 
 // out = softmax_causal(scale·q·kᵀ)·v ; lse[b,h,t] = log Σ_{s<=t} exp(scale·q_t·k_s).
 void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,

@@ -15,7 +15,6 @@
 // ldmatrix phase (8 consecutive rows, one chunk column) fall in 8 distinct bank groups.
 #pragma once
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <cstdint>
 
@@ -124,17 +123,6 @@ __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
-}
-
-// 2^x and 2^y in one special-function instruction on an f16 pair (ex2.approx.f16x2), for softmax
-// probabilities that are rounded to bf16 anyway: x and y (<= 0 in a softmax) are rounded to f16
-// first (relative error of the result about ln2·|x|·2^-11, 0.3% at x = -8, where 2^x = 0.004),
-// results below 2^-24 come out as 0, and 2^-inf = 0. Half the special-function instructions of
-// two ex2 calls, for two conversions more.
-__device__ __forceinline__ float2 ex2_pair_f16(float x, float y) {
-  uint32_t h;
-  asm("{\n.reg .b32 in;\ncvt.rn.f16x2.f32 in, %2, %1;\nex2.approx.f16x2 %0, in;\n}\n" : "=r"(h) : "f"(x), "f"(y));
-  return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
 
 // The two n-tiles of a load_b_* fragment pair: d0 += a·b[0..1], d1 += a·b[2..3].

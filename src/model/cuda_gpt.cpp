@@ -263,7 +263,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
       kernels::rope_fwd(a.q, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
       kernels::rope_fwd(a.k, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
     }
-    kernels::attention_fwd(a.att, a.lse, a.q, a.k, a.v, dims, stream_, attention_fwd_kernel_);
+    kernels::attention_fwd(a.att, a.lse, a.q, a.k, a.v, dims, stream_);
     if (has_norm_ && residual_in_gemm_) {  // res_mid = res_in + att W_o^T + b in the GEMM, then ln2 alone
       residual_linear_fwd(a.res_mid, a.res_in, 1.f, a.att, P, w.o, w.ob, N, C_, C_, 1.f);
       kernels::residual_norm_fwd(nullptr, a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, nullptr, P + w.ln2_w,

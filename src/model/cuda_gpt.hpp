@@ -10,9 +10,10 @@
 //
 // Contract (as CpuGpt): backward() follows a forward() with targets, once; gradients ACCUMULATE
 // into `grads` (fp32, laid out by the ParamTable). inputs and targets are device arrays [B, Tn].
-// The residual adds are fused into the next norm (kernels/norm.cuh). Without norms (model.norm =
-// none, and model.variant = lipschitz, docs/lipschitz.md) each residual is folded into the GEMM
-// that ends its branch instead: x_out = s·(branch_in · W^T) + keep·x_in through the GEMM's alpha,
+// Each residual add is folded into the GEMM that ends its branch (the GEMM's C is the stream; with
+// norms the next norm then reads the stream alone; set_residual_in_gemm(false) moves the adds into
+// the norm kernels, kernels/norm.cuh, and MoE blocks always add there). Without norms (model.norm =
+// none, and model.variant = lipschitz, docs/lipschitz.md) the fold also scales: x_out = s·(branch_in · W^T) + keep·x_in through the GEMM's alpha,
 // beta and C_in, with keep = 1 - a, s = a/3 (attention) or a/1.129 (MLP; the stored activation is
 // the unscaled GELU), a = 1/(2 n_layer), and attention logits at attn_scale/d_head for the
 // lipschitz variant; keep = s = 1 otherwise. Its backward scales the
@@ -34,7 +35,6 @@
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
-#include "kernels/attention.cuh"
 #include "kernels/types.cuh"
 #include "model/cuda_moe.hpp"
 #include "model/gpt.hpp"
@@ -80,10 +80,9 @@ class CudaGpt {
   // With norms: the residual adds in the branches' last GEMMs (res_mid = res_in + att·W_oᵀ + b as
   // the GEMM's C, and the MLP's alike into the next block's res_in), each norm then reading the
   // stream alone, instead of the GEMMs writing a branch that the norm kernel adds to the stream:
-  // 100 MB less traffic per norm at GPT-2's B = 64. Off by default until measured on a GPU.
+  // 100 MB less traffic per norm at GPT-2's B = 64. On by default (the GPT-2 step 0.8 ms faster
+  // on an H200, bench/RESULTS.md); off keeps the adds in the norm kernels.
   void set_residual_in_gemm(bool on) { residual_in_gemm_ = on; }
-  // The attention forward's kernel (kernels::attention_fwd; Best by default).
-  void set_attention_fwd_kernel(kernels::AttentionFwdKernel k) { attention_fwd_kernel_ = k; }
 
  private:
   using Layer = GptLayerOffsets;
@@ -115,8 +114,7 @@ class CudaGpt {
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
   bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
   GeluGemm gelu_gemm_ = GeluGemm::All;
-  bool residual_in_gemm_ = false;
-  kernels::AttentionFwdKernel attention_fwd_kernel_ = kernels::AttentionFwdKernel::Best;
+  bool residual_in_gemm_ = true;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;

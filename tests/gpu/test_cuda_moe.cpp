@@ -440,7 +440,7 @@ namespace {
 // dense model test: loss 1e-2, each tensor 5e-2, tensors with a zero gradient held to 1e-2 of the
 // largest gradient norm). The routing must be the same on both sides although the GPU's block
 // inputs are bf16: the router is set so that the selection cannot flip (see the sections).
-void check_model(const std::vector<std::string>& sets, uint64_t seed, bool zero_router, bool residual_in_gemm = false) {
+void check_model(const std::vector<std::string>& sets, uint64_t seed, bool zero_router, bool residual_in_gemm = true) {
   std::vector<std::string> all = {"model.variant=moe", "model.n_layer=2", "model.n_head=2", "model.d_model=64",
                                   "model.vocab_size=96", "model.seq_len=32", "moe.n_expert=8", "moe.top_k=2",
                                   "moe.d_ff_expert=48", "moe.every=2", "moe.aux_loss_coef=0.1",
@@ -508,7 +508,7 @@ TEST_CASE("gpu CudaGpt with MoE blocks: loss, router objective and every gradien
   SECTION("aux balance, capacity 1.0 (drops): a zero router, every score tied, ties to the lower index") {
     check_model({"moe.balance=aux", "moe.capacity_factor=1.0", "moe.n_shared=1"}, 1602, true);
   }
-  SECTION("the residual adds in the dense blocks' GEMMs (CudaGpt::set_residual_in_gemm), MoE blocks as before") {
-    check_model({"moe.balance=bias", "moe.capacity_factor=0"}, 1603, false, true);
+  SECTION("the residual adds of every block in the norm kernels (CudaGpt::set_residual_in_gemm(false))") {
+    check_model({"moe.balance=bias", "moe.capacity_factor=0"}, 1603, false, false);
   }
 }
