@@ -478,51 +478,55 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
 
 // D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One thread
 // per 8 channels (16-byte loads), the hs/8 threads of a (token, head) row adjacent in one warp.
+// Indices in 32 bits (the caller checks that they fit) and hs/8 a power of two: no 64-bit
+// divisions, which would cost more instructions than the thread's 32 bytes of loads are worth.
 __global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __restrict__ D,
                                          const bf16* __restrict__ dout,
-                                         const bf16* __restrict__ out, int64_t n_rows, int T,
+                                         const bf16* __restrict__ out, uint32_t n_chunks, int T,
                                          int NH, int hs, int64_t out_stride) {
-  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
-  const bool valid = i < n_rows * hs;
-  const int64_t row = i / hs;  // (b·T + t)·NH + h
-  const int col = int(i % hs), h = int(row % NH);
-  const int64_t bt = row / NH;  // b·T + t
+  const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;  // 8-element chunk of dq_acc
+  const bool valid = j < n_chunks;
+  const uint32_t per_token = uint32_t(NH * hs) / 8, within = j % per_token;  // chunk within the token
+  const uint32_t bt = j / per_token;                                         // b·T + t
+  const int chunk_shift = __ffs(hs / 8) - 1;                                // log2(hs / 8)
+  const int h = int(within >> chunk_shift), col = int(within & ((1u << chunk_shift) - 1)) * 8;
   float acc = 0.f;
   if (valid) {
-    const int64_t off = bt * out_stride + int64_t(h) * hs + col;
+    const int64_t off = int64_t(bt) * out_stride + int64_t(h) * hs + col;
     const uint4 d8 = *reinterpret_cast<const uint4*>(dout + off);
     const uint4 o8 = *reinterpret_cast<const uint4*>(out + off);
     const uint32_t dw[4] = {d8.x, d8.y, d8.z, d8.w}, ow[4] = {o8.x, o8.y, o8.z, o8.w};
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 d2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&dw[j]));
-      const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[j]));
+    for (int e = 0; e < 4; ++e) {
+      const float2 d2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&dw[e]));
+      const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[e]));
       acc += d2.x * o2.x + d2.y * o2.y;
     }
     const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    *reinterpret_cast<float4*>(dq_acc + i) = zero;
-    *reinterpret_cast<float4*>(dq_acc + i + 4) = zero;
+    float* dst = dq_acc + int64_t(j) * 8;
+    *reinterpret_cast<float4*>(dst) = zero;
+    *reinterpret_cast<float4*>(dst + 4) = zero;
   }
   for (int width = 1; width < hs / 8; width <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, width);
-  if (valid && col == 0) D[((bt / T) * NH + h) * T + bt % T] = acc;
+  if (valid && col == 0) {
+    const uint32_t b = bt / uint32_t(T), t = bt - b * uint32_t(T);
+    D[(int64_t(b) * NH + h) * T + t] = acc;
+  }
 }
 
 __global__ void attention_bwd_dq_kernel(bf16* __restrict__ dq, const float* __restrict__ dq_acc,
-                                        int64_t n_rows, int hs, int64_t qkv_stride, int NH,
-                                        float scale) {
-  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;  // element of dq_acc
-  if (i >= n_rows * hs) return;
-  const int64_t row = i / hs;  // (b·T + t)·NH + h
-  const int col = int(i % hs);
-  const float4 x0 = *reinterpret_cast<const float4*>(dq_acc + i);
-  const float4 x1 = *reinterpret_cast<const float4*>(dq_acc + i + 4);
+                                        uint32_t n_chunks, int C, int64_t qkv_stride, float scale) {
+  const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;  // 8-element chunk of dq_acc
+  if (j >= n_chunks) return;
+  const uint32_t per_token = uint32_t(C) / 8, bt = j / per_token, within = j - bt * per_token;
+  const float4 x0 = *reinterpret_cast<const float4*>(dq_acc + int64_t(j) * 8);
+  const float4 x1 = *reinterpret_cast<const float4*>(dq_acc + int64_t(j) * 8 + 4);
   uint4 packed;
   packed.x = pack_bf16(x0.x * scale, x0.y * scale);
   packed.y = pack_bf16(x0.z * scale, x0.w * scale);
   packed.z = pack_bf16(x1.x * scale, x1.y * scale);
   packed.w = pack_bf16(x1.z * scale, x1.w * scale);
-  bf16* dst = dq + (row / NH) * qkv_stride + (row % NH) * hs + col;
-  *reinterpret_cast<uint4*>(dst) = packed;
+  *reinterpret_cast<uint4*>(dq + int64_t(bt) * qkv_stride + within * 8) = packed;
 }
 
 // dq as attention_bwd_dq_kernel, by tiles of 128 tokens of one sequence (grid: tiles, B), with
@@ -1132,8 +1136,10 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   float* D = dq_acc + rows * d.hs;
 
   const int64_t n_threads = rows * d.hs / 8;  // for the pre and the dq kernels
+  if (n_threads + 255 > int64_t(UINT32_MAX))
+    throw std::invalid_argument("attention_bwd: B·T·NH·hs must be below 2^35 (the backward's 32-bit indices)");
   attention_bwd_pre_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
-      dq_acc, D, dout, out, rows, d.T, d.NH, d.hs, d.out_stride);
+      dq_acc, D, dout, out, uint32_t(n_threads), d.T, d.NH, d.hs, d.out_stride);
   CUDA_CHECK_LAUNCH();
 
   // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 the warpgroup-MMA kernel (or
@@ -1155,7 +1161,7 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
                                                                                     d.qkv_stride, d.scale);
   } else {
     attention_bwd_dq_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
-        dq, dq_acc, rows, d.hs, d.qkv_stride, d.NH, d.scale);
+        dq, dq_acc, uint32_t(n_threads), d.NH * d.hs, d.qkv_stride, d.scale);
   }
   CUDA_CHECK_LAUNCH();
 }

@@ -76,14 +76,14 @@ __global__ void residual_norm_fwd_kernel(bf16* res_out, bf16* out, float* mean_o
       for (int j = 0; j < W; ++j) sum += va[j];
     }
   }
-  const float mean = layer_norm ? warp_sum(sum) / float(C) : 0.f;
+  const float mean = layer_norm ? warp_sum(sum) * (1.f / float(C)) : 0.f;
   float ss = 0.f;
   for (int c = lane * W; c < C; c += 32 * W) {
     load_w<W>(vx, x + c);
 #pragma unroll
     for (int j = 0; j < W; ++j) ss += (vx[j] - mean) * (vx[j] - mean);
   }
-  const float rstd = rsqrtf(warp_sum(ss) / float(C) + eps);
+  const float rstd = rsqrtf(warp_sum(ss) * (1.f / float(C)) + eps);
   bf16* o = out + row * C;
   for (int c = lane * W; c < C; c += 32 * W) {
     load_w<W>(vx, x + c);
@@ -141,7 +141,8 @@ __global__ void residual_norm_fwd_reg_kernel(bf16* res_out, bf16* out, float* me
 #pragma unroll
     for (int j = 0; j < 8; ++j) sum += x[i][j];  // 0 beyond C
   }
-  const float mean = layer_norm ? warp_sum(sum) / float(C) : 0.f;
+  const float inv_c = 1.f / float(C);  // one division a thread, not two a row
+  const float mean = layer_norm ? warp_sum(sum) * inv_c : 0.f;
   float ss = 0.f;
 #pragma unroll
   for (int i = 0; i < ITERS; ++i) {
@@ -149,7 +150,7 @@ __global__ void residual_norm_fwd_reg_kernel(bf16* res_out, bf16* out, float* me
 #pragma unroll
     for (int j = 0; j < 8; ++j) ss += (x[i][j] - mean) * (x[i][j] - mean);
   }
-  const float rstd = rsqrtf(warp_sum(ss) / float(C) + eps);
+  const float rstd = rsqrtf(warp_sum(ss) * inv_c + eps);
 #pragma unroll
   for (int i = 0; i < ITERS; ++i) {
     const int c = lane * 8 + 256 * i;
@@ -205,8 +206,8 @@ __global__ void norm_bwd_kernel(bf16* dinp, bool accumulate, float* scratch, boo
         sgx += g * ((vx[j] - mean) * rstd);
       }
     }
-    const float mg = layer_norm ? warp_sum(sg) / float(C) : 0.f;
-    const float mgx = warp_sum(sgx) / float(C);
+    const float mg = layer_norm ? warp_sum(sg) * (1.f / float(C)) : 0.f;
+    const float mgx = warp_sum(sgx) * (1.f / float(C));
     bf16* dx = dinp + row * C;
     for (int c = lane * W; c < C; c += 32 * W) {
       load_w<W>(vx, x + c), load_w<W>(vdy, dy + c);
@@ -278,8 +279,8 @@ __global__ void __launch_bounds__(kNormBwdWarps * 32)
         }
       }
     }
-    const float mg = layer_norm ? warp_sum(sg) / float(C) : 0.f;
-    const float mgx = warp_sum(sgx) / float(C);
+    const float mg = layer_norm ? warp_sum(sg) * (1.f / float(C)) : 0.f;
+    const float mgx = warp_sum(sgx) * (1.f / float(C));
     bf16* dx = dinp + row * C;
 #pragma unroll
     for (int i = 0; i < ITERS; ++i) {
@@ -370,6 +371,7 @@ __global__ void __launch_bounds__(kRingThreads, 2)
   const int tid = threadIdx.x, group = tid / kGroupThreads, t = tid % kGroupThreads;
   const int warp = t >> 5, lane = t & 31, c = 8 * t;
   const bool active = c < C;
+  const float inv_c = 1.f / float(C);
   float vg[8];
   for (int j = 0; j < 8; ++j) vg[j] = 1.f;
   if (gain && active) load_w<8>(vg, gain + c);
@@ -395,25 +397,25 @@ __global__ void __launch_bounds__(kRingThreads, 2)
   int64_t row = int64_t(blockIdx.x) * kGroups + group;
 #pragma unroll
   for (int s = 0; s < kRingStages - 1; ++s) issue(row + s * stride, s);
-  for (int k = 0; row < N; ++k, row += stride) {
-    const int s = k % kRingStages;
-    // The stage refilled is the one this thread read in the previous iteration.
-    issue(row + (kRingStages - 1) * stride, (k + kRingStages - 1) % kRingStages);
+  // s: the stage of this iteration's row; the stage refilled (with the row kRingStages - 1 ahead)
+  // is the one this thread read in the previous iteration, s - 1.
+  for (int k = 0, s = 0; row < N; ++k, row += stride, s = s + 1 == kRingStages ? 0 : s + 1) {
+    issue(row + (kRingStages - 1) * stride, s == 0 ? kRingStages - 1 : s - 1);
     tiles::cp_async_wait<kRingStages - 1>();
-    float xh[8], vdy[8], vd[8];
-    float sg = 0.f, sgx = 0.f, mean = 0.f, rstd = 0.f;
+    float xh[8], vdy[8];
+    float sg = 0.f, sgx = 0.f, rstd = 0.f;
     if (active) {
       const RingSlot& slot = ring[s * kRingThreads + tid];
       const float2 st = stats[s * kRingThreads + tid];
-      mean = layer_norm ? st.x : 0.f, rstd = st.y;
+      rstd = st.y;
+      const float shift = layer_norm ? -st.x * rstd : 0.f;
       unpack8(slot.x, xh), unpack8(slot.dy, vdy);
-      if (accumulate) unpack8(slot.dd, vd);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        xh[j] = (xh[j] - mean) * rstd;
+        xh[j] = fmaf(xh[j], rstd, shift);  // (x - mean)·rstd
         const float g = vdy[j] * vg[j];
         sg += g;
-        sgx += g * xh[j];
+        sgx = fmaf(g, xh[j], sgx);
       }
     }
     sg = warp_sum(sg), sgx = warp_sum(sgx);
@@ -426,18 +428,27 @@ __global__ void __launch_bounds__(kRingThreads, 2)
       for (int w = 0; w < NWG; ++w) sg += r[2 * w], sgx += r[2 * w + 1];
     }
     if (!active) continue;
-    const float mg = layer_norm ? sg / float(C) : 0.f, mgx = sgx / float(C);
+    // d = rstd·(g - mean(g) - xh·mean(g·xh)) = rstd·g + xh·cx + c0.
+    const float c0 = layer_norm ? -rstd * sg * inv_c : 0.f, cx = -rstd * sgx * inv_c;
+    float vd[8];
+    if (accumulate) unpack8(ring[s * kRingThreads + tid].dd, vd);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      const float d = rstd * (vdy[j] * vg[j] - mg - xh[j] * mgx);
+      const float d = fmaf(rstd, vdy[j] * vg[j], fmaf(xh[j], cx, c0));
       vd[j] = accumulate ? vd[j] + d : d;
       if constexpr (PARAM) {
-        ag[j] += vdy[j] * xh[j];
+        ag[j] = fmaf(vdy[j], xh[j], ag[j]);
         ab[j] += vdy[j];
-        as[j] += rounded(vd[j]);
       }
     }
-    store_w<8>(dinp + row * C + c, vd);
+    const uint4 packed = pack8(vd);
+    *reinterpret_cast<uint4*>(dinp + row * C + c) = packed;
+    if constexpr (PARAM) {  // the sum of dinp as stored
+      float vr[8];
+      unpack8(packed, vr);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) as[j] += vr[j];
+    }
   }
   if constexpr (PARAM) {
     tiles::cp_async_wait<0>();  // only empty groups are left, but the ring's memory is reused
