@@ -14,9 +14,6 @@
 //   gelu_gemm_bwd  ours for the backward's GELU GEMM only
 //   norm_residual  the residual adds in the norm kernels instead of in the branches' last GEMMs
 //                  (CudaGpt::set_residual_in_gemm(false))
-//   splitk_inplace cuBLASLt's split-K GEMMs (the weight gradients) adding their partial sums
-//                  into the output in turn instead of through a reduction kernel
-//   splitk_none    no split-K GEMMs (CudaGpt::set_gemm_split_k)
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -50,12 +47,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string option = argc > 5 ? argv[5] : "heuristic";
-  const std::vector<std::string> options = {"heuristic",     "tuned",          "cublas_gelu", "gelu_gemm_bwd",
-                                            "norm_residual", "splitk_inplace", "splitk_none"};
+  const std::vector<std::string> options = {"heuristic", "tuned", "cublas_gelu", "gelu_gemm_bwd", "norm_residual"};
   if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
-                 "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, norm_residual, "
-                 "splitk_inplace or splitk_none, got %s\n",
+                 "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd or norm_residual, got "
+                 "%s\n",
                  option.c_str());
     return 2;
   }
@@ -69,8 +65,6 @@ int main(int argc, char** argv) {
   if (option == "cublas_gelu") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::None);
   if (option == "gelu_gemm_bwd") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::Backward);
   if (option == "norm_residual") bench.model().set_residual_in_gemm(false);
-  if (option == "splitk_inplace") bench.model().set_gemm_split_k(cuda::GemmRunner::SplitK::InPlace);
-  if (option == "splitk_none") bench.model().set_gemm_split_k(cuda::GemmRunner::SplitK::None);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;

@@ -72,8 +72,6 @@ class CudaGpt {
   size_t arena_bytes() const { return arena_.bytes(); }
   // GEMM algorithms by timing instead of cuBLASLt's heuristic (cuda::GemmRunner::set_autotune).
   void set_gemm_autotune(bool on) { gemm_.set_autotune(on); }
-  // The split-K reductions its cuBLASLt GEMMs may use (cuda::GemmRunner::set_split_k).
-  void set_gemm_split_k(cuda::GemmRunner::SplitK s) { gemm_.set_split_k(s); }
   // Which of the MLP's GELU GEMMs go through kernels/gelu_gemm.cuh (where it takes the shape)
   // instead of cuBLASLt's GELU epilogues: none, the backward's (DGELU with the fc bias's sums), or
   // both (the default: the GPT-2 step 1.5% faster on an H200 than with cuBLASLt's; bench/RESULTS.md).

@@ -154,11 +154,6 @@ GemmRunner::Plan& GemmRunner::plan_for(const GemmArgs& g) {
   const uint64_t ws = workspace_.bytes();
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                     &ws, sizeof(ws)));
-  const uint32_t schemes = split_k_ == SplitK::Any       ? CUBLASLT_REDUCTION_SCHEME_MASK
-                           : split_k_ == SplitK::InPlace ? CUBLASLT_REDUCTION_SCHEME_INPLACE
-                                                         : CUBLASLT_REDUCTION_SCHEME_NONE;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
-                                                    sizeof(schemes)));
   cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
   int n_result = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c,

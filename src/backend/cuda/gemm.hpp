@@ -99,12 +99,6 @@ class GemmRunner {
   // depends on timings, so two runs may choose differently (and round differently).
   void set_autotune(bool on) { autotune_ = on; }
   static constexpr int kTuneCandidates = 16, kTuneRuns = 5;
-  // Which split-K reductions cuBLASLt may choose (CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK) for
-  // the shapes planned after the call: Any (its default: partial sums in the workspace, added by
-  // a separate kernel, or in place), InPlace (each split adds its partial sums into the output in
-  // turn, no separate kernel) or None (no split-K).
-  enum class SplitK { Any, InPlace, None };
-  void set_split_k(SplitK s) { split_k_ = s; }
 
  private:
   struct Plan;
@@ -121,7 +115,6 @@ class GemmRunner {
   DeviceBuffer<std::byte> workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
   bool autotune_ = false;
-  SplitK split_k_ = SplitK::Any;
   std::map<Key, bool> unsupported_;
 };
 
