@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/check.hpp"
 #include "backend/cuda/device.hpp"
 #include "config/config.hpp"
 #include "core/rng.hpp"
@@ -58,17 +59,42 @@ class Gpt2Step {
     for (int step = 0; step < warmup + steps; ++step) {
       cuda::Event start, stop;
       start.record(stream_.get());
-      grads_.zero(stream_.get());
-      const double l = model_->forward(params_.data(), tok_.data(), tgt_.data(), B_, kT);
-      model_->backward(params_.data(), grads_.data(), 1.0);
-      adam_.t = ++t_;
-      kernels::adamw_update(master_.data(), params_.data(), grads_.data(), m_.data(), v_.data(),
-                            int64_t(master_.size()), adam_, false, stream_.get());
+      const double l = enqueue_step();
       stop.record(stream_.get());
       stop.synchronize();
       if (loss) *loss = l;
       if (step >= warmup) ms.push_back(stop.elapsed_ms_since(start));
     }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+
+  // The same, each step replayed from a CUDA graph of one step captured after the `warmup`
+  // ordinary steps (which plan every GEMM and set every kernel's attributes): the step without
+  // its host synchronisation for the loss and with one launch instead of hundreds, to measure
+  // what those cost. Timing only: every replay repeats the captured step's AdamW step number.
+  float median_ms_graph(int steps, int warmup, double* loss = nullptr) {
+    median_ms(1, std::max(warmup, 1) - 1);
+    model_->set_loss_readback(false);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
+    enqueue_step();
+    CUDA_CHECK(cudaStreamEndCapture(stream_.get(), &graph));
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    std::vector<float> ms;
+    for (int step = 0; step < steps; ++step) {
+      cuda::Event start, stop;
+      start.record(stream_.get());
+      CUDA_CHECK(cudaGraphLaunch(exec, stream_.get()));
+      stop.record(stream_.get());
+      stop.synchronize();
+      ms.push_back(stop.elapsed_ms_since(start));
+    }
+    if (loss) *loss = model_->loss();
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    model_->set_loss_readback(true);
     std::sort(ms.begin(), ms.end());
     return ms[ms.size() / 2];
   }
@@ -87,6 +113,18 @@ class Gpt2Step {
   std::optional<CudaGpt> model_;
   kernels::AdamWStep adam_;
   int t_ = 0;
+
+  // One training step enqueued: zero the gradients, forward, backward, AdamW. Returns the
+  // forward's loss (NaN without the model's loss readback).
+  double enqueue_step() {
+    grads_.zero(stream_.get());
+    const double l = model_->forward(params_.data(), tok_.data(), tgt_.data(), B_, kT);
+    model_->backward(params_.data(), grads_.data(), 1.0);
+    adam_.t = ++t_;
+    kernels::adamw_update(master_.data(), params_.data(), grads_.data(), m_.data(), v_.data(),
+                          int64_t(master_.size()), adam_, false, stream_.get());
+    return l;
+  }
 };
 
 }  // namespace pg::bench

@@ -14,6 +14,7 @@
 //   gelu_gemm_bwd  ours for the backward's GELU GEMM only
 //   norm_residual  the residual adds in the norm kernels instead of in the branches' last GEMMs
 //                  (CudaGpt::set_residual_in_gemm(false))
+//   graph          the default step replayed from a CUDA graph (Gpt2Step::median_ms_graph)
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -47,10 +48,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string option = argc > 5 ? argv[5] : "heuristic";
-  const std::vector<std::string> options = {"heuristic", "tuned", "cublas_gelu", "gelu_gemm_bwd", "norm_residual"};
+  const std::vector<std::string> options = {"heuristic",     "tuned", "cublas_gelu", "gelu_gemm_bwd",
+                                            "norm_residual", "graph"};
   if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
-                 "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd or norm_residual, got "
+                 "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, norm_residual or graph, got "
                  "%s\n",
                  option.c_str());
     return 2;
@@ -68,7 +70,8 @@ int main(int argc, char** argv) {
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;
-  const float med = bench.median_ms(n_steps, n_warmup, &loss);
+  const float med =
+      option == "graph" ? bench.median_ms_graph(n_steps, n_warmup, &loss) : bench.median_ms(n_steps, n_warmup, &loss);
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   std::printf("gpt_step_bench: loss %.4f, median %.2f ms/step, %.0f tokens/s, device memory in use %.2f GiB\n", loss,

@@ -2,6 +2,7 @@
 #include "model/cuda_gpt.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <string>
 
 #include "backend/cuda/arena_carver.hpp"
@@ -319,11 +320,18 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
                             softcap_, true, stream_);
   // The sums on the device: 16 bytes cross to the host, and the host adds nothing.
   kernels::loss_sums(loss_sums_, losses_, n_correct ? correct_ : nullptr, N, stream_);
+  loss_rows_ = N;
+  if (!loss_readback_) return std::numeric_limits<double>::quiet_NaN();
+  return loss(n_correct);
+}
+
+double CudaGpt::loss(int64_t* n_correct) {
+  PG_CHECK(loss_rows_ > 0, "loss: no forward with targets yet");
   double sums[2] = {0.0, 0.0};
   CUDA_CHECK(cudaMemcpyAsync(sums, loss_sums_, sizeof(sums), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (n_correct) *n_correct = int64_t(sums[1]);
-  return sums[0] / N;
+  return sums[0] / double(loss_rows_);
 }
 
 void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::function<void(int)>& after_stage) {

@@ -50,9 +50,15 @@ class CudaGpt {
   CudaGpt(const Config& cfg, const ParamTable& table, int max_batch, cudaStream_t stream, size_t other_bytes = 0);
 
   // Returns the mean cross-entropy with targets (synchronises the stream to read it), 0 without;
-  // *n_correct (if given) receives the number of rows whose argmax is the target.
+  // *n_correct (if given) receives the number of rows whose argmax is the target. Without the
+  // loss readback (set_loss_readback(false)) it returns NaN and leaves the sums on the device for
+  // loss(): the step then has no host synchronisation, so that a CUDA graph can capture it.
   double forward(const bf16* params, const int32_t* inputs, const int32_t* targets, int B, int Tn,
                  int64_t* n_correct = nullptr);
+  void set_loss_readback(bool on) { loss_readback_ = on; }
+  // The mean cross-entropy (and *n_correct, if that forward counted) of the last forward with
+  // targets; synchronises the stream.
+  double loss(int64_t* n_correct = nullptr);
   // grads += d(loss_scale · (mean loss + moe_objective()))/d params. after_stage (optional), called on the host as
   // the work is enqueued: after_stage(n_layer) once the head's and ln_f's gradients are enqueued,
   // then after_stage(l) once layer l's are (l = n_layer-1 .. 0); wte and wpe come last. Work
@@ -140,6 +146,8 @@ class CudaGpt {
   void* attn_ws_;
   float* qkv_bias_part_ = nullptr;  // attention_bwd's q/k/v bias sums, where the fused bias comes from them
   double* loss_sums_;  // [2]: Σ losses, Σ correct of the last forward with targets
+  int loss_rows_ = 0;  // its rows
+  bool loss_readback_ = true;
   const int32_t *inputs_ = nullptr, *targets_ = nullptr;
   int B_ = 0, Tn_ = 0;
 };

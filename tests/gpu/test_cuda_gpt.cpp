@@ -27,7 +27,8 @@ using namespace pg::test;
 namespace {
 
 void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, double embed_std = 0.15,
-                       double weight_std = 0.15, bool gelu_gemm = false, bool residual_in_gemm = true) {
+                       double weight_std = 0.15, bool gelu_gemm = false, bool residual_in_gemm = true,
+                       bool graph = false) {
   std::vector<std::string> all = {"model.n_layer=2", "model.n_head=2", "model.d_model=64", "model.d_ff=160",
                                   "model.vocab_size=96", "model.seq_len=32"};
   all.insert(all.end(), sets.begin(), sets.end());
@@ -61,8 +62,24 @@ void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, doub
   auto d_x = upload(x), d_y = upload(y);
   cuda::DeviceBuffer<float> d_G(P.size());
   d_G.zero(stream.get());
-  const double gpu_loss = gpu_model.forward(d_P.data(), d_x.data(), d_y.data(), B, T);
-  gpu_model.backward(d_P.data(), d_G.data(), 1.0);
+  double gpu_loss = 0.0;
+  if (graph) {  // forward and backward captured in a CUDA graph, the loss read afterwards
+    gpu_model.set_loss_readback(false);
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    CHECK(std::isnan(gpu_model.forward(d_P.data(), d_x.data(), d_y.data(), B, T)));
+    gpu_model.backward(d_P.data(), d_G.data(), 1.0);
+    CUDA_CHECK(cudaStreamEndCapture(stream.get(), &g));
+    CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    CUDA_CHECK(cudaGraphLaunch(exec, stream.get()));
+    gpu_loss = gpu_model.loss();
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaGraphDestroy(g));
+  } else {
+    gpu_loss = gpu_model.forward(d_P.data(), d_x.data(), d_y.data(), B, T);
+    gpu_model.backward(d_P.data(), d_G.data(), 1.0);
+  }
   stream.synchronize();
   const std::vector<float> gG = d_G.download();
 
@@ -95,6 +112,13 @@ TEST_CASE("gpu GPT-2-style model with the residual adds in the norm kernels (set
   check_against_cpu({}, 971, 0.15, 0.15, false, false);
   // With the GELU GEMMs of kernels/gelu_gemm, at shapes they take.
   check_against_cpu({"model.d_model=256", "model.n_head=4", "model.d_ff=512"}, 972, 0.15, 0.075, true, false);
+}
+
+TEST_CASE("gpu GPT-2-style model: the step captured in a CUDA graph, the loss read after (set_loss_readback)",
+          "[gpu][model]") {
+  // Every kernel and GEMM of a forward with targets and a backward, without the loss's host
+  // synchronisation, replayed from a graph: the same loss and gradients as the CPU reference.
+  check_against_cpu({"model.d_model=256", "model.n_head=4", "model.d_ff=512"}, 973, 0.15, 0.075, true, true, true);
 }
 
 TEST_CASE("gpu modern variant: RMSNorm, RoPE, ReLU², QK-norm, untied, soft cap, no biases", "[gpu][model]") {
