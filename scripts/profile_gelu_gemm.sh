@@ -2,7 +2,8 @@
 # Nsight Compute's full report on the MLP's GELU GEMMs at GPT-2's B = 64 (kernels_bench mlp's
 # shapes): ours (kernels/gelu_gemm.cuh: the forward and the GELU gradient, one launch each) beside
 # cuBLASLt's plain GEMM of the shape and its GELU_AUX_BIAS kernel, to see which unit limits each
-# (tensor pipe, shared memory, L2, issue). The details pages go to $OUT (else $BUILD_DIR/logs).
+# (tensor pipe, shared memory, L2, issue), and where each one's warps wait by instruction
+# (scripts/ncu_stalls.py). The details pages go to $OUT (else $BUILD_DIR/logs).
 #   usage: scripts/profile_gelu_gemm.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,9 @@ profile() {  # name, then ncu's kernel filter arguments
   ncu -i "$LOGS/ncu_$name.ncu-rep" --page details > "$LOGS/ncu_$name.txt" 2>&1
   grep -E "^  [a-z_]|Duration|SM Frequency|Compute \(SM\) Throughput|Memory Throughput|L1/TEX Cache Throughput|L2 Cache Throughput|DRAM Throughput|Issue Slots Busy|Registers Per|Achieved Occupancy" \
     "$LOGS/ncu_$name.txt" | head -n 16
+  # Where its warps wait, by instruction (the SASS source page).
+  ncu -i "$LOGS/ncu_$name.ncu-rep" --page source --csv --print-source sass > "$LOGS/ncu_${name}_sass.csv" 2>&1 &&
+    python3 scripts/ncu_stalls.py "$LOGS/ncu_${name}_sass.csv" 12
 }
 profile ours_fwd --kernel-name-base mangled -k regex:gelu_gemm_kernelILb0
 profile ours_dgelu --kernel-name-base mangled -k regex:gelu_gemm_kernelILb1
