@@ -16,7 +16,7 @@
 // (BGRADB on the dW GEMM, DGELU_BGRAD on the proj dX GEMM) against the same GEMMs without them
 // plus kernels::bias_bwd, with bias_bwd's bandwidth alone.
 // mlp: the MLP's GELU GEMMs at the same B: cuBLASLt's epilogues against plain GEMMs of the shape
-// and against kernels/gelu_gemm.cuh (mlp_gemms below).
+// and against kernels/gelu_gemm.cuh (mlp_gemms below), on single CTAs and on clusters of two.
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -222,15 +222,23 @@ void mlp_gemms(cuda::Stream& stream) {
   };
   cuda::DeviceBuffer<float> scratch{size_t(std::max(kernels::gelu_gemm_scratch_floats(N, F),
                                                     kernels::bias_bwd_scratch_floats(F)))};
-  ours("fc fwd bias+GELU+aux", [&] {
-    kernels::gemm_bias_gelu_aux(out.data(), aux.data(), x.data(), wfc.data(), bias.data(), N, F, C, s);
-  });
-  ours("proj dX nn DGELU", [&] {
-    kernels::gemm_dgelu(out.data(), nullptr, nullptr, dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s);
-  });
-  ours("proj dX nn DGELU + bias sums", [&] {
-    kernels::gemm_dgelu(out.data(), bgrad.data(), scratch.data(), dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s);
-  });
+  for (const auto kernel : {kernels::GeluGemmKernel::Solo, kernels::GeluGemmKernel::Pair}) {
+    const char* how = kernel == kernels::GeluGemmKernel::Pair ? ", pair" : "";
+    char what[64];
+    std::snprintf(what, sizeof what, "fc fwd bias+GELU+aux%s", how);
+    ours(what, [&] {
+      kernels::gemm_bias_gelu_aux(out.data(), aux.data(), x.data(), wfc.data(), bias.data(), N, F, C, s, kernel);
+    });
+    std::snprintf(what, sizeof what, "proj dX nn DGELU%s", how);
+    ours(what, [&] {
+      kernels::gemm_dgelu(out.data(), nullptr, nullptr, dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s, kernel);
+    });
+    std::snprintf(what, sizeof what, "proj dX nn DGELU + bias sums%s", how);
+    ours(what, [&] {
+      kernels::gemm_dgelu(out.data(), bgrad.data(), scratch.data(), dy.data(), wproj.data(), pre.data(), 1.f, N, F, C, s,
+                          kernel);
+    });
+  }
   cuda::GemmRunner runner(s);
   cuda::GemmArgs d;
   d.M = N, d.N = F, d.K = C, d.A = dy.data(), d.B = wproj.data(), d.C = out.data();

@@ -25,11 +25,16 @@ __device__ __forceinline__ float2 unpack2(uint32_t v) {
 
 // Issues k-block kb of the tile at (m0, n0) into stage buffers a, b, completing on bar: A's
 // [128][64] box, and B's [128 n][64 k] box (K-major) or two [64 k][64 n] panels (MN-major, kDGelu).
-template <bool kDGelu>
+// kPair: the CTA of rank r in a cluster of two, whose tiles share m0, loads A's rows 64r.. and
+// multicasts them to both (map_a's box is [64][64]); each CTA's barrier expects the whole stage.
+template <bool kDGelu, bool kPair>
 __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap* map_a, const CUtensorMap* map_b,
-                                            int kb, int m0, int n0, uint64_t* bar) {
+                                            int kb, int m0, int n0, uint64_t* bar, uint32_t rank) {
   tma::mbar_arrive_expect_tx(bar, kStageBytes);
-  tma::load_3d(a, map_a, kb * kTileK, m0, 0, bar);
+  if constexpr (kPair)
+    tma::load_3d_multicast(a + rank * 64 * kTileK, map_a, kb * kTileK, m0 + 64 * int(rank), 0, bar, 3);
+  else
+    tma::load_3d(a, map_a, kb * kTileK, m0, 0, bar);
   if constexpr (kDGelu) {
     tma::load_3d(b, map_b, n0, kb * kTileK, 0, bar);
     tma::load_3d(b + 64 * kTileK, map_b, n0 + 64, kb * kTileK, 0, bar);
@@ -50,6 +55,13 @@ __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap*
 // Stage s holds the block's k-blocks q = s, s + 4, ...: A as [128 rows][64 k] and B as [128 n][64 k]
 // (K-major, gemm_bias_gelu_aux) or as two panels [64 k][64 n] of columns n0.., n0+64.. (MN-major,
 // gemm_dgelu), all in the 128-byte swizzle TMA writes and wgmma reads.
+// kPair (GeluGemmKernel::Pair): clusters of two CTAs take pairs of tiles side by side (the same
+// rows of A, n tiles 2j and 2j + 1), each loading half of A's k-block for both (load_kblock); a
+// stage is then refilled only once both CTAs' consumers have released it (each consumer warp
+// arrives on both CTAs' empty barriers), and neither CTA exits before the other is done with its
+// barriers (cluster_sync). It halves A's traffic from L2 (a quarter of the kernel's). The grid
+// holds no more clusters than run at once (cudaOccupancyMaxActiveClusters): a persistent CTA
+// that waits for a second wave doubles the kernel's time.
 constexpr int kStages = 4, kThreads = 384;
 struct GeluGemmSmem {
   alignas(1024) bf16 a[kStages][kTileM * kTileK];
@@ -68,7 +80,7 @@ __device__ __forceinline__ void consumer_sync(int w) {  // one consumer warpgrou
   else asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
 
-template <bool kDGelu>
+template <bool kDGelu, bool kPair>
 __global__ void __launch_bounds__(kThreads, 1)
     gelu_gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                         const __grid_constant__ CUtensorMap map_out, const __grid_constant__ CUtensorMap map_aux,
@@ -76,12 +88,20 @@ __global__ void __launch_bounds__(kThreads, 1)
                         float alpha, int M, int N, int K) {
   extern __shared__ unsigned char smem_raw[];
   auto& sm = wg::aligned_smem<GeluGemmSmem>(smem_raw);
-  const int n_tiles = N / kTileN, total = ((M + kTileM - 1) / kTileM) * n_tiles, n_kb = K / kTileK;
+  const int n_tiles = N / kTileN, n_kb = K / kTileK;
   const int wg_id = wg::warpgroup_index(), lane = int(threadIdx.x) & 31;
+  // Work units: tiles, or (kPair) pairs of tiles, a CTA's the unit's tile of its rank.
+  const uint32_t rank = kPair ? tma::cluster_rank() : 0;
+  const int per_row = kPair ? n_tiles / 2 : n_tiles, total = ((M + kTileM - 1) / kTileM) * per_row;
+  const int first = kPair ? int(blockIdx.x) / 2 : int(blockIdx.x), stride = kPair ? int(gridDim.x) / 2 : int(gridDim.x);
+  auto tile_of = [&](int unit, int& m_tile, int& n0) {
+    m_tile = unit / per_row;
+    n0 = (kPair ? 2 * (unit % per_row) + int(rank) : unit % per_row) * kTileN;
+  };
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       tma::mbar_init(&sm.full[s], 1);
-      tma::mbar_init(&sm.empty[s], 4);  // the consuming warpgroup's warps
+      tma::mbar_init(&sm.empty[s], kPair ? 8 : 4);  // the consuming warpgroup's warps (of both CTAs)
     }
     tma::mbar_init(&sm.order[0], 4);
     tma::mbar_init(&sm.order[1], 4);
@@ -91,18 +111,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     tma::fence_mbar_init();
   }
-  __syncthreads();
+  if constexpr (kPair) tma::cluster_sync();  // both CTAs' barriers ready before either signals the other's
+  else __syncthreads();
 
   if (wg_id == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (threadIdx.x == 0) {
       int q = 0;  // the block's k-blocks in order
-      for (int tile = blockIdx.x, i = 0; tile < total; tile += gridDim.x, ++i) {
-        const int m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
+      for (int unit = first, i = 0; unit < total; unit += stride, ++i) {
+        int m_tile, n0;
+        tile_of(unit, m_tile, n0);
+        const int m0 = m_tile * kTileM;
         for (int kb = 0; kb < n_kb; ++kb, ++q) {
           const int s = q % kStages;
           if (q >= kStages) tma::mbar_wait(&sm.empty[s], ((q / kStages) & 1) ^ 1);
-          load_kblock<kDGelu>(sm.a[s], sm.b[s], &map_a, &map_b, kb, m0, n0, &sm.full[s]);
+          load_kblock<kDGelu, kPair>(sm.a[s], sm.b[s], &map_a, &map_b, kb, m0, n0, &sm.full[s], rank);
         }
         if constexpr (kDGelu) {  // the tile's aux, for its consumer's epilogue (its k-th tile)
           const int w = i & 1, k = i >> 1;
@@ -113,6 +136,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     }
+    if constexpr (kPair) tma::cluster_sync();
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
@@ -121,8 +145,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   const bool leader = (threadIdx.x & 127) == 0;
   bf16* const stage = sm.out[w][0];  // two panels, 16 KB apart
   int i = w;                         // the block's tile counter: this warpgroup takes i = w, w + 2, ...
-  for (int tile = blockIdx.x + w * gridDim.x; tile < total; tile += 2 * gridDim.x, i += 2) {
-    const int m_tile = tile / n_tiles, m0 = m_tile * kTileM, n0 = (tile % n_tiles) * kTileN;
+  auto release = [&](int q) {  // this warp is done with k-block q's stage
+    if (lane == 0) {
+      tma::mbar_arrive(&sm.empty[q % kStages]);
+      if constexpr (kPair) tma::mbar_arrive_remote(&sm.empty[q % kStages], rank ^ 1);
+    }
+  };
+  for (int unit = first + w * stride; unit < total; unit += 2 * stride, i += 2) {
+    int m_tile, n0;
+    tile_of(unit, m_tile, n0);
+    const int m0 = m_tile * kTileM;
     float d[2][16][4];
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh)
@@ -146,15 +178,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       wg::commit();
       wg::wait<1>();
-      if (kb > 0 && lane == 0) tma::mbar_arrive(&sm.empty[(q - 1) % kStages]);
+      if (kb > 0) release(q - 1);
     }
     wg::wait<0>();
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) wg::fence_acc(d[hh]);
-    if (lane == 0) {
-      tma::mbar_arrive(&sm.empty[(q0 + n_kb - 1) % kStages]);
-      tma::mbar_arrive(&sm.order[w]);
-    }
+    release(q0 + n_kb - 1);
+    if (lane == 0) tma::mbar_arrive(&sm.order[w]);
 
     // Epilogue: each output through the staging panels and two TMA stores (boxes of 64 columns ×
     // 128 rows; rows past M are not written). The panels are rewritten only after the last
@@ -258,6 +288,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   if (leader) tma::store_wait_read();  // the staging panels stay until the last store has read them
+  if constexpr (kPair) tma::cluster_sync();
 }
 
 void check_args(const char* what, int M, int N, int K, std::initializer_list<const void*> ptrs) {
@@ -267,23 +298,54 @@ void check_args(const char* what, int M, int N, int K, std::initializer_list<con
   if (!gelu_gemm_aligned(ptrs)) throw std::invalid_argument(std::string(what) + ": pointers must be 16-byte aligned");
 }
 
-// A ([M, K], boxes of 64 k × 128 rows) and B's map (its layout differs between the two GEMMs).
-template <bool kDGelu>
-void launch(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part, float alpha,
-            int M, int N, int K, cudaStream_t stream) {
-  static const int n_sm = sm_count();
+// The kernel of one launch: pairs of CTAs where the kernel asks for them and the tiles of a row
+// pair up, else single CTAs. A in boxes of 64 k × 128 rows (× 64 rows for a pair's halves), B's
+// map given (its layout differs between the two GEMMs).
+template <bool kDGelu, bool kPair>
+void launch_kernel(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part,
+                   float alpha, int M, int N, int K, cudaStream_t stream) {
   const int64_t tiles = int64_t((M + kTileM - 1) / kTileM) * (N / kTileN);
-  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kTileM);
+  const CUtensorMap map_a = tma::make_bf16_map_3d(A, K, M, 1, K, int64_t(M) * K, kTileK, kPair ? 64 : kTileM);
   // Outputs in boxes of 64 columns × 128 rows; map_aux is gemm_bias_gelu_aux's second output, or
   // gemm_dgelu's aux input.
   const CUtensorMap map_out = tma::make_bf16_map_3d(out, N, M, 1, N, int64_t(M) * N, 64, kTileM);
   const CUtensorMap map_aux = tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, kTileM);
   const int smem = int(sizeof(GeluGemmSmem)) + 1024;
-  set_smem_once(reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu>), smem, true);
-  const unsigned grid = unsigned(std::min<int64_t>(tiles, n_sm));
-  gelu_gemm_kernel<kDGelu><<<grid, kThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, bias, part, alpha, M,
-                                                                  N, K);
+  const auto kernel = gelu_gemm_kernel<kDGelu, kPair>;
+  set_smem_once(reinterpret_cast<const void*>(kernel), smem, true);
+  if constexpr (kPair) {
+    cudaLaunchConfig_t cfg{};
+    cfg.blockDim = dim3(kThreads), cfg.dynamicSmemBytes = size_t(smem), cfg.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr, cfg.numAttrs = 1;
+    // As many clusters as the GPU runs at once (a cluster's SMs share a GPC, so that may be fewer
+    // than half the SMs), one pair of tiles each at most.
+    static const int max_clusters = [&] {
+      cudaLaunchConfig_t q = cfg;
+      q.gridDim = dim3(2);
+      int n = 0;
+      CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, reinterpret_cast<const void*>(kernel), &q));
+      return std::max(n, 1);
+    }();
+    cfg.gridDim = dim3(unsigned(2 * std::min<int64_t>(tiles / 2, max_clusters)));
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_b, map_out, map_aux, bias, part, alpha, M, N, K));
+  } else {
+    static const int n_sm = sm_count();
+    const unsigned grid = unsigned(std::min<int64_t>(tiles, n_sm));
+    kernel<<<grid, kThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, bias, part, alpha, M, N, K);
+  }
   CUDA_CHECK_LAUNCH();
+}
+
+template <bool kDGelu>
+void launch(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part, float alpha,
+            int M, int N, int K, GeluGemmKernel kernel, cudaStream_t stream) {
+  if (kernel == GeluGemmKernel::Pair && (N / kTileN) % 2 == 0)
+    launch_kernel<kDGelu, true>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
+  else
+    launch_kernel<kDGelu, false>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
 }
 
 }  // namespace
@@ -308,18 +370,19 @@ bool gelu_gemm_supported(int M, int N, int K) {
 }
 
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, GeluGemmKernel kernel) {
   check_args("gemm_bias_gelu_aux", M, N, K, {out, aux, A, B, bias});
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, K, N, 1, K, int64_t(N) * K, kTileK, kTileN);
-  launch<false>(A, map_b, out, aux, bias, nullptr, 1.f, M, N, K, stream);
+  launch<false>(A, map_b, out, aux, bias, nullptr, 1.f, M, N, K, kernel, stream);
 }
 
 void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf16* B, const bf16* aux, float alpha,
-                int M, int N, int K, cudaStream_t stream) {
+                int M, int N, int K, cudaStream_t stream, GeluGemmKernel kernel) {
   check_args("gemm_dgelu", M, N, K, {out, A, B, aux, scratch});
   if (dbias && !scratch) throw std::invalid_argument("gemm_dgelu: a bias gradient needs scratch");
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, N, K, 1, N, int64_t(K) * N, 64, kTileK);
-  launch<true>(A, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, stream);
+  launch<true>(A, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, kernel,
+               stream);
   if (dbias) bias_accumulate(dbias, scratch, N, stream, (M + kTileM - 1) / kTileM);
 }
 

@@ -21,8 +21,9 @@
 // pair from one call): the forward 0.515–0.557 ms against cuBLASLt's GELU_AUX_BIAS 0.576–0.596;
 // the GELU gradient with the bias sums 0.607 against cuBLASLt's DGELU then bias_bwd 0.869; the
 // GPT-2 step 1.5–2% faster with both than with cuBLASLt's epilogues. CudaGpt uses them by default
-// (CudaGpt::set_gelu_gemm). Clusters of two CTAs sharing A's loads by TMA multicast measured 2×
-// slower and are not kept.
+// (CudaGpt::set_gelu_gemm). Clusters of two CTAs sharing A's loads by TMA multicast
+// (GeluGemmKernel::Pair) measured 2× slower with a grid of 66 clusters, more than may run at once;
+// its grid is now sized by cudaOccupancyMaxActiveClusters, not yet measured.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -40,11 +41,17 @@ bool gelu_gemm_aligned(std::initializer_list<const void*> ptrs);
 // fp32 scratch gemm_dgelu needs for a bias gradient: one row of column sums per 128 rows of A.
 inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * N; }
 
+// Which kernel: Solo (each CTA its own tiles; the default) or Pair (clusters of two CTAs on tiles
+// side by side, sharing A's loads by TMA multicast, where N is a multiple of 256, else Solo). Pair
+// was measured 2× slower when its grid held more clusters than ran at once; it now holds no more,
+// and is kept to measure beside Solo.
+enum class GeluGemmKernel { Solo, Pair };
+
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
-                        cudaStream_t stream);
+                        cudaStream_t stream, GeluGemmKernel kernel = GeluGemmKernel::Solo);
 
 // dbias may be null (then scratch may be too).
 void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf16* B, const bf16* aux, float alpha,
-                int M, int N, int K, cudaStream_t stream);
+                int M, int N, int K, cudaStream_t stream, GeluGemmKernel kernel = GeluGemmKernel::Solo);
 
 }  // namespace pg::kernels

@@ -58,6 +58,38 @@ __device__ __forceinline__ void load_3d(void* dst, const CUtensorMap* map, int c
       : "memory");
 }
 
+// load_3d into the same shared-memory offset of every CTA of the cluster in cta_mask (bit r: the
+// CTA of rank r), each completing its copy on its own barrier at bar's offset. The receivers'
+// barriers may see the bytes before their own expect_tx; a phase completes only once its
+// arrivals are in too.
+__device__ __forceinline__ void load_3d_multicast(void* dst, const CUtensorMap* map, int c0, int c1, int c2,
+                                                  uint64_t* bar, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, "
+      "{%2, %3, %4}], [%5], %6;\n" ::"r"(smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar)), "h"(cta_mask)
+      : "memory");
+}
+// This CTA's rank in its cluster.
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+// An arrival on the barrier at bar's offset in the cluster's CTA of rank cta.
+__device__ __forceinline__ void mbar_arrive_remote(uint64_t* bar, uint32_t cta) {
+  asm volatile(
+      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_u32(bar)),
+      "r"(cta)
+      : "memory");
+}
+// Every thread of the cluster: arrive, then wait for all (the non-aligned form: threads of a warp
+// may reach it apart).
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+
 // The box of `map` at (c0, c1, c2) from src (shared memory, 1024-byte aligned, in the map's
 // swizzle); rows and columns outside the tensor are not written. One thread issues it, then
 // store_commit(), and store_wait_read() before src is reused or the block exits. Shared-memory

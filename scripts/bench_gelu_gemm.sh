@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The MLP's GELU GEMMs of kernels/gelu_gemm.cuh on a GPU machine in one go: builds (scripts/
 # gpu_build.sh), runs their tests ([gelu_gemm], then compute-sanitizer's memcheck and racecheck on
-# them), kernels_bench mlp (ours beside cuBLASLt's GELU epilogues and plain GEMMs of the shape),
-# then the GPT-2 step with cuBLASLt's epilogues, with ours for the backward only, and with ours
-# for both (the default), alternated twice (scripts/bench_step_variants.sh cublas_gelu gelu_gemm_bwd heuristic).
+# them), kernels_bench mlp (ours, on single CTAs and on clusters of two, beside cuBLASLt's GELU
+# epilogues and plain GEMMs of the shape), then the GPT-2 step with cuBLASLt's epilogues, with ours
+# for the backward only, with ours for both (the default) and with ours on clusters of two,
+# alternated twice (scripts/bench_step_variants.sh cublas_gelu gelu_gemm_bwd heuristic gelu_pair).
 # Logs in $OUT (else $BUILD_DIR/logs).
 #   usage: scripts/bench_gelu_gemm.sh
 set -uo pipefail
@@ -28,6 +29,6 @@ for tool in memcheck racecheck; do
 done
 step "kernels_bench mlp on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
 "$BUILD_DIR/kernels_bench" mlp 2>&1 | tee "$LOGS/gelu_mlp.txt" || fail=1
-step "gpt_step_bench 64 30 5: cuBLASLt's epilogues / ours for the backward / ours for both"
-bash scripts/bench_step_variants.sh cublas_gelu gelu_gemm_bwd heuristic || fail=1
+step "gpt_step_bench 64 30 5: cuBLASLt's epilogues / ours for the backward / ours for both / ours on pairs"
+bash scripts/bench_step_variants.sh cublas_gelu gelu_gemm_bwd heuristic gelu_pair || fail=1
 exit $fail

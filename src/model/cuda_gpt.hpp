@@ -83,6 +83,9 @@ class CudaGpt {
   // both (the default: the GPT-2 step 1.5% faster on an H200 than with cuBLASLt's; bench/RESULTS.md).
   enum class GeluGemm { None, Backward, All };
   void set_gelu_gemm(GeluGemm which) { gelu_gemm_ = which; }
+  // Whether those run on clusters of two CTAs sharing A's loads (kernels::GeluGemmKernel::Pair) or
+  // on single CTAs (Solo, the default), to set the two side by side.
+  void set_gelu_gemm_pair(bool on) { gelu_gemm_pair_ = on; }
   // With norms: the residual adds in the branches' last GEMMs (res_mid = res_in + att·W_oᵀ + b as
   // the GEMM's C, and the MLP's alike into the next block's res_in), each norm then reading the
   // stream alone, instead of the GEMMs writing a branch that the norm kernel adds to the stream:
@@ -120,6 +123,7 @@ class CudaGpt {
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
   bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
   GeluGemm gelu_gemm_ = GeluGemm::All;
+  bool gelu_gemm_pair_ = false;
   bool residual_in_gemm_ = true;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.

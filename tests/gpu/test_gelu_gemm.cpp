@@ -3,7 +3,8 @@
 // its column sums (the fc bias gradient, accumulated onto a random start). Shapes with M not a
 // multiple of the 128-row tile (the last tile's rows past M are zero-filled and not stored), one
 // and several tiles along N, K from one 64-deep k-block (fewer than the stages) to twelve, and
-// more tiles than two per SM.
+// more tiles than two per SM. Both kernels: Solo and Pair (clusters of two CTAs sharing A's loads,
+// where N is a multiple of 256; Solo otherwise).
 // Tolerances (gpu_testing.hpp): kTolBf16 for the bf16 outputs; the bias gradient too (fp32 sums
 // of fp32 values, against the reference's sums of the same products in float64).
 #include <catch2/catch.hpp>
@@ -31,9 +32,12 @@ TEST_CASE("gelu GEMMs: bias + GELU with the pre-activation, and the GELU gradien
                             Shape{77, 384, 128, 1.f, true}, Shape{1000, 256, 768, 1.f, true},
                             // 265 tiles: the persistent kernel's blocks (one an SM, up to 132) take
                             // two or three tiles each, both consumers, the stages' phases wrapping
-                            Shape{33869, 128, 192, 1.f, true});
+                            Shape{33869, 128, 192, 1.f, true},
+                            // 265 pairs of tiles for clusters of two (Pair), 530 tiles for Solo
+                            Shape{33869, 256, 128, 0.75f, true});
+  const auto kernel = GENERATE(kernels::GeluGemmKernel::Solo, kernels::GeluGemmKernel::Pair);
   const uint64_t seed = 4400 + uint64_t(sh.M * 7 + sh.N * 3 + sh.K);
-  CAPTURE(sh.M, sh.N, sh.K, sh.alpha, sh.bias, seed);
+  CAPTURE(sh.M, sh.N, sh.K, sh.alpha, sh.bias, int(kernel), seed);
   REQUIRE(kernels::gelu_gemm_supported(sh.M, sh.N, sh.K));  // the GPU machines are Hopper
   Rng rng(seed);
   const int M = sh.M, N = sh.N, K = sh.K;
@@ -49,7 +53,7 @@ TEST_CASE("gelu GEMMs: bias + GELU with the pre-activation, and the GELU gradien
   cpu::matmul_fwd(pre_ref.data(), x.data(), w.data(), b.data(), M, K, N);
   cpu::gelu_fwd(act_ref.data(), pre_ref.data(), int64_t(pre_ref.size()));
   kernels::gemm_bias_gelu_aux(act.data(), pre.data(), dx.data(), dw.data(), sh.bias ? db.data() : nullptr, M, N, K,
-                              stream.get());
+                              stream.get(), kernel);
   stream.synchronize();
   const Vec pre_gpu = download(pre);
   CHECK(rel_diff(pre_gpu, pre_ref) < kTolBf16);
@@ -75,14 +79,14 @@ TEST_CASE("gelu GEMMs: bias + GELU with the pre-activation, and the GELU gradien
   cuda::DeviceBuffer<float> scratch{size_t(kernels::gelu_gemm_scratch_floats(M, N))};
   cuda::DeviceBuffer<bf16> dpre(size_t(M) * N);
   kernels::gemm_dgelu(dpre.data(), dbias.data(), scratch.data(), ddy.data(), dw2.data(), pre.data(), sh.alpha, M, N, K,
-                      stream.get());
+                      stream.get(), kernel);
   stream.synchronize();
   CHECK(rel_diff(download(dpre), dpre_ref) < kTolBf16);
   CHECK(rel_diff(download(dbias), dbias_ref) < kTolBf16);
   // Without a bias gradient: the same output.
   cuda::DeviceBuffer<bf16> dpre2(size_t(M) * N);
   kernels::gemm_dgelu(dpre2.data(), nullptr, nullptr, ddy.data(), dw2.data(), pre.data(), sh.alpha, M, N, K,
-                      stream.get());
+                      stream.get(), kernel);
   stream.synchronize();
   CHECK(rel_diff(download(dpre2), dpre_ref) < kTolBf16);
 }
