@@ -298,6 +298,32 @@ void check_args(const char* what, int M, int N, int K, std::initializer_list<con
   if (!gelu_gemm_aligned(ptrs)) throw std::invalid_argument(std::string(what) + ": pointers must be 16-byte aligned");
 }
 
+// A launch of clusters of two CTAs of kThreads threads with `smem` bytes of shared memory each.
+cudaLaunchConfig_t pair_config(int smem, cudaStream_t stream) {
+  static cudaLaunchAttribute attr = [] {
+    cudaLaunchAttribute a{};
+    a.id = cudaLaunchAttributeClusterDimension;
+    a.val.clusterDim.x = 2, a.val.clusterDim.y = 1, a.val.clusterDim.z = 1;
+    return a;
+  }();
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(2), cfg.blockDim = dim3(kThreads), cfg.dynamicSmemBytes = size_t(smem), cfg.stream = stream;
+  cfg.attrs = &attr, cfg.numAttrs = 1;
+  return cfg;
+}
+
+// The clusters of two of the kDGelu kernel that run at once (cudaOccupancyMaxActiveClusters).
+template <bool kDGelu>
+int max_pairs() {
+  const int smem = int(sizeof(GeluGemmSmem)) + 1024;
+  const void* fn = reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu, true>);
+  set_smem_once(fn, smem, true);
+  const cudaLaunchConfig_t cfg = pair_config(smem, nullptr);
+  int n = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, fn, &cfg));
+  return std::max(n, 1);
+}
+
 // The kernel of one launch: pairs of CTAs where the kernel asks for them and the tiles of a row
 // pair up, else single CTAs. A in boxes of 64 k × 128 rows (× 64 rows for a pair's halves), B's
 // map given (its layout differs between the two GEMMs).
@@ -314,21 +340,10 @@ void launch_kernel(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux
   const auto kernel = gelu_gemm_kernel<kDGelu, kPair>;
   set_smem_once(reinterpret_cast<const void*>(kernel), smem, true);
   if constexpr (kPair) {
-    cudaLaunchConfig_t cfg{};
-    cfg.blockDim = dim3(kThreads), cfg.dynamicSmemBytes = size_t(smem), cfg.stream = stream;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr, cfg.numAttrs = 1;
+    cudaLaunchConfig_t cfg = pair_config(smem, stream);
     // As many clusters as the GPU runs at once (a cluster's SMs share a GPC, so that may be fewer
     // than half the SMs), one pair of tiles each at most.
-    static const int max_clusters = [&] {
-      cudaLaunchConfig_t q = cfg;
-      q.gridDim = dim3(2);
-      int n = 0;
-      CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, reinterpret_cast<const void*>(kernel), &q));
-      return std::max(n, 1);
-    }();
+    static const int max_clusters = max_pairs<kDGelu>();
     cfg.gridDim = dim3(unsigned(2 * std::min<int64_t>(tiles / 2, max_clusters)));
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_b, map_out, map_aux, bias, part, alpha, M, N, K));
   } else {
@@ -349,6 +364,8 @@ void launch(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const
 }
 
 }  // namespace
+
+int gelu_gemm_pair_clusters(bool dgelu) { return dgelu ? max_pairs<true>() : max_pairs<false>(); }
 
 bool gelu_gemm_aligned(std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs)

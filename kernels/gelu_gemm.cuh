@@ -46,6 +46,9 @@ inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127)
 // was measured 2× slower when its grid held more clusters than ran at once; it now holds no more,
 // and is kept to measure beside Solo.
 enum class GeluGemmKernel { Solo, Pair };
+// The clusters of two that run at once, which bound Pair's grid (cudaOccupancyMaxActiveClusters; of
+// the forward's kernel, or with dgelu the gradient's), for benchmarks to report.
+int gelu_gemm_pair_clusters(bool dgelu);
 
 void gemm_bias_gelu_aux(bf16* out, bf16* aux, const bf16* A, const bf16* B, const bf16* bias, int M, int N, int K,
                         cudaStream_t stream, GeluGemmKernel kernel = GeluGemmKernel::Solo);
