@@ -2,9 +2,9 @@
 # Nsight Compute's full report on the MLP's GELU GEMMs at GPT-2's B = 64 (kernels_bench mlp's
 # shapes): ours (kernels/gelu_gemm.cuh: the forward and the GELU gradient, one launch each, and the
 # forward on clusters of two) beside cuBLASLt's plain GEMM of the shape and its GELU_AUX_BIAS
-# kernel, to see which unit limits each
-# (tensor pipe, shared memory, L2, issue), and where each one's warps wait by instruction
-# (scripts/ncu_stalls.py). The details pages go to $OUT (else $BUILD_DIR/logs).
+# kernel, to see which unit limits each (tensor pipe, shared memory, L2, issue), and where each
+# one's warps wait by instruction (scripts/ncu_stalls.py). The details pages go to $OUT (else
+# $BUILD_DIR/logs).
 #   usage: scripts/profile_gelu_gemm.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
