@@ -222,11 +222,8 @@ void mlp_gemms(cuda::Stream& stream) {
   };
   cuda::DeviceBuffer<float> scratch{size_t(std::max(kernels::gelu_gemm_scratch_floats(N, F),
                                                     kernels::bias_bwd_scratch_floats(F)))};
-  int dev = 0, n_sm = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   std::printf("mlp clusters of two at once (Pair's grid): forward %d, gradient %d, of %d SMs\n",
-              kernels::gelu_gemm_pair_clusters(false), kernels::gelu_gemm_pair_clusters(true), n_sm);
+              kernels::gelu_gemm_pair_clusters(false), kernels::gelu_gemm_pair_clusters(true), cuda::sm_count());
   for (const auto kernel : {kernels::GeluGemmKernel::Solo, kernels::GeluGemmKernel::Pair}) {
     const char* how = kernel == kernels::GeluGemmKernel::Pair ? ", pair" : "";
     char what[64];

@@ -30,14 +30,6 @@ inline void set_smem_once(const void* kernel, int bytes, bool max_carveout = fal
                                     int(cudaSharedmemCarveoutMaxShared)));
 }
 
-// The current device's number of SMs (persistent grids, one wave).
-inline int sm_count() {
-  int dev = 0, n = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  return n;
-}
-
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 
 // GELU, tanh approximation (GPT-2's), and its derivative (activation.cuh has the formulas), each

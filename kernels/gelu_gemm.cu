@@ -4,6 +4,7 @@
 #include <string>
 
 #include "backend/cuda/check.hpp"
+#include "backend/cuda/device.hpp"
 #include "kernels/attention_tiles.cuh"
 #include "kernels/bias.cuh"
 #include "kernels/common.cuh"
@@ -312,16 +313,20 @@ cudaLaunchConfig_t pair_config(int smem, cudaStream_t stream) {
   return cfg;
 }
 
-// The clusters of two of the kDGelu kernel that run at once (cudaOccupancyMaxActiveClusters).
+// The clusters of two of the kDGelu kernel that run at once (cudaOccupancyMaxActiveClusters),
+// asked once.
 template <bool kDGelu>
 int max_pairs() {
-  const int smem = int(sizeof(GeluGemmSmem)) + 1024;
-  const void* fn = reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu, true>);
-  set_smem_once(fn, smem, true);
-  const cudaLaunchConfig_t cfg = pair_config(smem, nullptr);
-  int n = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, fn, &cfg));
-  return std::max(n, 1);
+  static const int n = [] {
+    const int smem = int(sizeof(GeluGemmSmem)) + 1024;
+    const void* fn = reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu, true>);
+    set_smem_once(fn, smem, true);
+    const cudaLaunchConfig_t cfg = pair_config(smem, nullptr);
+    int clusters = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, fn, &cfg));
+    return std::max(clusters, 1);
+  }();
+  return n;
 }
 
 // The kernel of one launch: pairs of CTAs where the kernel asks for them and the tiles of a row
@@ -343,11 +348,10 @@ void launch_kernel(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux
     cudaLaunchConfig_t cfg = pair_config(smem, stream);
     // As many clusters as the GPU runs at once (a cluster's SMs share a GPC, so that may be fewer
     // than half the SMs), one pair of tiles each at most.
-    static const int max_clusters = max_pairs<kDGelu>();
-    cfg.gridDim = dim3(unsigned(2 * std::min<int64_t>(tiles / 2, max_clusters)));
+    cfg.gridDim = dim3(unsigned(2 * std::min<int64_t>(tiles / 2, max_pairs<kDGelu>())));
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_a, map_b, map_out, map_aux, bias, part, alpha, M, N, K));
   } else {
-    static const int n_sm = sm_count();
+    static const int n_sm = cuda::sm_count();
     const unsigned grid = unsigned(std::min<int64_t>(tiles, n_sm));
     kernel<<<grid, kThreads, smem, stream>>>(map_a, map_b, map_out, map_aux, bias, part, alpha, M, N, K);
   }

@@ -22,8 +22,9 @@
 // the GELU gradient with the bias sums 0.607 against cuBLASLt's DGELU then bias_bwd 0.869; the
 // GPT-2 step 1.5–2% faster with both than with cuBLASLt's epilogues. CudaGpt uses them by default
 // (CudaGpt::set_gelu_gemm). Clusters of two CTAs sharing A's loads by TMA multicast
-// (GeluGemmKernel::Pair) measured 2× slower with a grid of 66 clusters, more than may run at once;
-// its grid is now sized by cudaOccupancyMaxActiveClusters, not yet measured.
+// (GeluGemmKernel::Pair) measured 2× slower with a grid of 66 clusters; if not all of them ran at
+// once, the rest waited for a second wave. Its grid is now sized by
+// cudaOccupancyMaxActiveClusters; not yet measured so.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -42,9 +43,8 @@ bool gelu_gemm_aligned(std::initializer_list<const void*> ptrs);
 inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * N; }
 
 // Which kernel: Solo (each CTA its own tiles; the default) or Pair (clusters of two CTAs on tiles
-// side by side, sharing A's loads by TMA multicast, where N is a multiple of 256, else Solo). Pair
-// was measured 2× slower when its grid held more clusters than ran at once; it now holds no more,
-// and is kept to measure beside Solo.
+// side by side, sharing A's loads by TMA multicast, where N is a multiple of 256, else Solo), kept
+// to measure beside Solo (see above).
 enum class GeluGemmKernel { Solo, Pair };
 // The clusters of two that run at once, which bound Pair's grid (cudaOccupancyMaxActiveClusters; of
 // the forward's kernel, or with dgelu the gradient's), for benchmarks to report.

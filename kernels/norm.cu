@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "backend/cuda/check.hpp"
+#include "backend/cuda/device.hpp"
 #include "core/error.hpp"
 #include "kernels/attention_tiles.cuh"
 #include "kernels/common.cuh"
@@ -527,7 +528,7 @@ BwdKernel ring_kernel(int nwg, bool param) {
 int bwd_grid(const void* kernel, int threads, size_t smem) {
   int per_sm = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return std::max(1, std::min(kNormBwdBlocks, per_sm * sm_count()));
+  return std::max(1, std::min(kNormBwdBlocks, per_sm * cuda::sm_count()));
 }
 
 }  // namespace

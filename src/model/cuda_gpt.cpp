@@ -202,7 +202,7 @@ void CudaGpt::linear_bwd(bf16* dinp, float beta, float* G, const bf16* dout, con
   PG_CHECK(!dinp_bias_grad || gelu_pre, "linear_bwd: an input's bias gradient without a GELU gradient");
   if (gelu_pre && use_gelu_gemm(true, N, IC, OC, {dinp, dout, P + w, gelu_pre, bias_scratch_})) {
     kernels::gemm_dgelu(dinp, dinp_bias_grad, bias_scratch_, dout, P + w, gelu_pre, scale, N, IC, OC, stream_,
-                        gelu_gemm_pair_ ? kernels::GeluGemmKernel::Pair : kernels::GeluGemmKernel::Solo);
+                        gelu_gemm_kernel_);
   } else {
     cuda::GemmArgs d;
     d.M = N, d.N = IC, d.K = OC, d.A = dout, d.B = P + w, d.C = dinp, d.out_type = cuda::OutType::BF16;
@@ -280,8 +280,7 @@ double CudaGpt::forward(const bf16* P, const int32_t* inputs, const int32_t* tar
     if (CudaMoe* moe = moe_[size_t(l)].get()) {  // MoE blocks have norms (the constructor checks)
       moe->forward(P, a.ln2, branch_, N);
     } else if (gelu_epilogue_ && use_gelu_gemm(false, N, F_, C_, {a.act, a.fc, a.ln2, P + w.fc, par(w.fcb)})) {
-      kernels::gemm_bias_gelu_aux(a.act, a.fc, a.ln2, P + w.fc, par(w.fcb), N, F_, C_, stream_,
-                                  gelu_gemm_pair_ ? kernels::GeluGemmKernel::Pair : kernels::GeluGemmKernel::Solo);
+      kernels::gemm_bias_gelu_aux(a.act, a.fc, a.ln2, P + w.fc, par(w.fcb), N, F_, C_, stream_, gelu_gemm_kernel_);
     } else if (gelu_epilogue_) {  // act = gelu(ln2·Wfc^T + b) with the pre-activation kept in fc, one GEMM
       cuda::GemmArgs g;
       g.M = N, g.N = F_, g.K = C_, g.A = a.ln2, g.B = P + w.fc, g.trans_b = true, g.C = a.act, g.aux = a.fc;

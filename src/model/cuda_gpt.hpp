@@ -13,11 +13,12 @@
 // Each residual add is folded into the GEMM that ends its branch (the GEMM's C is the stream; with
 // norms the next norm then reads the stream alone; set_residual_in_gemm(false) moves the adds into
 // the norm kernels, kernels/norm.cuh, and MoE blocks always add there). Without norms (model.norm =
-// none, and model.variant = lipschitz, docs/lipschitz.md) the fold also scales: x_out = s·(branch_in · W^T) + keep·x_in through the GEMM's alpha,
-// beta and C_in, with keep = 1 - a, s = a/3 (attention) or a/1.129 (MLP; the stored activation is
-// the unscaled GELU), a = 1/(2 n_layer), and attention logits at attn_scale/d_head for the
-// lipschitz variant; keep = s = 1 otherwise. Its backward scales the
-// branch's GEMMs by s and folds keep·dx + (input gradient) into the q/k/v and fc dX GEMMs' beta.
+// none, and model.variant = lipschitz, docs/lipschitz.md) the fold also scales:
+// x_out = s·(branch_in · W^T) + keep·x_in through the GEMM's alpha, beta and C_in, with
+// keep = 1 - a, s = a/3 (attention) or a/1.129 (MLP; the stored activation is the unscaled GELU),
+// a = 1/(2 n_layer), and attention logits at attn_scale/d_head for the lipschitz variant;
+// keep = s = 1 otherwise. Its backward scales the branch's GEMMs by s and folds keep·dx + (input
+// gradient) into the q/k/v and fc dX GEMMs' beta.
 //
 // MoE (model.variant = moe): the blocks cfg.is_moe_layer marks run a CudaMoe (model/cuda_moe.hpp)
 // in place of the dense MLP, its activations and its shared scratch carved from the same arena; as
@@ -35,6 +36,7 @@
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
+#include "kernels/gelu_gemm.cuh"
 #include "kernels/types.cuh"
 #include "model/cuda_moe.hpp"
 #include "model/gpt.hpp"
@@ -85,7 +87,9 @@ class CudaGpt {
   void set_gelu_gemm(GeluGemm which) { gelu_gemm_ = which; }
   // Whether those run on clusters of two CTAs sharing A's loads (kernels::GeluGemmKernel::Pair) or
   // on single CTAs (Solo, the default), to set the two side by side.
-  void set_gelu_gemm_pair(bool on) { gelu_gemm_pair_ = on; }
+  void set_gelu_gemm_pair(bool on) {
+    gelu_gemm_kernel_ = on ? kernels::GeluGemmKernel::Pair : kernels::GeluGemmKernel::Solo;
+  }
   // With norms: the residual adds in the branches' last GEMMs (res_mid = res_in + att·W_oᵀ + b as
   // the GEMM's C, and the MLP's alike into the next block's res_in), each norm then reading the
   // stream alone, instead of the GEMMs writing a branch that the norm kernel adds to the stream:
@@ -123,7 +127,7 @@ class CudaGpt {
   int max_batch_, L_, C_, F_, V_, NH_, HS_, S_;
   bool ln_, has_norm_, lip_, rope_, qk_norm_, gelu_, tied_, fused_qkv_ = false, gelu_epilogue_ = false;
   GeluGemm gelu_gemm_ = GeluGemm::All;
-  bool gelu_gemm_pair_ = false;
+  kernels::GeluGemmKernel gelu_gemm_kernel_ = kernels::GeluGemmKernel::Solo;
   bool residual_in_gemm_ = true;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.

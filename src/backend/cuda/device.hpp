@@ -20,6 +20,8 @@ namespace pg::cuda {
 
 // Number of CUDA devices, 0 when there is no driver or no device (never throws).
 int device_count();
+// The current device's number of SMs (persistent grids of one wave, benchmark reports).
+int sm_count();
 
 template <typename T>
 class DeviceBuffer {
