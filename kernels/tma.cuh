@@ -76,11 +76,15 @@ __device__ __forceinline__ uint32_t cluster_rank() {
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
   return r;
 }
-// An arrival on the barrier at bar's offset in the cluster's CTA of rank cta.
+// An arrival on the barrier at bar's offset in the cluster's CTA of rank cta, with the default
+// (CTA-scope) release: it orders nothing of the generic proxy across the cluster, so a consumer
+// may signal with it only that its asynchronous reads (wgmma) of a buffer are done. The cluster
+// scope (.release.cluster) compiles to a MEMBAR.ALL.GPU before the arrival, which waited on the
+// thread's outstanding stores and cost the clusters-of-two GELU GEMM half its speed.
 __device__ __forceinline__ void mbar_arrive_remote(uint64_t* bar, uint32_t cta) {
   asm volatile(
       "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_u32(bar)),
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_u32(bar)),
       "r"(cta)
       : "memory");
 }

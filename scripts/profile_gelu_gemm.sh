@@ -5,15 +5,19 @@
 # kernel, to see which unit limits each (tensor pipe, shared memory, L2, issue), and where each
 # one's warps wait by instruction (scripts/ncu_stalls.py). The details pages go to $OUT (else
 # $BUILD_DIR/logs).
-#   usage: scripts/profile_gelu_gemm.sh
+#   usage: scripts/profile_gelu_gemm.sh [name...]   (default: all of ours_fwd ours_dgelu
+#          ours_fwd_pair cublas_plain cublas_geluaux; GELU_NCU=names does the same for gpu_all.sh)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu_build.sh
 gpu_build gelu_ncu kernels_bench
 fail=0
+wanted=("$@")
+((${#wanted[@]})) || read -ra wanted <<< "${GELU_NCU:-ours_fwd ours_dgelu ours_fwd_pair cublas_plain cublas_geluaux}"
 profile() {  # name, then ncu's kernel filter arguments
   local name=$1
   shift
+  [[ " ${wanted[*]} " == *" $name "* ]] || return 0
   echo "== ncu: $name"
   ncu --set full --import-source no "$@" -c 1 -o "$LOGS/ncu_$name" "$BUILD_DIR/kernels_bench" mlp \
     > "$LOGS/ncu_${name}_run.txt" 2>&1 || { echo "ncu failed"; tail -n 5 "$LOGS/ncu_${name}_run.txt"; fail=1; return; }
