@@ -22,9 +22,10 @@
 // the GELU gradient with the bias sums 0.607 against cuBLASLt's DGELU then bias_bwd 0.869; the
 // GPT-2 step 1.5–2% faster with both than with cuBLASLt's epilogues. CudaGpt uses them by default
 // (CudaGpt::set_gelu_gemm). Clusters of two CTAs sharing A's loads by TMA multicast
-// (GeluGemmKernel::Pair) measured 2× slower with a grid of 66 clusters; if not all of them ran at
-// once, the rest waited for a second wave. Its grid is now sized by
-// cudaOccupancyMaxActiveClusters; not yet measured so.
+// (GeluGemmKernel::Pair) are slower: 0.661 ms for the forward against Solo's 0.555 (H200; all 66
+// clusters run at once, so the cause is the two CTAs' coupled rings: each stage is refilled only
+// once both have read it). Tiles of 256 rows shared by the two consumers at once ("cooperative",
+// three stages) were slower still, 0.692 against 0.579, and were not kept.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
