@@ -45,7 +45,7 @@ __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap*
 }
 
 // One block an SM, three warpgroups: warpgroup 0 produces (one thread issues the TMA copies of
-// every k-block of the block's tiles, in order, into a ring of four stages; setmaxnreg gives its
+// every k-block of the block's tiles, in order, into a ring of five stages; setmaxnreg gives its
 // registers to the others), warpgroups 1 and 2 consume the block's tiles alternately, each a whole
 // 128×128 tile (two m64n128k16 products a k step, 128 accumulators a thread), so that one's
 // epilogue runs while the other's products use the tensor cores. The ring hands the k-blocks out
@@ -63,12 +63,11 @@ __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap*
 // barriers (cluster_sync). It halves A's traffic from L2 (a quarter of the kernel's). The grid
 // holds no more clusters than run at once (cudaOccupancyMaxActiveClusters): a persistent CTA
 // that waits for a second wave doubles the kernel's time.
-constexpr int kStages = 4, kThreads = 384;
+constexpr int kStages = 5, kThreads = 384;
 struct GeluGemmSmem {
   alignas(1024) bf16 a[kStages][kTileM * kTileK];
   alignas(1024) bf16 b[kStages][kTileN * kTileK];
   alignas(1024) bf16 out[2][2][kTileM * 64];  // per consumer: two [128][64] panels of an output
-  float colsum[2][2][4][kTileN];  // per consumer, per tile parity, per warp: gemm_dgelu's column sums
   uint64_t full[kStages], empty[kStages];
   uint64_t order[2];  // order[w]: consumer w's main loop of a tile is done (one arrival a warp)
   // gemm_dgelu: the producer loads each tile's aux into its consumer's staging panels (aux_full),
@@ -80,6 +79,9 @@ __device__ __forceinline__ void consumer_sync(int w) {  // one consumer warpgrou
   if (w == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
   else asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
+
+static_assert(sizeof(GeluGemmSmem) + 1024 <= 232448,
+              "over the 227 KB a block may opt in to on an H100/H200");
 
 template <bool kDGelu, bool kPair>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -269,18 +271,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             cs[j][0] += __shfl_xor_sync(0xffffffffu, cs[j][0], m);
             cs[j][1] += __shfl_xor_sync(0xffffffffu, cs[j][1], m);
           }
-        // By the parity of the warpgroup's tiles: a thread writes these sums again two tiles on,
-        // after the next tile's barrier, which every thread reaches after reading them.
-        float(*const sums)[kTileN] = sm.colsum[w][(i >> 1) & 1];
-        if (g == 0)
+        // Each warp its own row of `part` (kPartRows a 128-row tile), so no barrier and no shared
+        // memory: lanes g = 0 hold the warp's sums of columns 8j + 2c, 8j + 2c + 1.
+        if (g == 0) {
+          float* const row = part + (int64_t(m_tile) * kPartRows + wl) * N + n0 + 2 * c;
 #pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            sums[wl][j * 8 + 2 * c] = cs[j][0];
-            sums[wl][j * 8 + 2 * c + 1] = cs[j][1];
-          }
-        consumer_sync(w);
-        const int t = int(threadIdx.x) & 127;
-        part[int64_t(m_tile) * N + n0 + t] = sums[0][t] + sums[1][t] + sums[2][t] + sums[3][t];
+          for (int j = 0; j < 16; ++j) *reinterpret_cast<float2*>(row + j * 8) = make_float2(cs[j][0], cs[j][1]);
+        }
       }
       if (leader) {  // the panels free for the next aux once the stores have read them
         tma::store_wait_read();
@@ -404,7 +401,7 @@ void gemm_dgelu(bf16* out, float* dbias, float* scratch, const bf16* A, const bf
   const CUtensorMap map_b = tma::make_bf16_map_3d(B, N, K, 1, N, int64_t(K) * N, 64, kTileK);
   launch<true>(A, map_b, out, const_cast<bf16*>(aux), nullptr, dbias ? scratch : nullptr, alpha, M, N, K, kernel,
                stream);
-  if (dbias) bias_accumulate(dbias, scratch, N, stream, (M + kTileM - 1) / kTileM);
+  if (dbias) bias_accumulate(dbias, scratch, N, stream, (M + kTileM - 1) / kTileM * kPartRows);
 }
 
 }  // namespace pg::kernels

@@ -9,7 +9,7 @@
 // approximation (activation.cuh) with the hardware's tanh (common.cuh's gelu_fast_f), applied to
 // the fp32 pre-activation; gelu' reads the bf16 aux.
 //
-// The kernel: 128×128 output tiles, 64-deep k-blocks of A and B streamed by TMA into four
+// The kernel: 128×128 output tiles, 64-deep k-blocks of A and B streamed by TMA into five
 // shared-memory stages (completion on an mbarrier per stage, release on another), m64n128k16
 // wgmma. Persistent, one block an SM: a producer warpgroup and two consumer warpgroups that take
 // whole tiles alternately (128 accumulators a thread, setmaxnreg), the main loops one after the
@@ -18,13 +18,14 @@
 // during the main loop, and the gradient replaces it there before the stores.
 // Tiles run in row-panel order (the tiles of a panel of A side by side), so a panel is read
 // from DRAM once. Measured on an H200 (bench/RESULTS.md, kernels_bench mlp, GPT-2's B = 64, each
-// pair from one call): the forward 0.515–0.557 ms against cuBLASLt's GELU_AUX_BIAS 0.576–0.596;
-// the GELU gradient with the bias sums 0.607 against cuBLASLt's DGELU then bias_bwd 0.869; the
-// GPT-2 step 1.5–2% faster with both than with cuBLASLt's epilogues. CudaGpt uses them by default
-// (CudaGpt::set_gelu_gemm). Clusters of two CTAs sharing A's loads by TMA multicast
-// (GeluGemmKernel::Pair) are slower: 0.661 ms for the forward against Solo's 0.555 (H200; all 66
-// clusters run at once, so the cause is the two CTAs' coupled rings: each stage is refilled only
-// once both have read it). Tiles of 256 rows shared by the two consumers at once ("cooperative",
+// pair from one call): with five stages the forward 0.516 ms against cuBLASLt's GELU_AUX_BIAS
+// 0.561–0.587 (tuned 0.535–0.551); the GELU gradient with the bias sums 0.599–0.606 against
+// cuBLASLt's DGELU then bias_bwd 0.809–0.835; the GPT-2 step 1.5–2% faster with both than with
+// cuBLASLt's epilogues. CudaGpt uses them by default (CudaGpt::set_gelu_gemm). Four stages gave a
+// forward 0.555–0.579: the ring's depth, not only L2's bandwidth, bounds the main loop. Clusters of
+// two CTAs sharing A's loads by TMA multicast (GeluGemmKernel::Pair) are slower: 0.608 ms for the
+// forward with five stages (H200; all 66 clusters run at once; presumably the two CTAs' coupled
+// rings, each stage refilled only once both have read it), equal to Solo in the step. Tiles of 256 rows shared by the two consumers at once ("cooperative",
 // three stages) were slower still, 0.692 against 0.579, and were not kept.
 #pragma once
 #include <cstdint>
@@ -40,8 +41,10 @@ bool gelu_gemm_supported(int M, int N, int K);
 // Whether every (non-null) pointer is 16-byte aligned, as TMA needs.
 bool gelu_gemm_aligned(std::initializer_list<const void*> ptrs);
 
-// fp32 scratch gemm_dgelu needs for a bias gradient: one row of column sums per 128 rows of A.
-inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * N; }
+// fp32 scratch gemm_dgelu needs for a bias gradient: a row of column sums per warp of a 128-row
+// tile (kPartRows of them), summed by bias_accumulate.
+constexpr int kPartRows = 4;
+inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * kPartRows * N; }
 
 // Which kernel: Solo (each CTA its own tiles; the default) or Pair (clusters of two CTAs on tiles
 // side by side, sharing A's loads by TMA multicast, where N is a multiple of 256, else Solo), kept

@@ -143,7 +143,7 @@ size_t CudaGpt::layout(std::byte* base) {
   dact_ = a.take<bf16>(NF);
   norm_scratch_ = a.take<float>(kernels::norm_bwd_scratch_floats(C_));
   // Bias gradients: bias_bwd's chunk sums, or one from a GEMM epilogue ([F], fewer floats).
-  // gemm_dgelu's column sums of 128-row tiles, where the GELU GEMMs may run.
+  // gemm_dgelu's column sums, a row per warp of its 128-row tiles, where the GELU GEMMs may run.
   bias_scratch_ = a.take<float>(std::max({kernels::bias_bwd_scratch_floats(C_), kernels::bias_bwd_scratch_floats(3 * C_),
                                           kernels::bias_bwd_scratch_floats(F_),
                                           gelu_epilogue_ ? kernels::gelu_gemm_scratch_floats(int(N), F_) : 0}));
