@@ -476,7 +476,7 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
 
 // ---- backward -----------------------------------------------------------------------------------
 
-// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row. One thread
+// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row (unless null). One thread
 // per 8 channels (16-byte loads), the hs/8 threads of a (token, head) row adjacent in one warp.
 // Indices in 32 bits (the caller checks that they fit) and hs/8 a power of two: no 64-bit
 // divisions, which would cost more instructions than the thread's 32 bytes of loads are worth.
@@ -502,10 +502,12 @@ __global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __re
       const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[e]));
       acc += d2.x * o2.x + d2.y * o2.y;
     }
-    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    float* dst = dq_acc + int64_t(j) * 8;
-    *reinterpret_cast<float4*>(dst) = zero;
-    *reinterpret_cast<float4*>(dst + 4) = zero;
+    if (dq_acc) {
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      float* dst = dq_acc + int64_t(j) * 8;
+      *reinterpret_cast<float4*>(dst) = zero;
+      *reinterpret_cast<float4*>(dst + 4) = zero;
+    }
   }
   for (int width = 1; width < hs / 8; width <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, width);
   if (valid && col == 0) {
@@ -813,8 +815,8 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
-    float* __restrict__ dbias_part, int T, int NH, int64_t qkv_stride, int64_t out_stride, float scale,
-    float scale_log2) {
+    float* __restrict__ dbias_part, float4* __restrict__ clear, int64_t clear_n4, int T, int NH,
+    int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
   constexpr int HS = 64, KT = kWgBwdKeys, BM = kWgBwdRows, kNT = kWgBwdThreads;
   static_assert(KT == BM, "the diagonal is the first query tile only when keys and queries tile alike");
   extern __shared__ unsigned char smem_raw[];
@@ -853,6 +855,11 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   load_tile<KT, HS, kNT>(sm.v, v + head0 + n0 * qkv_stride, qkv_stride, T - n0);
   load_q_tile(i_first, 0);
   cp_async_commit();
+  if (clear) {  // this block's share of a later call's dq accumulator, while the first tiles load
+    const int64_t n_block = int64_t(gridDim.x) * gridDim.y, block = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+    const int64_t per = (clear_n4 + n_block - 1) / n_block, end = min(clear_n4, (block + 1) * per);
+    for (int64_t i = block * per + threadIdx.x; i < end; i += kNT) clear[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
 
   float dk_acc[HS / 8][4] = {}, dv_acc[HS / 8][4] = {};
 
@@ -1094,14 +1101,14 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
 }
 
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
-                   const bf16* q, const bf16* k, const bf16* v, float* dbias_part, const AttentionDims& d,
-                   cudaStream_t stream) {
+                   const bf16* q, const bf16* k, const bf16* v, float* dbias_part, float* clear, int64_t clear_n,
+                   const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(WgBwdSmem) + 1024;
   set_smem(attention_bwd_wg_kernel, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, dbias_part,
-                                                                 d.T, d.NH, d.qkv_stride, d.out_stride, d.scale,
-                                                                 d.scale * kLog2e);
+  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(
+      dk, dv, dq_acc, q, k, v, dout, lse, D, dbias_part, reinterpret_cast<float4*>(clear), clear_n / 4, d.T, d.NH,
+      d.qkv_stride, d.out_stride, d.scale, d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -1126,20 +1133,28 @@ size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
 
 void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* dout,
                    const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
-                   const AttentionDims& dims, cudaStream_t stream, AttentionBwdKernel kernel, float* dbias_part) {
+                   const AttentionDims& dims, cudaStream_t stream, AttentionBwdKernel kernel, float* dbias_part,
+                   const AttentionBwdAcc& acc) {
   const AttentionDims d = resolved(dims);
   if (dbias_part && !attention_bwd_sums_bias(dims, kernel))
     throw std::invalid_argument("attention_bwd: the q/k/v bias sums need hs = 64, the Best kernel, q/k/v rows of 3·NH·hs "
                                 "and NH·hs a multiple of 8 up to 2048");
   const int64_t rows = int64_t(d.B) * d.T * d.NH;
-  float* dq_acc = static_cast<float*>(workspace);
-  float* D = dq_acc + rows * d.hs;
+  const int64_t n_acc = rows * d.hs;  // floats of a dq accumulator
+  for (const float* p : {acc.zeroed, acc.clear_next})
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0)
+      throw std::invalid_argument("attention_bwd: the dq accumulators must be 16-byte aligned");
+  if (acc.clear_next && (acc.clear_next == acc.zeroed || acc.clear_next == static_cast<float*>(workspace)))
+    throw std::invalid_argument("attention_bwd: clear_next must not be the accumulator this call uses");
+  float* D = static_cast<float*>(workspace) + n_acc;
+  float* dq_acc = acc.zeroed ? acc.zeroed : static_cast<float*>(workspace);
 
   const int64_t n_threads = rows * d.hs / 8;  // for the pre and the dq kernels
   if (n_threads + 255 > int64_t(UINT32_MAX))
     throw std::invalid_argument("attention_bwd: B·T·NH·hs must be below 2^35 (the backward's 32-bit indices)");
+  // The pre-pass clears the workspace's accumulator; a zeroed one of the caller's it leaves.
   attention_bwd_pre_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
-      dq_acc, D, dout, out, uint32_t(n_threads), d.T, d.NH, d.hs, d.out_stride);
+      acc.zeroed ? nullptr : dq_acc, D, dout, out, uint32_t(n_threads), d.T, d.NH, d.hs, d.out_stride);
   CUDA_CHECK_LAUNCH();
 
   // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 the warpgroup-MMA kernel (or
@@ -1147,12 +1162,14 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  if (d.hs == 64 && kernel == AttentionBwdKernel::Best)
-    launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, dbias_part, d, stream);
+  const bool clears = d.hs == 64 && kernel == AttentionBwdKernel::Best;  // clear_next in its main kernel
+  if (clears) launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, dbias_part, acc.clear_next, n_acc, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
     launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 128)
     launch_bwd<BwdTiling<128, 64, 8, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
+  if (acc.clear_next && !clears)
+    CUDA_CHECK(cudaMemsetAsync(acc.clear_next, 0, size_t(n_acc) * sizeof(float), stream));
 
   if (dbias_part) {
     const int C = d.NH * d.hs, R = 256 / (C / 8);

@@ -61,11 +61,23 @@ enum class AttentionBwdKernel { Best, MmaSync };
 // 128i.. of sequence b, fp32 sums of the unrounded values, deterministic; the bias gradient is
 // the sum of the attention_bwd_bias_rows(dims) rows (bias_accumulate). Without rope or QK-norm
 // behind it, that is the gradient of the q/k/v layer's bias.
+// acc, optional: a chain of backward calls (a model's layers) can keep dq's accumulator out of
+// the pre-pass, which otherwise clears the workspace's (4·B·T·NH·hs bytes, as much DRAM traffic
+// as the rest of the pre-pass). zeroed: an fp32 [B,T,NH,hs] buffer of zeros to accumulate dq in
+// instead of the workspace's (it is left holding the sums); clear_next: one the call leaves all
+// zeros, for the next call's `zeroed`, cleared by the hs = 64 Best kernel's blocks while their
+// first tiles load (by a memset after the main kernel otherwise). Both 16-byte aligned, neither
+// the other nor the workspace.
+struct AttentionBwdAcc {
+  float* zeroed = nullptr;
+  float* clear_next = nullptr;
+};
 void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace,
                    const bf16* dout, const bf16* out, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v,
                    const AttentionDims& dims, cudaStream_t stream,
-                   AttentionBwdKernel kernel = AttentionBwdKernel::Best, float* dbias_part = nullptr);
+                   AttentionBwdKernel kernel = AttentionBwdKernel::Best, float* dbias_part = nullptr,
+                   const AttentionBwdAcc& acc = {});
 bool attention_bwd_sums_bias(const AttentionDims& dims, AttentionBwdKernel kernel = AttentionBwdKernel::Best);
 int64_t attention_bwd_bias_rows(const AttentionDims& dims);
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <stdexcept>
 #include <string>
 
 #include "backend/cuda/arena_carver.hpp"
@@ -335,6 +336,14 @@ double CudaGpt::loss(int64_t* n_correct) {
   return sums[0] / double(loss_rows_);
 }
 
+void CudaGpt::set_dq_acc_in_fc(bool on) {
+  if (on && F_ < 2 * C_)
+    throw std::invalid_argument("CudaGpt::set_dq_acc_in_fc: needs d_ff >= 2·d_model (the fp32 dq accumulator in the "
+                                "bf16 fc activation), got d_ff " + std::to_string(F_) + ", d_model " +
+                                std::to_string(C_));
+  dq_acc_in_fc_ = on;
+}
+
 void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::function<void(int)>& after_stage) {
   PG_CHECK(targets_ != nullptr, "backward without a forward with targets");
   const int B = B_, Tn = Tn_, N = B * Tn;
@@ -355,6 +364,11 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
   // last block). Their linear backward then skips the bias.
   auto proj_bias_in_norm = [&](int l) { return has_norm_ && !moe_[size_t(l)] && layers_[size_t(l)].projb >= 0; };
   auto o_bias_in_norm = [&](int l) { return has_norm_ && layers_[size_t(l)].ob >= 0; };
+  // set_dq_acc_in_fc: block l's dq accumulator, or null for the workspace's (the last block's, and
+  // where block l + 1 is MoE).
+  auto dq_acc_of = [&](int l) {
+    return dq_acc_in_fc_ && l + 1 < L_ ? reinterpret_cast<float*>(acts_[size_t(l) + 1].fc) : nullptr;
+  };
 
   // logits_ holds d(mean loss)/d logits since the forward.
   linear_bwd(dln, 0.f, G, logits_, lnf_, P, head_, -1, N, C_, V_, float(loss_scale));
@@ -395,8 +409,10 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
                         norm_scratch_, dln_, a.res_mid, P + w.ln2_w, a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
     // Attention branch.
     linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, o_bias_in_norm(l) ? -1 : w.ob, N, C_, C_, attn_out_scale_);
+    kernels::AttentionBwdAcc acc;
+    acc.zeroed = dq_acc_of(l), acc.clear_next = l > 0 ? dq_acc_of(l - 1) : nullptr;
     kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_,
-                           kernels::AttentionBwdKernel::Best, qkv_bias_part_);
+                           kernels::AttentionBwdKernel::Best, qkv_bias_part_, acc);
     if (rope_) {
       kernels::rope_bwd(dq_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
       kernels::rope_bwd(dk_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);

@@ -96,6 +96,13 @@ class CudaGpt {
   // 100 MB less traffic per norm at GPT-2's B = 64. On by default (the GPT-2 step 0.8 ms faster
   // on an H200, bench/RESULTS.md); off keeps the adds in the norm kernels.
   void set_residual_in_gemm(bool on) { residual_in_gemm_ = on; }
+  // The attention backward's fp32 dq accumulator of block l in block l + 1's MLP pre-activation
+  // (fc: bf16 [N, F], dead once block l + 1's MLP backward is done, as large as the accumulator
+  // where F >= 2C), cleared by block l + 1's attention backward (kernels::AttentionBwdAcc), so that
+  // only the last block's pre-pass clears one: 4·N·C bytes of DRAM writes less per block. Off by
+  // default (not yet measured); MoE blocks, which keep no fc, use the workspace's accumulator.
+  // Throws std::invalid_argument where F < 2C.
+  void set_dq_acc_in_fc(bool on);
 
  private:
   using Layer = GptLayerOffsets;
@@ -129,6 +136,7 @@ class CudaGpt {
   GeluGemm gelu_gemm_ = GeluGemm::All;
   kernels::GeluGemmKernel gelu_gemm_kernel_ = kernels::GeluGemmKernel::Solo;
   bool residual_in_gemm_ = true;
+  bool dq_acc_in_fc_ = false;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;

@@ -239,3 +239,82 @@ TEST_CASE("flash attention: out, lse, dk, dv bitwise reproducible; dq to atomics
   // before the final bf16 rounding, so at most one bf16 step apart per element.
   CHECK(rel_diff(a.dq, b.dq) < 4e-3);
 }
+
+TEST_CASE("flash attention backward: dq accumulated in the caller's zeroed buffer, the next one cleared",
+          "[gpu][attention]") {
+  // kernels::AttentionBwdAcc as a model's layers chain it: call 1 accumulates in a zeroed buffer A
+  // and clears B (poisoned with NaN); call 2 accumulates in B and clears A; then A is poisoned
+  // again and call 3 uses the workspace's accumulator and clears A. Each call's gradients against
+  // the CPU reference. hs 64's Best kernel clears in its blocks, the other head sizes by a memset.
+  const Case cs = GENERATE(Case{2, 129, 3, 64, false}, Case{1, 300, 2, 64, true}, Case{2, 100, 3, 32, false},
+                           Case{1, 200, 2, 128, false});
+  const uint64_t seed = 5300 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
+  CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, seed);
+  Rng rng(seed);
+  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
+  const Vec q = round_bf16(randn(rng, n, 1.5)), k = round_bf16(randn(rng, n)), v = round_bf16(randn(rng, n)),
+            dout = round_bf16(randn(rng, n));
+  const double scale = 1.0 / std::sqrt(double(cs.hs));
+  Vec out(size_t(n), 0.0), probs(size_t(cs.B) * cs.NH * cs.T * cs.T);
+  cpu::attention_fwd(out.data(), probs.data(), q.data(), k.data(), v.data(), cs.B, cs.T, cs.NH, cs.hs, scale);
+  Vec dq(size_t(n), 0.0), dk(size_t(n), 0.0), dv(size_t(n), 0.0);
+  cpu::attention_bwd(dq.data(), dk.data(), dv.data(), dout.data(), probs.data(), q.data(), k.data(), v.data(), cs.B,
+                     cs.T, cs.NH, cs.hs, scale);
+
+  const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T, stride = cs.fused ? 3 * C : C;
+  Vec qkv(rows * 3 * C);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t part = 0; part < 3; ++part)
+      std::copy_n((part == 0 ? q : part == 1 ? k : v).begin() + ptrdiff_t(r * C), C,
+                  qkv.begin() + ptrdiff_t(r * 3 * C + part * C));
+  auto d_qkv = upload_bf16(cs.fused ? qkv : q);
+  auto d_k = upload_bf16(k), d_v = upload_bf16(v), d_dout = upload_bf16(dout);
+  const bf16* pq = d_qkv.data();
+  const bf16 *pk = cs.fused ? pq + C : d_k.data(), *pv = cs.fused ? pq + 2 * C : d_v.data();
+  cuda::DeviceBuffer<bf16> d_grad(rows * 3 * C);  // dq, dk, dv: fused thirds, or three [rows][C] blocks
+  bf16* pdq = d_grad.data();
+  bf16 *pdk = cs.fused ? pdq + C : pdq + rows * C, *pdv = cs.fused ? pdq + 2 * C : pdq + 2 * rows * C;
+  cuda::DeviceBuffer<bf16> d_out(rows * C);
+  cuda::DeviceBuffer<float> d_lse{size_t(cs.B) * cs.NH * cs.T}, acc_a{size_t(n)}, acc_b{size_t(n)};
+  const AttentionDims dims{cs.B, cs.T, cs.NH, cs.hs, int64_t(stride), int64_t(C), 0.f};
+  cuda::DeviceBuffer<unsigned char> ws(kernels::attention_bwd_workspace_bytes(dims));
+  poison(ws);
+  kernels::attention_fwd(d_out.data(), d_lse.data(), pq, pk, pv, dims, nullptr);
+  CUDA_CHECK(cudaMemset(acc_a.data(), 0, acc_a.bytes()));
+  poison(acc_b);
+
+  auto call = [&](float* zeroed, float* clear_next) {
+    poison(d_grad);
+    kernels::AttentionBwdAcc acc;
+    acc.zeroed = zeroed, acc.clear_next = clear_next;
+    kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq, pk, pv, dims,
+                           nullptr, kernels::AttentionBwdKernel::Best, nullptr, acc);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const Vec g = download(d_grad);
+    const Vec gq = cs.fused ? columns(g, rows, stride, 0, C) : Vec(g.begin(), g.begin() + ptrdiff_t(rows * C));
+    const Vec gk = cs.fused ? columns(g, rows, stride, C, C)
+                            : Vec(g.begin() + ptrdiff_t(rows * C), g.begin() + ptrdiff_t(2 * rows * C));
+    const Vec gv = cs.fused ? columns(g, rows, stride, 2 * C, C) : Vec(g.begin() + ptrdiff_t(2 * rows * C), g.end());
+    CHECK(rel_diff(gq, dq) < kTolGemm);
+    CHECK(rel_diff(gk, dk) < kTolGemm);
+    CHECK(rel_diff(gv, dv) < kTolGemm);
+  };
+  auto all_zero = [](const cuda::DeviceBuffer<float>& b) {
+    const Vec x = download(b);
+    return std::all_of(x.begin(), x.end(), [](double e) { return e == 0.0; });
+  };
+  call(acc_a.data(), acc_b.data());  // 1
+  CHECK(all_zero(acc_b));
+  CHECK_FALSE(all_zero(acc_a));  // it holds call 1's sums
+  call(acc_b.data(), acc_a.data());  // 2
+  CHECK(all_zero(acc_a));
+  poison(acc_a);
+  call(nullptr, acc_a.data());  // 3
+  CHECK(all_zero(acc_a));
+  // A buffer the call itself uses cannot be cleared for the next.
+  kernels::AttentionBwdAcc same;
+  same.zeroed = same.clear_next = acc_b.data();
+  CHECK_THROWS_WITH(kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq, pk,
+                                           pv, dims, nullptr, kernels::AttentionBwdKernel::Best, nullptr, same),
+                    Catch::Contains("clear_next"));
+}

@@ -28,7 +28,7 @@ namespace {
 
 void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, double embed_std = 0.15,
                        double weight_std = 0.15, bool gelu_gemm = false, bool residual_in_gemm = true,
-                       bool graph = false) {
+                       bool graph = false, bool dq_acc_in_fc = false) {
   std::vector<std::string> all = {"model.n_layer=2", "model.n_head=2", "model.d_model=64", "model.d_ff=160",
                                   "model.vocab_size=96", "model.seq_len=32"};
   all.insert(all.end(), sets.begin(), sets.end());
@@ -58,6 +58,7 @@ void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, doub
   CudaGpt gpu_model(cfg, table, B, stream.get());
   gpu_model.set_gelu_gemm(gelu_gemm ? CudaGpt::GeluGemm::All : CudaGpt::GeluGemm::None);
   gpu_model.set_residual_in_gemm(residual_in_gemm);
+  gpu_model.set_dq_acc_in_fc(dq_acc_in_fc);
   auto d_P = upload_bf16(P);
   auto d_x = upload(x), d_y = upload(y);
   cuda::DeviceBuffer<float> d_G(P.size());
@@ -112,6 +113,25 @@ TEST_CASE("gpu GPT-2-style model with the residual adds in the norm kernels (set
   check_against_cpu({}, 971, 0.15, 0.15, false, false);
   // With the GELU GEMMs of kernels/gelu_gemm, at shapes they take.
   check_against_cpu({"model.d_model=256", "model.n_head=4", "model.d_ff=512"}, 972, 0.15, 0.075, true, false);
+}
+
+TEST_CASE("gpu GPT-2-style model: the attention's dq accumulators in the MLP activations (set_dq_acc_in_fc)",
+          "[gpu][model][attention]") {
+  // Three blocks, so that one accumulator is cleared by a block's attention backward and used by
+  // the next: hs 32 (cleared by a memset), then hs 64 (by the warpgroup-MMA kernel's blocks).
+  check_against_cpu({"model.n_layer=3"}, 975, 0.15, 0.15, false, true, false, true);
+  check_against_cpu({"model.n_layer=3", "model.d_model=256", "model.n_head=4", "model.d_ff=512"}, 976, 0.15, 0.075,
+                    true, true, false, true);
+}
+
+TEST_CASE("gpu CudaGpt::set_dq_acc_in_fc refuses an fc narrower than the accumulator", "[gpu][model]") {
+  const Config cfg = default_config({"model.n_layer=1", "model.n_head=2", "model.d_model=64", "model.d_ff=96",
+                                     "model.vocab_size=96", "model.seq_len=32"});
+  const ParamTable table = build_gpt_params(cfg);
+  cuda::Stream stream;
+  CudaGpt model(cfg, table, 2, stream.get());
+  CHECK_THROWS_WITH(model.set_dq_acc_in_fc(true), Catch::Contains("d_ff >= 2"));
+  CHECK_NOTHROW(model.set_dq_acc_in_fc(false));
 }
 
 TEST_CASE("gpu GPT-2-style model: the step captured in a CUDA graph, the loss read after (set_loss_readback)",
