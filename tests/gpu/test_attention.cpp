@@ -143,6 +143,31 @@ double max_abs(const Vec& a, const Vec& b) {
   return m;
 }
 
+// A case's random bf16 inputs (q scaled up so that some rows are peaked, which checks the running
+// max, others flat) and the CPU reference's out, and with `backward` its dq, dk, dv.
+struct Problem {
+  Vec q, k, v, dout, out, dq, dk, dv;
+  double scale;
+};
+Problem make_problem(const Case& cs, uint64_t seed, bool backward) {
+  Rng rng(seed);
+  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
+  Problem p;
+  p.q = round_bf16(randn(rng, n, 1.5)), p.k = round_bf16(randn(rng, n)), p.v = round_bf16(randn(rng, n));
+  p.dout = round_bf16(randn(rng, n));
+  p.scale = 1.0 / std::sqrt(double(cs.hs));
+  p.out.assign(size_t(n), 0.0);
+  Vec probs(size_t(cs.B) * cs.NH * cs.T * cs.T);
+  cpu::attention_fwd(p.out.data(), probs.data(), p.q.data(), p.k.data(), p.v.data(), cs.B, cs.T, cs.NH, cs.hs,
+                     p.scale);
+  if (backward) {
+    p.dq.assign(size_t(n), 0.0), p.dk.assign(size_t(n), 0.0), p.dv.assign(size_t(n), 0.0);
+    cpu::attention_bwd(p.dq.data(), p.dk.data(), p.dv.data(), p.dout.data(), probs.data(), p.q.data(), p.k.data(),
+                       p.v.data(), cs.B, cs.T, cs.NH, cs.hs, p.scale);
+  }
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu][attention]") {
@@ -159,20 +184,9 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
   const auto kernel = GENERATE(kernels::AttentionBwdKernel::Best, kernels::AttentionBwdKernel::MmaSync);
   const uint64_t seed = 9000 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
   CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, int(kernel), seed);
-  Rng rng(seed);
-  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
-  // q scaled up so that some rows are peaked (checks the running max), others flat.
-  const Vec q = round_bf16(randn(rng, n, 1.5)), k = round_bf16(randn(rng, n)),
-            v = round_bf16(randn(rng, n)), dout = round_bf16(randn(rng, n));
-  const double scale = 1.0 / std::sqrt(double(cs.hs));
-
-  Vec out(size_t(n), 0.0), probs(size_t(cs.B) * cs.NH * cs.T * cs.T);
-  cpu::attention_fwd(out.data(), probs.data(), q.data(), k.data(), v.data(), cs.B, cs.T, cs.NH,
-                     cs.hs, scale);
-  Vec dq(size_t(n), 0.0), dk(size_t(n), 0.0), dv(size_t(n), 0.0);
-  cpu::attention_bwd(dq.data(), dk.data(), dv.data(), dout.data(), probs.data(), q.data(),
-                     k.data(), v.data(), cs.B, cs.T, cs.NH, cs.hs, scale);
-  const Vec lse = reference_lse(cs, q, k, scale);
+  const Problem p = make_problem(cs, seed, true);
+  const Vec &q = p.q, &k = p.k, &v = p.v, &dout = p.dout, &out = p.out, &dq = p.dq, &dk = p.dk, &dv = p.dv;
+  const Vec lse = reference_lse(cs, q, k, p.scale);
 
   const Result gpu = run_gpu(cs, q, k, v, dout, kernel);
   CHECK(rel_diff(gpu.out, out) < kTolBf16);
@@ -209,16 +223,10 @@ TEST_CASE("flash attention forward, the pipelined kernels, match the CPU referen
   const auto fwd = kernels::AttentionFwdKernel::WgmmaPipe;  // hs = 128's Best
   const uint64_t seed = 7100 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
   CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, int(fwd), seed);
-  Rng rng(seed);
-  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
-  const Vec q = round_bf16(randn(rng, n, 1.5)), k = round_bf16(randn(rng, n)), v = round_bf16(randn(rng, n)),
-            dout = round_bf16(randn(rng, n));
-  const double scale = 1.0 / std::sqrt(double(cs.hs));
-  Vec out(size_t(n), 0.0), probs(size_t(cs.B) * cs.NH * cs.T * cs.T);
-  cpu::attention_fwd(out.data(), probs.data(), q.data(), k.data(), v.data(), cs.B, cs.T, cs.NH, cs.hs, scale);
-  const Result gpu = run_gpu(cs, q, k, v, dout, kernels::AttentionBwdKernel::Best, fwd);
-  CHECK(rel_diff(gpu.out, out) < kTolBf16);
-  CHECK(max_abs(gpu.lse, reference_lse(cs, q, k, scale)) < 2e-3);
+  const Problem p = make_problem(cs, seed, false);
+  const Result gpu = run_gpu(cs, p.q, p.k, p.v, p.dout, kernels::AttentionBwdKernel::Best, fwd);
+  CHECK(rel_diff(gpu.out, p.out) < kTolBf16);
+  CHECK(max_abs(gpu.lse, reference_lse(cs, p.q, p.k, p.scale)) < 2e-3);
 }
 
 TEST_CASE("flash attention: out, lse, dk, dv bitwise reproducible; dq to atomics' order",
@@ -250,16 +258,9 @@ TEST_CASE("flash attention backward: dq accumulated in the caller's zeroed buffe
                            Case{1, 200, 2, 128, false});
   const uint64_t seed = 5300 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
   CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, seed);
-  Rng rng(seed);
-  const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
-  const Vec q = round_bf16(randn(rng, n, 1.5)), k = round_bf16(randn(rng, n)), v = round_bf16(randn(rng, n)),
-            dout = round_bf16(randn(rng, n));
-  const double scale = 1.0 / std::sqrt(double(cs.hs));
-  Vec out(size_t(n), 0.0), probs(size_t(cs.B) * cs.NH * cs.T * cs.T);
-  cpu::attention_fwd(out.data(), probs.data(), q.data(), k.data(), v.data(), cs.B, cs.T, cs.NH, cs.hs, scale);
-  Vec dq(size_t(n), 0.0), dk(size_t(n), 0.0), dv(size_t(n), 0.0);
-  cpu::attention_bwd(dq.data(), dk.data(), dv.data(), dout.data(), probs.data(), q.data(), k.data(), v.data(), cs.B,
-                     cs.T, cs.NH, cs.hs, scale);
+  const Problem p = make_problem(cs, seed, true);
+  const Vec &q = p.q, &k = p.k, &v = p.v, &dout = p.dout, &dq = p.dq, &dk = p.dk, &dv = p.dv;
+  const int64_t n = int64_t(q.size());
 
   const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T, stride = cs.fused ? 3 * C : C;
   Vec qkv(rows * 3 * C);
