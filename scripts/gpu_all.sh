@@ -42,7 +42,7 @@ for s in "${stages[@]}"; do
   echo "==== $s: rc=$rc"
   ((rc == 0)) || failed+=("$s(rc=$rc)")
   # The result lines: test totals and failures, and each benchmark's summary.
-  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=|x dense|per token|overhead|inspect:|certificate|^mlp|^== ncu|^  [a-z_]|Duration|Throughput|Issue Slots" \
+  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=| power: |x dense|per token|overhead|inspect:|certificate|^mlp|^== ncu|^  [a-z_]|Duration|Throughput|Issue Slots" \
     "$OUT/all_$s.txt" | head -n 40
 done
 tar -czf "$FINAL/gpu_all.tgz" -C "$OUT" .
