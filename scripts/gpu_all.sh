@@ -12,7 +12,8 @@
 #   profile    scripts/profile_step.sh       (not by default: every kernel of one GPT-2 step, ncu)
 #   gelu       scripts/bench_gelu_gemm.sh    (not by default: kernels/gelu_gemm's tests, kernels, step)
 #   gelu_ncu   scripts/profile_gelu_gemm.sh  (not by default: ncu's full report on ours and cuBLASLt's)
-#   variants   scripts/bench_step_variants.sh (not by default: the step under gpt_step_bench's options, alternated)
+#   variants   scripts/bench_step_variants.sh (not by default: the step under gpt_step_bench's options,
+#              alternated; VARIANTS="opt ..." picks them, else its defaults)
 #   usage: scripts/gpu_all.sh [stage]...
 # Exits non-zero when a stage fails; the later stages still run.
 set -uo pipefail
@@ -35,7 +36,7 @@ for s in "${stages[@]}"; do
     profile) bash scripts/profile_step.sh > "$OUT/all_profile.txt" 2>&1 ;;
     gelu) bash scripts/bench_gelu_gemm.sh > "$OUT/all_gelu.txt" 2>&1 ;;
     gelu_ncu) bash scripts/profile_gelu_gemm.sh > "$OUT/all_gelu_ncu.txt" 2>&1 ;;
-    variants) bash scripts/bench_step_variants.sh > "$OUT/all_variants.txt" 2>&1 ;;
+    variants) bash scripts/bench_step_variants.sh ${VARIANTS:-} > "$OUT/all_variants.txt" 2>&1 ;;
     *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile, gelu, gelu_ncu or variants)" >&2; exit 2 ;;
   esac
   rc=$?
