@@ -476,8 +476,9 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
 
 // ---- backward -----------------------------------------------------------------------------------
 
-// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row (unless null). One thread
-// per 8 channels (16-byte loads), the hs/8 threads of a (token, head) row adjacent in one warp.
+// D[b,h,t] = Σ_i dout·out over the head's hs channels; zeroes the dq accumulator row (unless
+// dq_acc is null). One thread per 8 channels (16-byte loads), the hs/8 threads of a (token, head)
+// row adjacent in one warp.
 // Indices in 32 bits (the caller checks that they fit) and hs/8 a power of two: no 64-bit
 // divisions, which would cost more instructions than the thread's 32 bytes of loads are worth.
 __global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __restrict__ D,
