@@ -77,15 +77,21 @@ void bench_norm_bwd(cuda::Stream& stream) {
     const bool ln = k.kind == kernels::NormKind::LayerNorm;
     // In place (dinp = dout) for QK-norm, as the step calls it.
     bf16* dy = k.param ? dout.data() : dinp.data();
-    const float ms = bench::median_ms(stream, [&] {
-      kernels::norm_bwd(dinp.data(), k.accumulate, k.param ? dgain.data() : nullptr, k.param ? dbias.data() : nullptr,
-                        k.param ? dsum.data() : nullptr, k.param ? scratch.data() : nullptr, dy, x.data(),
-                        k.gain ? gain.data() : nullptr, ln ? mean.data() : nullptr, rstd.data(), k.N, k.C, k.kind,
-                        stream.get());
-    });
-    const double bytes =
-        double(n) * sizeof(bf16) * (k.accumulate ? 4 : 3) + double(k.N) * sizeof(float) * (ln ? 2 : 1);
-    std::printf("norm_bwd %-40s N=%d C=%d %8.3f ms %7.1f GB/s\n", k.name, k.N, k.C, ms, bytes / (ms * 1e-3) / 1e9);
+    // The warp-ring kernel beside the default where it takes the rows (kernels::NormBwdKernel).
+    for (const auto which : {kernels::NormBwdKernel::Best, kernels::NormBwdKernel::WarpRing}) {
+      if (which == kernels::NormBwdKernel::WarpRing && k.C < 256) continue;
+      const float ms = bench::median_ms(stream, [&] {
+        kernels::norm_bwd(dinp.data(), k.accumulate, k.param ? dgain.data() : nullptr,
+                          k.param ? dbias.data() : nullptr, k.param ? dsum.data() : nullptr,
+                          k.param ? scratch.data() : nullptr, dy, x.data(), k.gain ? gain.data() : nullptr,
+                          ln ? mean.data() : nullptr, rstd.data(), k.N, k.C, k.kind, stream.get(), which);
+      });
+      const double bytes =
+          double(n) * sizeof(bf16) * (k.accumulate ? 4 : 3) + double(k.N) * sizeof(float) * (ln ? 2 : 1);
+      std::printf("norm_bwd %-40s %-9s N=%d C=%d %8.3f ms %7.1f GB/s\n", k.name,
+                  which == kernels::NormBwdKernel::Best ? "best" : "warp_ring", k.N, k.C, ms,
+                  bytes / (ms * 1e-3) / 1e9);
+    }
   }
 }
 

@@ -239,6 +239,38 @@ __global__ void norm_bwd_kernel(bf16* dinp, bool accumulate, float* scratch, boo
   }
 }
 
+// A lane's parameter sums over its rows, in kernels where a warp owns a row and lane l the
+// columns {8l + 256i + j}: dgain's (g), dbias's (b) and dsum's (s), from zero.
+template <int ITERS>
+struct LaneParamSums {
+  float g[ITERS][8] = {}, b[ITERS][8] = {}, s[ITERS][8] = {};
+};
+
+// The block's parameter partial: the lanes' sums added into part [3][C] (shared memory) in warp
+// order, so the result is the same on every run, then written as the block's row of scratch.
+template <int ITERS>
+__device__ void write_param_partial(float* part, float* scratch, const LaneParamSums<ITERS>& ps, int C) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
+  for (int w = 0; w < n_warp; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int i = 0; i < ITERS; ++i) {
+        const int c = lane * 8 + 256 * i;
+        if (c >= C) continue;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          part[c + j] = w == 0 ? ps.g[i][j] : part[c + j] + ps.g[i][j];
+          part[C + c + j] = w == 0 ? ps.b[i][j] : part[C + c + j] + ps.b[i][j];
+          part[2 * C + c + j] = w == 0 ? ps.s[i][j] : part[2 * C + c + j] + ps.s[i][j];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  float* out = scratch + int64_t(blockIdx.x) * 3 * C;
+  for (int c = threadIdx.x; c < 3 * C; c += blockDim.x) out[c] = part[c];
+}
+
 // The backward for rows of C <= 256·ITERS with 16-byte accesses: lane l owns the columns
 // {l·8 + 256·i + j : i < ITERS, j < 8}; a row's x and dout stay in registers between the two
 // passes, and with PARAM the lane sums its columns' parameter gradients (dgain, dbias, dsum) in
@@ -250,13 +282,7 @@ __global__ void __launch_bounds__(kNormBwdWarps * 32)
                         const bf16* gain, const float* mean_in, const float* rstd_in, int N, int C,
                         bool layer_norm) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warp = blockDim.x >> 5;
-  float ag[PARAM ? ITERS : 1][8], ab[PARAM ? ITERS : 1][8], as[PARAM ? ITERS : 1][8];
-  if constexpr (PARAM) {
-#pragma unroll
-    for (int i = 0; i < ITERS; ++i)
-#pragma unroll
-      for (int j = 0; j < 8; ++j) ag[i][j] = ab[i][j] = as[i][j] = 0.f;
-  }
+  LaneParamSums<PARAM ? ITERS : 1> ps;
   for (int64_t row = int64_t(blockIdx.x) * n_warp + warp; row < N; row += int64_t(gridDim.x) * n_warp) {
     const bf16* x = inp + row * C;
     const bf16* dy = dout + row * C;
@@ -296,9 +322,9 @@ __global__ void __launch_bounds__(kNormBwdWarps * 32)
         const float d = rstd * (g - mg - xh[i][j] * mgx);
         vd[j] = accumulate ? vd[j] + d : d;
         if constexpr (PARAM) {
-          ag[i][j] += vdy[i][j] * xh[i][j];
-          ab[i][j] += vdy[i][j];
-          as[i][j] += rounded(vd[j]);
+          ps.g[i][j] += vdy[i][j] * xh[i][j];
+          ps.b[i][j] += vdy[i][j];
+          ps.s[i][j] += rounded(vd[j]);
         }
       }
       store_w<8>(dx + c, vd);
@@ -306,24 +332,7 @@ __global__ void __launch_bounds__(kNormBwdWarps * 32)
   }
   if constexpr (PARAM) {
     extern __shared__ float part[];  // [3][C]
-    for (int w = 0; w < n_warp; ++w) {
-      if (warp == w) {
-#pragma unroll
-        for (int i = 0; i < ITERS; ++i) {
-          const int c = lane * 8 + 256 * i;
-          if (c >= C) continue;
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            part[c + j] = w == 0 ? ag[i][j] : part[c + j] + ag[i][j];
-            part[C + c + j] = w == 0 ? ab[i][j] : part[C + c + j] + ab[i][j];
-            part[2 * C + c + j] = w == 0 ? as[i][j] : part[2 * C + c + j] + as[i][j];
-          }
-        }
-      }
-      __syncthreads();
-    }
-    float* out = scratch + int64_t(blockIdx.x) * 3 * C;
-    for (int c = threadIdx.x; c < 3 * C; c += blockDim.x) out[c] = part[c];
+    write_param_partial<ITERS>(part, scratch, ps, C);
   }
 }
 
@@ -470,6 +479,126 @@ __global__ void __launch_bounds__(kRingThreads, 2)
   }
 }
 
+// NormBwdKernel::WarpRing, for rows of 256 <= C <= 256·ITERS with 16-byte accesses: a warp owns a
+// row, lane l its columns {8l + 256i + j : i < ITERS, j < 8}, so the row sums need no barrier and
+// a row's fixed costs (addresses, waits, the two shuffle chains) are paid once, not by each of a
+// group's warps. Each warp streams its next row into a two-stage shared-memory ring by cp.async
+// (each lane copies its own chunks and reads back only those: no barrier); x and dout are read
+// from the ring again after the row sums instead of held, so that the lane's three parameter sums
+// per column (72 registers at C = 768) fit in 128 registers, two blocks of kWarpRingWarps an SM.
+// The gain is read from shared memory (fp32). Parameter sums: per lane over its rows, then added
+// over the block's warps in warp order into its partial: deterministic.
+constexpr int kWarpRingWarps = 8, kWarpRingStages = 2;
+template <int ITERS>
+struct WarpRingStage {  // one warp's stage: [tensor][i][lane] chunks (conflict-free), then stats
+  uint4 x[ITERS][32], dy[ITERS][32], dd[ITERS][32];
+  float2 st[32];
+};
+template <int ITERS>
+constexpr size_t warp_ring_smem(int C) {
+  return size_t(kWarpRingWarps) * kWarpRingStages * sizeof(WarpRingStage<ITERS>) + size_t(C) * sizeof(float);
+}
+
+template <int ITERS, bool PARAM>
+__global__ void __launch_bounds__(kWarpRingWarps * 32, 2)
+    norm_bwd_warp_ring_kernel(bf16* dinp, bool accumulate, float* scratch, const bf16* dout, const bf16* inp,
+                              const bf16* gain, const float* mean_in, const float* rstd_in, int N, int C,
+                              bool layer_norm) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  auto* ring = reinterpret_cast<WarpRingStage<ITERS>*>(smem);  // [warps][stages]
+  float* sgain = reinterpret_cast<float*>(ring + kWarpRingWarps * kWarpRingStages);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) sgain[c] = gain ? to_f32(gain[c]) : 1.f;
+  __syncthreads();
+  WarpRingStage<ITERS>* const mine = ring + warp * kWarpRingStages;
+  const float inv_c = 1.f / float(C);
+  LaneParamSums<PARAM ? ITERS : 1> ps;
+  // Row `row` into stage s; one commit group per call (empty past N), so the counts stay uniform.
+  auto issue = [&](int64_t row, int s) {
+    if (row < N) {
+      WarpRingStage<ITERS>& st = mine[s];
+#pragma unroll
+      for (int i = 0; i < ITERS; ++i) {
+        const int c = lane * 8 + 256 * i;
+        if (c < C) {
+          const int64_t off = row * C + c;
+          tiles::cp_async16(&st.x[i][lane], inp + off, true);
+          tiles::cp_async16(&st.dy[i][lane], dout + off, true);
+          if (accumulate) tiles::cp_async16(&st.dd[i][lane], dinp + off, true);
+        }
+      }
+      if (layer_norm) cp_async4(&st.st[lane].x, mean_in + row);
+      cp_async4(&st.st[lane].y, rstd_in + row);
+    }
+    tiles::cp_async_commit();
+  };
+  const int64_t stride = int64_t(gridDim.x) * kWarpRingWarps;
+  int64_t row = int64_t(blockIdx.x) * kWarpRingWarps + warp;
+  issue(row, 0);
+  for (int s = 0; row < N; row += stride, s ^= 1) {
+    issue(row + stride, s ^ 1);  // the stage this lane read in the previous iteration
+    tiles::cp_async_wait<1>();
+    const WarpRingStage<ITERS>& st = mine[s];
+    const float2 stats = st.st[lane];
+    const float rstd = stats.y, shift = layer_norm ? -stats.x * rstd : 0.f;
+    // Pass 1: the row sums of g = dout·gain and g·xhat, in two partial chains each.
+    float sg[2] = {0.f, 0.f}, sgx[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i) {
+      const int c = lane * 8 + 256 * i;
+      if (c >= C) continue;
+      float x[8], dy[8], gn[8];
+      unpack8(st.x[i][lane], x), unpack8(st.dy[i][lane], dy);
+      *reinterpret_cast<float4*>(gn) = *reinterpret_cast<const float4*>(sgain + c);
+      *reinterpret_cast<float4*>(gn + 4) = *reinterpret_cast<const float4*>(sgain + c + 4);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float g = dy[j] * gn[j];
+        sg[j & 1] += g;
+        sgx[j & 1] = fmaf(g, fmaf(x[j], rstd, shift), sgx[j & 1]);
+      }
+    }
+    const float mg = layer_norm ? warp_sum(sg[0] + sg[1]) * inv_c : 0.f;
+    const float mgx = warp_sum(sgx[0] + sgx[1]) * inv_c;
+    // d = rstd·(g - mean(g) - xh·mean(g·xh)) = rstd·g + xh·cx + c0.
+    const float c0 = -rstd * mg, cx = -rstd * mgx;
+    // Pass 2: x and dout again from the ring, the gradient out.
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i) {
+      const int c = lane * 8 + 256 * i;
+      if (c >= C) continue;
+      float x[8], dy[8], gn[8], vd[8];
+      unpack8(st.x[i][lane], x), unpack8(st.dy[i][lane], dy);
+      if (accumulate) unpack8(st.dd[i][lane], vd);
+      *reinterpret_cast<float4*>(gn) = *reinterpret_cast<const float4*>(sgain + c);
+      *reinterpret_cast<float4*>(gn + 4) = *reinterpret_cast<const float4*>(sgain + c + 4);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float xh = fmaf(x[j], rstd, shift);
+        const float d = fmaf(rstd, dy[j] * gn[j], fmaf(xh, cx, c0));
+        vd[j] = accumulate ? vd[j] + d : d;
+        if constexpr (PARAM) {
+          ps.g[i][j] = fmaf(dy[j], xh, ps.g[i][j]);
+          ps.b[i][j] += dy[j];
+        }
+      }
+      const uint4 packed = pack8(vd);
+      *reinterpret_cast<uint4*>(dinp + row * C + c) = packed;
+      if constexpr (PARAM) {  // the sum of dinp as stored
+        float vr[8];
+        unpack8(packed, vr);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) ps.s[i][j] += vr[j];
+      }
+    }
+  }
+  if constexpr (PARAM) {
+    tiles::cp_async_wait<0>();  // only empty groups are left, but the ring's memory is reused
+    __syncthreads();
+    write_param_partial<ITERS>(reinterpret_cast<float*>(smem), scratch, ps, C);
+  }
+}
+
 // 16-byte accesses when every row of every given tensor starts 16-byte aligned.
 bool rows_aligned16(int C, std::initializer_list<const void*> ptrs) {
   if (C % 8 != 0) return false;
@@ -523,6 +652,23 @@ BwdKernel ring_kernel(int nwg, bool param) {
   }
 }
 
+// The warp-ring backward for C <= 256·ITERS (ITERS <= 3: at 4 its 96 parameter sums spill), with
+// or without the parameter sums, and its shared memory.
+BwdKernel warp_ring_kernel(int iters, bool param) {
+  switch (iters) {
+    case 1: return param ? norm_bwd_warp_ring_kernel<1, true> : norm_bwd_warp_ring_kernel<1, false>;
+    case 2: return param ? norm_bwd_warp_ring_kernel<2, true> : norm_bwd_warp_ring_kernel<2, false>;
+    default: return param ? norm_bwd_warp_ring_kernel<3, true> : norm_bwd_warp_ring_kernel<3, false>;
+  }
+}
+size_t warp_ring_smem_of(int iters, int C) {
+  switch (iters) {
+    case 1: return warp_ring_smem<1>(C);
+    case 2: return warp_ring_smem<2>(C);
+    default: return warp_ring_smem<3>(C);
+  }
+}
+
 // Blocks of the backward's grid: as many as run at once (at most kNormBwdBlocks), so that no
 // second wave leaves SMs idle at the end.
 int bwd_grid(const void* kernel, int threads, size_t smem) {
@@ -557,7 +703,7 @@ void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const
 
 void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* dsum, float* scratch,
               const bf16* dout, const bf16* inp, const bf16* gain, const float* mean,
-              const float* rstd, int N, int C, NormKind kind, cudaStream_t stream) {
+              const float* rstd, int N, int C, NormKind kind, cudaStream_t stream, NormBwdKernel which) {
   if (N <= 0) return;
   const bool ln = kind == NormKind::LayerNorm;
   const bool want_param = dgain != nullptr;
@@ -565,7 +711,17 @@ void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* ds
   PG_CHECK(!((dbias || dsum) && !want_param), "norm_bwd: dbias or dsum without dgain");
   int n_block = kNormBwdBlocks;
   const bool aligned = rows_aligned16(C, {dinp, dout, inp, gain});
-  if (aligned && C >= 256 && C <= 256 * kNormRegIters) {
+  if (which == NormBwdKernel::WarpRing && aligned && C >= 256 && C <= 768) {
+    const int iters = (C + 255) / 256;
+    const BwdKernel kernel = warp_ring_kernel(iters, want_param);
+    const void* fn = reinterpret_cast<const void*>(kernel);
+    const size_t smem = warp_ring_smem_of(iters, C);
+    set_smem_once(fn, int(smem), true);
+    n_block = int(std::min<int64_t>(bwd_grid(fn, kWarpRingWarps * 32, smem),
+                                    (int64_t(N) + kWarpRingWarps - 1) / kWarpRingWarps));
+    kernel<<<n_block, kWarpRingWarps * 32, smem, stream>>>(dinp, accumulate, scratch, dout, inp, gain, mean, rstd, N,
+                                                           C, ln);
+  } else if (aligned && C >= 256 && C <= 256 * kNormRegIters) {
     // Rows of at least a warp's 256 columns (QK-norm's heads of 64 or 128 would leave most of a
     // group idle: they keep the register kernel).
     const int nwg = (C + 255) / 256;

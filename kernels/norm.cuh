@@ -43,8 +43,15 @@ void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const
 constexpr int kNormBwdBlocks = 1056;  // at most 8 per SM of an H100
 inline int64_t norm_bwd_scratch_floats(int C) { return int64_t(kNormBwdBlocks) * 3 * C; }
 
+// Which backward for 16-byte rows of 256 to 768 columns: Best, the group kernel above; WarpRing, a
+// warp a row with its next row in a shared-memory ring (half the group kernel's instructions a
+// row by count), to measure beside it (not yet measured). Other shapes take the same kernel
+// either way.
+enum class NormBwdKernel { Best, WarpRing };
+
 void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* dsum, float* scratch,
               const bf16* dout, const bf16* inp, const bf16* gain, const float* mean,
-              const float* rstd, int N, int C, NormKind kind, cudaStream_t stream);
+              const float* rstd, int N, int C, NormKind kind, cudaStream_t stream,
+              NormBwdKernel which = NormBwdKernel::Best);
 
 }  // namespace pg::kernels

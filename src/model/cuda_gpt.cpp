@@ -375,7 +375,7 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
   if (has_norm_)
     kernels::norm_bwd(dres_, false, G + lnf_w_, gpar(lnf_b_),
                       proj_bias_in_norm(L_ - 1) ? G + layers_.back().projb : nullptr, norm_scratch_, dln_,
-                      res_final_, P + lnf_w_, lnf_mean_, lnf_rstd_, N, C_, kind, stream_);
+                      res_final_, P + lnf_w_, lnf_mean_, lnf_rstd_, N, C_, kind, stream_, norm_bwd_kernel_);
   if (after_stage) after_stage(L_);
   for (int l = L_ - 1; l >= 0; --l) {
     const Layer& w = layers_[size_t(l)];
@@ -406,7 +406,8 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
     }
     if (has_norm_)
       kernels::norm_bwd(dres_, true, G + w.ln2_w, gpar(w.ln2_b), o_bias_in_norm(l) ? G + w.ob : nullptr,
-                        norm_scratch_, dln_, a.res_mid, P + w.ln2_w, a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_);
+                        norm_scratch_, dln_, a.res_mid, P + w.ln2_w, a.ln2_mean, a.ln2_rstd, N, C_, kind, stream_,
+                        norm_bwd_kernel_);
     // Attention branch.
     linear_bwd(datt_, 0.f, G, dres_, a.att, P, w.o, o_bias_in_norm(l) ? -1 : w.ob, N, C_, C_, attn_out_scale_);
     kernels::AttentionBwdAcc acc;
@@ -438,7 +439,8 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
     if (has_norm_)
       kernels::norm_bwd(dres_, true, G + w.ln1_w, gpar(w.ln1_b),
                         l > 0 && proj_bias_in_norm(l - 1) ? G + layers_[size_t(l) - 1].projb : nullptr,
-                        norm_scratch_, dln_, a.res_in, P + w.ln1_w, a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_);
+                        norm_scratch_, dln_, a.res_in, P + w.ln1_w, a.ln1_mean, a.ln1_rstd, N, C_, kind, stream_,
+                        norm_bwd_kernel_);
     if (after_stage) after_stage(l);
   }
   kernels::embedding_bwd(G + wte_, gpar(wpe_), dres_, inputs_, B, Tn, C_, stream_);

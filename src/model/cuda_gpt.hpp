@@ -37,6 +37,7 @@
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
 #include "kernels/gelu_gemm.cuh"
+#include "kernels/norm.cuh"
 #include "kernels/types.cuh"
 #include "model/cuda_moe.hpp"
 #include "model/gpt.hpp"
@@ -103,6 +104,9 @@ class CudaGpt {
   // default (not yet measured); MoE blocks, which keep no fc, use the workspace's accumulator.
   // Throws std::invalid_argument where F < 2C.
   void set_dq_acc_in_fc(bool on);
+  // Which kernel the LayerNorm / RMSNorm backward of the blocks and the final norm uses
+  // (kernels::NormBwdKernel: Best, the default, or WarpRing, to measure beside it).
+  void set_norm_bwd_kernel(kernels::NormBwdKernel which) { norm_bwd_kernel_ = which; }
 
  private:
   using Layer = GptLayerOffsets;
@@ -137,6 +141,7 @@ class CudaGpt {
   kernels::GeluGemmKernel gelu_gemm_kernel_ = kernels::GeluGemmKernel::Solo;
   bool residual_in_gemm_ = true;
   bool dq_acc_in_fc_ = false;
+  kernels::NormBwdKernel norm_bwd_kernel_ = kernels::NormBwdKernel::Best;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;

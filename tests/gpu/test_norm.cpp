@@ -124,10 +124,12 @@ Vec uniform_bf16(Rng& rng, int64_t n, double scale) {
 // accumulated (the blocks' norms, with dsum) or written (the final norm, with dsum; or no
 // parameter sums at all). At C = 768 the rows outnumber the grid's row groups ~16 times, so
 // every group cycles its row ring (5 stages) three times. dinp starts from noise, which only the
-// accumulated case may read.
+// accumulated case may read. Both kernels (NormBwdKernel): WarpRing takes C = 256, 520 and 768 (a
+// warp a row: 520 leaves lanes idle in its third chunk) and leaves 1024 to the group kernel.
 TEST_CASE("gpu norm backward paths: accumulate or not, with or without parameter sums", "[gpu][norm]") {
   const uint64_t seed = 923;
-  CAPTURE(seed);
+  const auto which = GENERATE(kernels::NormBwdKernel::Best, kernels::NormBwdKernel::WarpRing);
+  CAPTURE(seed, int(which));
   Rng rng(seed);
   const std::pair<int, int> shapes[] = {{4000, 256}, {3000, 520}, {16384, 768}, {3000, 1024}};
   for (const auto& [N, C] : shapes) {
@@ -163,7 +165,7 @@ TEST_CASE("gpu norm backward paths: accumulate or not, with or without parameter
       kernels::norm_bwd(d_dx.data(), accumulate, param ? d_dgain.data() : nullptr,
                         param && ln ? d_dbias.data() : nullptr, param ? d_dsum.data() : nullptr,
                         param ? scratch.data() : nullptr, d_dout.data(), d_x.data(), d_gain.data(),
-                        ln ? d_mean.data() : nullptr, d_rstd.data(), N, C, kind, nullptr);
+                        ln ? d_mean.data() : nullptr, d_rstd.data(), N, C, kind, nullptr, which);
       const Vec dx_gpu = download(d_dx);
       CHECK(rel_diff(dx_gpu, dx) < kTolBf16);
       if (accumulate) {
@@ -184,7 +186,8 @@ TEST_CASE("gpu norm backward paths: accumulate or not, with or without parameter
 
 TEST_CASE("gpu norm backward is deterministic: the same bits on a second run", "[gpu][norm]") {
   const uint64_t seed = 924;
-  CAPTURE(seed);
+  const auto which = GENERATE(kernels::NormBwdKernel::Best, kernels::NormBwdKernel::WarpRing);
+  CAPTURE(seed, int(which));
   Rng rng(seed);
   const int N = 8000, C = 768;  // ~8 rows per row group: the ring wraps
   const int64_t NC = int64_t(N) * C;
@@ -200,7 +203,8 @@ TEST_CASE("gpu norm backward is deterministic: the same bits on a second run", "
     dgain.zero(), dbias.zero(), dsum.zero();
     cuda::DeviceBuffer<float> scratch(size_t(kernels::norm_bwd_scratch_floats(C)));
     kernels::norm_bwd(d_dx.data(), true, dgain.data(), dbias.data(), dsum.data(), scratch.data(), d_dout.data(),
-                      d_x.data(), d_gain.data(), d_mean.data(), d_rstd.data(), N, C, NormKind::LayerNorm, nullptr);
+                      d_x.data(), d_gain.data(), d_mean.data(), d_rstd.data(), N, C, NormKind::LayerNorm, nullptr,
+                      which);
     std::vector<float> got[4] = {dgain.download(), dbias.download(), dsum.download(), {}};
     for (bf16 v : d_dx.download()) got[3].push_back(float(from_bf16(v)));
     for (int i = 0; i < 4; ++i) {
