@@ -14,6 +14,8 @@
 #   gelu_ncu   scripts/profile_gelu_gemm.sh  (not by default: ncu's full report on ours and cuBLASLt's)
 #   variants   scripts/bench_step_variants.sh (not by default: the step under gpt_step_bench's options,
 #              alternated; VARIANTS="opt ..." picks them, else its defaults)
+#   kernels    scripts/bench_kernels.sh      (not by default: kernels_bench's parts, KERNELS="part ..."
+#              picks them, else norm and mlp)
 #   usage: scripts/gpu_all.sh [stage]...
 # Exits non-zero when a stage fails; the later stages still run.
 set -uo pipefail
@@ -37,13 +39,14 @@ for s in "${stages[@]}"; do
     gelu) bash scripts/bench_gelu_gemm.sh > "$OUT/all_gelu.txt" 2>&1 ;;
     gelu_ncu) bash scripts/profile_gelu_gemm.sh > "$OUT/all_gelu_ncu.txt" 2>&1 ;;
     variants) bash scripts/bench_step_variants.sh ${VARIANTS:-} > "$OUT/all_variants.txt" 2>&1 ;;
-    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile, gelu, gelu_ncu or variants)" >&2; exit 2 ;;
+    kernels) bash scripts/bench_kernels.sh ${KERNELS:-} > "$OUT/all_kernels.txt" 2>&1 ;;
+    *) echo "gpu_all.sh: unknown stage '$s' (expected tests, gpt2, lipschitz, moe, attention, profile, gelu, gelu_ncu, variants or kernels)" >&2; exit 2 ;;
   esac
   rc=$?
   echo "==== $s: rc=$rc"
   ((rc == 0)) || failed+=("$s(rc=$rc)")
   # The result lines: test totals and failures, and each benchmark's summary.
-  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=| power: |x dense|per token|overhead|inspect:|certificate|^mlp|^== ncu|^  [a-z_]|Duration|Throughput|Issue Slots" \
+  grep -hE "FAILED|test cases|assertions|ratio|tokens/s|ours B=|torch B=| power: |x dense|per token|overhead|inspect:|certificate|^mlp|^norm_bwd|^== ncu|^  [a-z_]|Duration|Throughput|Issue Slots" \
     "$OUT/all_$s.txt" | head -n 40
 done
 tar -czf "$FINAL/gpu_all.tgz" -C "$OUT" .
