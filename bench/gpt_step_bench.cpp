@@ -15,7 +15,9 @@
 //   norm_residual  the residual adds in the norm kernels instead of in the branches' last GEMMs
 //                  (CudaGpt::set_residual_in_gemm(false))
 //   graph          the default step replayed from a CUDA graph (Gpt2Step::median_ms_graph)
-//   gelu_pair      our GELU GEMMs on clusters of two CTAs sharing A's loads (CudaGpt::set_gelu_gemm_pair)
+//   gelu_pair      our GELU GEMMs on clusters of two CTAs sharing A's loads (GeluGemmKernel::Pair)
+//   gelu_shared    our GELU forward with the consumers' staging shared and six stages
+//                  (GeluGemmKernel::Shared, CudaGpt::set_gelu_gemm_kernel)
 //   dq_acc_in_fc   the attention backward's dq accumulators in the MLP activations, each cleared by
 //                  the block before's main kernel instead of the pre-pass (CudaGpt::set_dq_acc_in_fc)
 //   norm_warp_ring the norms' backward a warp a row (kernels::NormBwdKernel::WarpRing)
@@ -53,12 +55,12 @@ int main(int argc, char** argv) {
   }
   const std::string option = argc > 5 ? argv[5] : "heuristic";
   const std::vector<std::string> options = {"heuristic",     "tuned", "cublas_gelu", "gelu_gemm_bwd",
-                                            "norm_residual", "graph", "gelu_pair", "dq_acc_in_fc",
-                                            "norm_warp_ring"};
+                                            "norm_residual", "graph", "gelu_pair", "gelu_shared",
+                                            "dq_acc_in_fc", "norm_warp_ring"};
   if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
                  "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, norm_residual, graph, "
-                 "gelu_pair, dq_acc_in_fc or norm_warp_ring, got %s\n",
+                 "gelu_pair, gelu_shared, dq_acc_in_fc or norm_warp_ring, got %s\n",
                  option.c_str());
     return 2;
   }
@@ -72,7 +74,8 @@ int main(int argc, char** argv) {
   if (option == "cublas_gelu") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::None);
   if (option == "gelu_gemm_bwd") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::Backward);
   if (option == "norm_residual") bench.model().set_residual_in_gemm(false);
-  if (option == "gelu_pair") bench.model().set_gelu_gemm_pair(true);
+  if (option == "gelu_pair") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Pair);
+  if (option == "gelu_shared") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Shared);
   if (option == "dq_acc_in_fc") bench.model().set_dq_acc_in_fc(true);
   if (option == "norm_warp_ring") bench.model().set_norm_bwd_kernel(kernels::NormBwdKernel::WarpRing);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
