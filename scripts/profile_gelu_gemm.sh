@@ -4,8 +4,7 @@
 # forward on clusters of two and with shared staging) beside cuBLASLt's plain GEMM of the shape
 # and its GELU_AUX_BIAS kernel, to see which unit limits each (tensor pipe, shared memory, L2,
 # issue), and where each one's warps wait by instruction (scripts/ncu_stalls.py). The details
-# pages go to $OUT (else
-# $BUILD_DIR/logs).
+# pages go to $OUT (else $BUILD_DIR/logs).
 #   usage: scripts/profile_gelu_gemm.sh [name...]   (default: all of ours_fwd ours_dgelu
 #          ours_fwd_pair ours_fwd_shared cublas_plain cublas_geluaux; GELU_NCU=names does the same
 #          for gpu_all.sh)
