@@ -53,7 +53,7 @@ __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap*
 // a consumer starts tile i's only once the other has finished tile i-1's. That also keeps the
 // stage barriers' phases unambiguous: when a consumer waits for k-block q of a stage, every
 // earlier use of the stage has completed, so the parity names q's phase.
-// Stage s holds the block's k-blocks q = s, s + 4, ...: A as [128 rows][64 k] and B as [128 n][64 k]
+// Stage s holds the block's k-blocks q = s, s + kStages, ...: A as [128 rows][64 k] and B as [128 n][64 k]
 // (K-major, gemm_bias_gelu_aux) or as two panels [64 k][64 n] of columns n0.., n0+64.. (MN-major,
 // gemm_dgelu), all in the 128-byte swizzle TMA writes and wgmma reads.
 // kPair (GeluGemmKernel::Pair): clusters of two CTAs take pairs of tiles side by side (the same
@@ -74,7 +74,8 @@ struct GeluGemmSmem {
   static constexpr int kStages = kShared ? 6 : 5;
   alignas(1024) bf16 a[kStages][kTileM * kTileK];
   alignas(1024) bf16 b[kStages][kTileN * kTileK];
-  alignas(1024) bf16 out[kShared ? 1 : 2][2][kTileM * 64];  // per consumer: two [128][64] panels of an output
+  // Per consumer (kShared: one for both), two [128][64] panels of an output.
+  alignas(1024) bf16 out[kShared ? 1 : 2][2][kTileM * 64];
   uint64_t full[kStages], empty[kStages];
   uint64_t stage_free;  // kShared: one arrival a tile, in tile order
   uint64_t order[2];  // order[w]: consumer w's main loop of a tile is done (one arrival a warp)
@@ -380,11 +381,11 @@ template <bool kDGelu>
 void launch(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part, float alpha,
             int M, int N, int K, GeluGemmKernel kernel, cudaStream_t stream) {
   if (kernel == GeluGemmKernel::Pair && (N / kTileN) % 2 == 0)
-    launch_kernel<kDGelu, true>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
-  else if (!kDGelu && kernel == GeluGemmKernel::Shared)
-    launch_kernel<kDGelu, false, !kDGelu>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
-  else
-    launch_kernel<kDGelu, false>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
+    return launch_kernel<kDGelu, true>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
+  if constexpr (!kDGelu)  // Shared is the forward's only; gemm_dgelu takes Solo
+    if (kernel == GeluGemmKernel::Shared)
+      return launch_kernel<false, false, true>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
+  launch_kernel<kDGelu, false>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
 }
 
 }  // namespace

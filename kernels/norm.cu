@@ -511,6 +511,10 @@ __global__ void __launch_bounds__(kWarpRingWarps * 32, 2)
   for (int c = threadIdx.x; c < C; c += blockDim.x) sgain[c] = gain ? to_f32(gain[c]) : 1.f;
   __syncthreads();
   WarpRingStage<ITERS>* const mine = ring + warp * kWarpRingStages;
+  auto gain8 = [&](int c, float (&gn)[8]) {  // the gain of columns c.. (fp32, shared memory)
+    *reinterpret_cast<float4*>(gn) = *reinterpret_cast<const float4*>(sgain + c);
+    *reinterpret_cast<float4*>(gn + 4) = *reinterpret_cast<const float4*>(sgain + c + 4);
+  };
   const float inv_c = 1.f / float(C);
   LaneParamSums<PARAM ? ITERS : 1> ps;
   // Row `row` into stage s; one commit group per call (empty past N), so the counts stay uniform.
@@ -549,8 +553,7 @@ __global__ void __launch_bounds__(kWarpRingWarps * 32, 2)
       if (c >= C) continue;
       float x[8], dy[8], gn[8];
       unpack8(st.x[i][lane], x), unpack8(st.dy[i][lane], dy);
-      *reinterpret_cast<float4*>(gn) = *reinterpret_cast<const float4*>(sgain + c);
-      *reinterpret_cast<float4*>(gn + 4) = *reinterpret_cast<const float4*>(sgain + c + 4);
+      gain8(c, gn);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const float g = dy[j] * gn[j];
@@ -570,8 +573,7 @@ __global__ void __launch_bounds__(kWarpRingWarps * 32, 2)
       float x[8], dy[8], gn[8], vd[8];
       unpack8(st.x[i][lane], x), unpack8(st.dy[i][lane], dy);
       if (accumulate) unpack8(st.dd[i][lane], vd);
-      *reinterpret_cast<float4*>(gn) = *reinterpret_cast<const float4*>(sgain + c);
-      *reinterpret_cast<float4*>(gn + 4) = *reinterpret_cast<const float4*>(sgain + c + 4);
+      gain8(c, gn);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const float xh = fmaf(x[j], rstd, shift);
