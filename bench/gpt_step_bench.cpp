@@ -18,9 +18,11 @@
 //   gelu_pair      our GELU GEMMs on clusters of two CTAs sharing A's loads (GeluGemmKernel::Pair)
 //   gelu_shared    our GELU forward with the consumers' staging shared and six stages
 //                  (GeluGemmKernel::Shared, CudaGpt::set_gelu_gemm_kernel)
-//   dq_acc_in_fc   the attention backward's dq accumulators in the MLP activations, each cleared by
-//                  the block before's main kernel instead of the pre-pass (CudaGpt::set_dq_acc_in_fc)
-//   norm_warp_ring the norms' backward a warp a row (kernels::NormBwdKernel::WarpRing)
+//   dq_acc_workspace  the attention backward's dq accumulators in the workspace, cleared by each
+//                  block's pre-pass, instead of in the next block's MLP activations
+//                  (CudaGpt::set_dq_acc_in_fc(false))
+//   norm_group     the norms' backward by the group kernel instead of a warp a row
+//                  (kernels::NormBwdKernel::Best)
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -56,11 +58,11 @@ int main(int argc, char** argv) {
   const std::string option = argc > 5 ? argv[5] : "heuristic";
   const std::vector<std::string> options = {"heuristic",     "tuned", "cublas_gelu", "gelu_gemm_bwd",
                                             "norm_residual", "graph", "gelu_pair", "gelu_shared",
-                                            "dq_acc_in_fc", "norm_warp_ring"};
+                                            "dq_acc_workspace", "norm_group"};
   if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
                  "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, norm_residual, graph, "
-                 "gelu_pair, gelu_shared, dq_acc_in_fc or norm_warp_ring, got %s\n",
+                 "gelu_pair, gelu_shared, dq_acc_workspace or norm_group, got %s\n",
                  option.c_str());
     return 2;
   }
@@ -76,8 +78,8 @@ int main(int argc, char** argv) {
   if (option == "norm_residual") bench.model().set_residual_in_gemm(false);
   if (option == "gelu_pair") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Pair);
   if (option == "gelu_shared") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Shared);
-  if (option == "dq_acc_in_fc") bench.model().set_dq_acc_in_fc(true);
-  if (option == "norm_warp_ring") bench.model().set_norm_bwd_kernel(kernels::NormBwdKernel::WarpRing);
+  if (option == "dq_acc_workspace") bench.model().set_dq_acc_in_fc(false);
+  if (option == "norm_group") bench.model().set_norm_bwd_kernel(kernels::NormBwdKernel::Best);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;

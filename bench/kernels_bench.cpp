@@ -89,7 +89,7 @@ void bench_norm_bwd(cuda::Stream& stream) {
       const double bytes =
           double(n) * sizeof(bf16) * (k.accumulate ? 4 : 3) + double(k.N) * sizeof(float) * (ln ? 2 : 1);
       std::printf("norm_bwd %-40s %-9s N=%d C=%d %8.3f ms %7.1f GB/s\n", k.name,
-                  which == kernels::NormBwdKernel::Best ? "best" : "warp_ring", k.N, k.C, ms,
+                  which == kernels::NormBwdKernel::Best ? "group" : "warp_ring", k.N, k.C, ms,
                   bytes / (ms * 1e-3) / 1e9);
     }
   }

@@ -43,15 +43,16 @@ void residual_norm_fwd(bf16* res_out, bf16* out, float* mean, float* rstd, const
 constexpr int kNormBwdBlocks = 1056;  // at most 8 per SM of an H100
 inline int64_t norm_bwd_scratch_floats(int C) { return int64_t(kNormBwdBlocks) * 3 * C; }
 
-// Which backward for 16-byte rows of 256 to 768 columns: Best, the group kernel above; WarpRing, a
-// warp a row with its next row in a shared-memory ring (half the group kernel's instructions a
-// row by count), to measure beside it (not yet measured). Other shapes take the same kernel
-// either way.
+// Which backward for 16-byte rows of 256 to 768 columns: WarpRing, the default, a warp a row with
+// its next row in a shared-memory ring (half the group kernel's instructions a row by count; 16%
+// faster than it at GPT-2's N = 65536, C = 768 on an H200, the step 1.2 ms faster,
+// bench/RESULTS.md); Best, the group kernel above, kept to measure beside it. Other shapes take
+// the same kernel either way.
 enum class NormBwdKernel { Best, WarpRing };
 
 void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* dsum, float* scratch,
               const bf16* dout, const bf16* inp, const bf16* gain, const float* mean,
               const float* rstd, int N, int C, NormKind kind, cudaStream_t stream,
-              NormBwdKernel which = NormBwdKernel::Best);
+              NormBwdKernel which = NormBwdKernel::WarpRing);
 
 }  // namespace pg::kernels

@@ -32,6 +32,7 @@ CudaGpt::CudaGpt(const Config& cfg, const ParamTable& t, int max_batch, cudaStre
   const auto& m = cfg.model;
   L_ = m.n_layer, C_ = m.d_model, F_ = cfg.d_ff(), V_ = m.vocab_size, NH_ = m.n_head, HS_ = cfg.d_head();
   S_ = m.seq_len;
+  dq_acc_in_fc_ = F_ >= 2 * C_;
   if (HS_ != 32 && HS_ != 64 && HS_ != 128)
     throw UserError("model.d_model / model.n_head: the cuda backend needs a head size of 32, 64 or 128 (got " +
                     std::to_string(HS_) + ")");
