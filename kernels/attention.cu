@@ -975,9 +975,9 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   // the tile's column sums (fp32, scaled, before rounding) into the q columns of the bias's
   // partial row, which the pass after the main kernel does otherwise. A warpgroup counts tile i
   // when it starts the next tile's dq (its fence then finds tile i's atomics long done) or after
-  // the loop. Release: each thread's fence orders its atomics before the barrier, and the
-  // counting thread's fence and atomic follow it; acquire: the last count's fence, then every
-  // reading thread's, then loads from L2 (the accumulator never passes through L1).
+  // the loop. The count is one thread's acq_rel atomic between two barriers of the warpgroup:
+  // the first orders the warpgroup's atomics before its release, the second the other threads'
+  // loads (from L2: the accumulator never passes through L1) after its acquire.
   auto round_dq_tile = [&](int i) {
     const int m0 = i * BM, t = threadIdx.x & 127, cg = t & 15;  // 4 columns 4cg.. of rows t/16 + 8r
     const float* src = dq_acc + (int64_t(b) * T * NH + h) * HS + 4 * cg;
@@ -1007,19 +1007,17 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     }
   };
   auto count_dq_tile = [&](int i) {
-    __threadfence();
     warpgroup_sync(wg_id);
     if ((threadIdx.x & 127) == 0) {
-      __threadfence();
-      const unsigned before = atomicAdd(dq_count + int64_t(bh) * n_qtiles + i, 1u);
+      unsigned before;
+      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
+                   : "=r"(before)
+                   : "l"(dq_count + int64_t(bh) * n_qtiles + i)
+                   : "memory");
       sm.last[wg_id] = before == 2u * unsigned(i) + 1u;
-      __threadfence();
     }
     warpgroup_sync(wg_id);
-    if (sm.last[wg_id]) {
-      __threadfence();
-      round_dq_tile(i);
-    }
+    if (sm.last[wg_id]) round_dq_tile(i);
   };
 
   if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
