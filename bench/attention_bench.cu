@@ -5,9 +5,8 @@
 // FlashAttention does: forward 4·B·NH·T²·hs / 2 (the causal half of two T×T×hs products),
 // backward 2.5× the forward (five products instead of two).
 // Prints one line per shape: "ours B NH T hs fwd_ms fwd_tflops fwdbwd_ms fwdbwd_tflops
-// fwdbwd_mmasync_ms fwdbwd_fused_dq_ms fwd_pipe_ms": the default kernels, then forward + backward
-// with the mma.sync backward (AttentionBwdKernel::MmaSync) and with dq rounded in the main
-// kernel (FusedDq), and the forward alone with the pipelined kernel
+// fwdbwd_mmasync_ms fwd_pipe_ms": the default kernels, then forward + backward with the mma.sync
+// backward (AttentionBwdKernel::MmaSync) and the forward alone with the pipelined kernel
 // (AttentionFwdKernel::WgmmaPipe: hs = 128's default anyway, for hs = 32 the default).
 #include <algorithm>
 #include <cstdio>
@@ -78,13 +77,11 @@ void bench(int B, int NH, int T, int hs) {
   const float t_pipe = fwd_with(pg::kernels::AttentionFwdKernel::WgmmaPipe);
   const float t_all = median_ms([&] { fwd_bwd(pg::kernels::AttentionBwdKernel::Best); }, s);
   const float t_mma = median_ms([&] { fwd_bwd(pg::kernels::AttentionBwdKernel::MmaSync); }, s);
-  const float t_fused = median_ms([&] { fwd_bwd(pg::kernels::AttentionBwdKernel::FusedDq); }, s);
   CUDA_CHECK(cudaDeviceSynchronize());
   const double flop_fwd = 4.0 * B * NH * double(T) * T * hs / 2.0;
   std::printf("ours B=%d NH=%d T=%d hs=%d fwd_ms=%.4f fwd_tflops=%.1f fwdbwd_ms=%.4f "
-              "fwdbwd_tflops=%.1f fwdbwd_mmasync_ms=%.4f fwdbwd_fused_dq_ms=%.4f fwd_pipe_ms=%.4f\n",
-              B, NH, T, hs, t_fwd, flop_fwd / (t_fwd * 1e9), t_all, 3.5 * flop_fwd / (t_all * 1e9), t_mma, t_fused,
-              t_pipe);
+              "fwdbwd_tflops=%.1f fwdbwd_mmasync_ms=%.4f fwd_pipe_ms=%.4f\n",
+              B, NH, T, hs, t_fwd, flop_fwd / (t_fwd * 1e9), t_all, 3.5 * flop_fwd / (t_all * 1e9), t_mma, t_pipe);
 }
 
 }  // namespace

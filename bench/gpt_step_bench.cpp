@@ -23,8 +23,6 @@
 //                  (CudaGpt::set_dq_acc_in_fc(false))
 //   norm_group     the norms' backward by the group kernel instead of a warp a row
 //                  (kernels::NormBwdKernel::Best)
-//   attn_fused_dq  the attention backward rounding dq in its main kernel
-//                  (kernels::AttentionBwdKernel::FusedDq)
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -60,11 +58,11 @@ int main(int argc, char** argv) {
   const std::string option = argc > 5 ? argv[5] : "heuristic";
   const std::vector<std::string> options = {"heuristic",     "tuned", "cublas_gelu", "gelu_gemm_bwd",
                                             "norm_residual", "graph", "gelu_pair", "gelu_shared",
-                                            "dq_acc_workspace", "norm_group", "attn_fused_dq"};
+                                            "dq_acc_workspace", "norm_group"};
   if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
                  "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, norm_residual, graph, "
-                 "gelu_pair, gelu_shared, dq_acc_workspace, norm_group or attn_fused_dq, got %s\n",
+                 "gelu_pair, gelu_shared, dq_acc_workspace or norm_group, got %s\n",
                  option.c_str());
     return 2;
   }
@@ -82,7 +80,6 @@ int main(int argc, char** argv) {
   if (option == "gelu_shared") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Shared);
   if (option == "dq_acc_workspace") bench.model().set_dq_acc_in_fc(false);
   if (option == "norm_group") bench.model().set_norm_bwd_kernel(kernels::NormBwdKernel::Best);
-  if (option == "attn_fused_dq") bench.model().set_attention_bwd_kernel(kernels::AttentionBwdKernel::FusedDq);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;

@@ -484,11 +484,9 @@ __global__ void __launch_bounds__(kWgFwdThreads, kMinBlocks) attention_fwd_pipe_
 __global__ void attention_bwd_pre_kernel(float* __restrict__ dq_acc, float* __restrict__ D,
                                          const bf16* __restrict__ dout,
                                          const bf16* __restrict__ out, uint32_t n_chunks, int T,
-                                         int NH, int hs, int64_t out_stride, unsigned* __restrict__ dq_count,
-                                         uint32_t n_count) {
+                                         int NH, int hs, int64_t out_stride) {
   const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;  // 8-element chunk of dq_acc
   const bool valid = j < n_chunks;
-  if (j < n_count) dq_count[j] = 0;  // n_count <= n_chunks (one count per 128 rows of a head)
   const uint32_t per_token = uint32_t(NH * hs) / 8, within = j % per_token;  // chunk within the token
   const uint32_t bt = j / per_token;                                         // b·T + t
   const int chunk_shift = __ffs(hs / 8) - 1;                                // log2(hs / 8)
@@ -810,25 +808,16 @@ struct WgBwdSmem {
   alignas(1024) bf16 ds[2][128 * 64];  // dSᵀ by query half: ds[hq][key][query - 64·hq]
   alignas(16) float lse[2][128];
   alignas(16) float D[2][128];
-  float qsum[2][4][64];  // kFusedDq: a warpgroup's per-warp column sums of the dq tile it rounds
-  int last[2];           // kFusedDq: whether a warpgroup's count was its tile's last
 };
 constexpr int kWgBwdKeys = 128, kWgBwdRows = 128, kWgBwdThreads = 256;
-
-__device__ __forceinline__ void warpgroup_sync(int w) {  // the 128 threads of warpgroup w; ids as constants
-  if (w == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
-  else asm volatile("bar.sync 2, 128;\n" ::: "memory");
-}
 static_assert(kWgBwdKeys == 128, "the q/k/v bias's partial rows: attention_bwd_dq_sum_kernel's 128-token tiles");
 
-template <bool kFusedDq>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dq_acc,
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
     float* __restrict__ dbias_part, float4* __restrict__ clear, int64_t clear_n4, int T, int NH,
-    int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2, bf16* __restrict__ dq,
-    unsigned* __restrict__ dq_count) {
+    int64_t qkv_stride, int64_t out_stride, float scale, float scale_log2) {
   constexpr int HS = 64, KT = kWgBwdKeys, BM = kWgBwdRows, kNT = kWgBwdThreads;
   static_assert(KT == BM, "the diagonal is the first query tile only when keys and queries tile alike");
   extern __shared__ unsigned char smem_raw[];
@@ -969,57 +958,6 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
   // warpgroup 1 goes on with half 1; warpgroup 1 takes dq of half 1 after the second barrier
   // while warpgroup 0 starts the next tile. Tile i+1 loads while tile i runs (issued after the
   // second barrier of tile i-1, when tile i-1's buffer is free).
-  // kFusedDq: query tile i's dq is complete once the 2(i+1) warpgroups that add into it (both of
-  // every block of key tiles 0..i) have counted their atomics in dq_count[bh][i]; the warpgroup
-  // that counts last rounds the tile: dq = bf16(scale·acc) for its 128 rows, and with dbias_part
-  // the tile's column sums (fp32, scaled, before rounding) into the q columns of the bias's
-  // partial row, which the pass after the main kernel does otherwise. A warpgroup counts tile i
-  // when it starts the next tile's dq (its fence then finds tile i's atomics long done) or after
-  // the loop. The count is one thread's acq_rel atomic between two barriers of the warpgroup:
-  // the first orders the warpgroup's atomics before its release, the second the other threads'
-  // loads (from L2: the accumulator never passes through L1) after its acquire.
-  auto round_dq_tile = [&](int i) {
-    const int m0 = i * BM, t = threadIdx.x & 127, cg = t & 15;  // 4 columns 4cg.. of rows t/16 + 8r
-    const float* src = dq_acc + (int64_t(b) * T * NH + h) * HS + 4 * cg;
-    bf16* dst = dq + head0 + 4 * cg;
-    float s4[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll 4
-    for (int r = t >> 4; r < BM; r += 8) {
-      const int tok = m0 + r;
-      if (tok >= T) break;
-      float4 x = __ldcg(reinterpret_cast<const float4*>(src + int64_t(tok) * NH * HS));
-      x.x *= scale, x.y *= scale, x.z *= scale, x.w *= scale;
-      *reinterpret_cast<uint2*>(dst + int64_t(tok) * qkv_stride) = make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
-      s4[0] += x.x, s4[1] += x.y, s4[2] += x.z, s4[3] += x.w;
-    }
-    if (dbias_part) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s4[e] += __shfl_xor_sync(0xffffffffu, s4[e], 16);
-      if (lane < 16)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sm.qsum[wg_id][warp][4 * cg + e] = s4[e];
-      warpgroup_sync(wg_id);
-      if (t < HS) {
-        const float tot = sm.qsum[wg_id][0][t] + sm.qsum[wg_id][1][t] + sm.qsum[wg_id][2][t] + sm.qsum[wg_id][3][t];
-        const int C = NH * HS, part_row = b * n_qtiles + i;
-        dbias_part[int64_t(part_row) * 3 * C + h * HS + t] = tot;
-      }
-    }
-  };
-  auto count_dq_tile = [&](int i) {
-    warpgroup_sync(wg_id);
-    if ((threadIdx.x & 127) == 0) {
-      unsigned before;
-      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
-                   : "=r"(before)
-                   : "l"(dq_count + int64_t(bh) * n_qtiles + i)
-                   : "memory");
-      sm.last[wg_id] = before == 2u * unsigned(i) + 1u;
-    }
-    warpgroup_sync(wg_id);
-    if (sm.last[wg_id]) round_dq_tile(i);
-  };
-
   if (i_first + 1 < n_qtiles) load_q_tile(i_first + 1, 1);
   cp_async_commit();
   cp_async_wait<1>();  // k, v and the first tile
@@ -1030,24 +968,15 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) attention_bwd_wg_kernel(
     half(buf, m0, i == i_first, 0);
     wg::fence_proxy_async();  // the dSᵀ stores of half 0, for warpgroup 0's dq
     __syncthreads();          // (A) panel 0 complete; panel 1 read by the last dq of warpgroup 1
-    if (wg_id == 0) {
-      if constexpr (kFusedDq)
-        if (i > i_first) count_dq_tile(i - 1);
-      dq_half(m0);
-    }
+    if (wg_id == 0) dq_half(m0);
     half(buf, m0, i == i_first, 1);
     cp_async_wait<0>();       // tile i+1
     wg::fence_proxy_async();  // it and the dSᵀ stores of half 1
     __syncthreads();          // (B) panel 1 complete; panel 0 read by warpgroup 0's dq; tile i read
     if (i + 2 < n_qtiles) load_q_tile(i + 2, buf);
     cp_async_commit();
-    if (wg_id == 1) {
-      if constexpr (kFusedDq)
-        if (i > i_first) count_dq_tile(i - 1);
-      dq_half(m0);
-    }
+    if (wg_id == 1) dq_half(m0);
   }
-  if constexpr (kFusedDq) count_dq_tile(n_qtiles - 1);
 
   // dk = scale·Σ dSᵀ·q and dv for this warp's 16 keys.
 #pragma unroll
@@ -1172,17 +1101,15 @@ void launch_bwd(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* d
   CUDA_CHECK_LAUNCH();
 }
 
-// dq_count non-null: the kernel that rounds dq itself (kFusedDq) into dq.
 void launch_bwd_wg(bf16* dk, bf16* dv, float* dq_acc, const float* D, const bf16* dout, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v, float* dbias_part, float* clear, int64_t clear_n,
-                   bf16* dq, unsigned* dq_count, const AttentionDims& d, cudaStream_t stream) {
+                   const AttentionDims& d, cudaStream_t stream) {
   const size_t smem = sizeof(WgBwdSmem) + 1024;
-  const auto kernel = dq_count ? attention_bwd_wg_kernel<true> : attention_bwd_wg_kernel<false>;
-  set_smem(kernel, smem);
+  set_smem(attention_bwd_wg_kernel, smem);
   const dim3 grid((d.T + kWgBwdKeys - 1) / kWgBwdKeys, d.B * d.NH);
-  kernel<<<grid, kWgBwdThreads, smem, stream>>>(dk, dv, dq_acc, q, k, v, dout, lse, D, dbias_part,
-                                                reinterpret_cast<float4*>(clear), clear_n / 4, d.T, d.NH,
-                                                d.qkv_stride, d.out_stride, d.scale, d.scale * kLog2e, dq, dq_count);
+  attention_bwd_wg_kernel<<<grid, kWgBwdThreads, smem, stream>>>(
+      dk, dv, dq_acc, q, k, v, dout, lse, D, dbias_part, reinterpret_cast<float4*>(clear), clear_n / 4, d.T, d.NH,
+      d.qkv_stride, d.out_stride, d.scale, d.scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -1199,13 +1126,10 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   if (d.hs == 128) launch_fwd_pipe<128, 1>(out, lse, q, k, v, d, stream);
 }
 
-// The workspace: the dq accumulator (fp32 [B,T,NH,hs]), D (fp32 [B,NH,T], padded to 16 bytes),
-// then FusedDq's counts (one per 128 query rows of a head, [B·NH][⌈T/128⌉]).
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims) {
   const AttentionDims d = resolved(dims);
   const size_t rows = size_t(d.B) * d.T * d.NH;
-  const size_t counts = size_t(d.B) * d.NH * size_t((d.T + kWgBwdRows - 1) / kWgBwdRows);
-  return rows * d.hs * sizeof(float) + ((rows * sizeof(float) + 15) / 16) * 16 + counts * sizeof(unsigned);
+  return rows * d.hs * sizeof(float) + ((rows * sizeof(float) + 15) / 16) * 16;
 }
 
 void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* dout,
@@ -1225,21 +1149,13 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
     throw std::invalid_argument("attention_bwd: clear_next must not be the accumulator this call uses");
   float* D = static_cast<float*>(workspace) + n_acc;
   float* dq_acc = acc.zeroed ? acc.zeroed : static_cast<float*>(workspace);
-  // FusedDq's counts after D; hs = 64 only (the other head sizes run as Best).
-  const bool fused_dq = d.hs == 64 && kernel == AttentionBwdKernel::FusedDq;
-  unsigned* dq_count = fused_dq ? reinterpret_cast<unsigned*>(static_cast<unsigned char*>(workspace) + n_acc * 4 +
-                                                             ((rows * 4 + 15) / 16) * 16)
-                                : nullptr;
-  const int64_t n_count = fused_dq ? int64_t(d.B) * d.NH * ((d.T + kWgBwdRows - 1) / kWgBwdRows) : 0;
 
   const int64_t n_threads = rows * d.hs / 8;  // for the pre and the dq kernels
   if (n_threads + 255 > int64_t(UINT32_MAX))
     throw std::invalid_argument("attention_bwd: B·T·NH·hs must be below 2^35 (the backward's 32-bit indices)");
-  // The pre-pass clears the workspace's accumulator (a zeroed one of the caller's it leaves) and
-  // FusedDq's counts.
+  // The pre-pass clears the workspace's accumulator; a zeroed one of the caller's it leaves.
   attention_bwd_pre_kernel<<<unsigned((n_threads + 255) / 256), 256, 0, stream>>>(
-      acc.zeroed ? nullptr : dq_acc, D, dout, out, uint32_t(n_threads), d.T, d.NH, d.hs, d.out_stride, dq_count,
-      uint32_t(n_count));
+      acc.zeroed ? nullptr : dq_acc, D, dout, out, uint32_t(n_threads), d.T, d.NH, d.hs, d.out_stride);
   CUDA_CHECK_LAUNCH();
 
   // 128-key tiles (half the dq atomics of 64-key tiles): for hs = 64 the warpgroup-MMA kernel (or
@@ -1247,9 +1163,8 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   // dv, Sᵀ and dPᵀ in registers); for hs = 128 eight warps of one atom, 64 queries per step.
   if (d.hs == 32)
     launch_bwd<BwdTiling<32, 64, 4, 1>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
-  const bool clears = d.hs == 64 && kernel != AttentionBwdKernel::MmaSync;  // clear_next in its main kernel
-  if (clears)
-    launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, dbias_part, acc.clear_next, n_acc, dq, dq_count, d, stream);
+  const bool clears = d.hs == 64 && kernel == AttentionBwdKernel::Best;  // clear_next in its main kernel
+  if (clears) launch_bwd_wg(dk, dv, dq_acc, D, dout, lse, q, k, v, dbias_part, acc.clear_next, n_acc, d, stream);
   if (d.hs == 64 && kernel == AttentionBwdKernel::MmaSync)
     launch_bwd<BwdTiling<64, 32, 4, 2>>(dk, dv, dq_acc, D, dout, lse, q, k, v, d, stream);
   if (d.hs == 128)
@@ -1257,7 +1172,6 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
   if (acc.clear_next && !clears)
     CUDA_CHECK(cudaMemsetAsync(acc.clear_next, 0, size_t(n_acc) * sizeof(float), stream));
 
-  if (fused_dq) return;  // dq rounded, and its bias sums taken, in the main kernel
   if (dbias_part) {
     const int C = d.NH * d.hs, R = 256 / (C / 8);
     const dim3 grid(unsigned((d.T + kWgBwdKeys - 1) / kWgBwdKeys), unsigned(d.B));
@@ -1273,7 +1187,7 @@ void attention_bwd(bf16* dq, bf16* dk, bf16* dv, void* workspace, const bf16* do
 bool attention_bwd_sums_bias(const AttentionDims& dims, AttentionBwdKernel kernel) {
   const AttentionDims d = resolved(dims);
   const int64_t C = int64_t(d.NH) * d.hs;
-  return d.hs == 64 && kernel != AttentionBwdKernel::MmaSync && d.qkv_stride == 3 * C && C % 8 == 0 && C <= 2048;
+  return d.hs == 64 && kernel == AttentionBwdKernel::Best && d.qkv_stride == 3 * C && C % 8 == 0 && C <= 2048;
 }
 
 int64_t attention_bwd_bias_rows(const AttentionDims& dims) {

@@ -41,16 +41,13 @@ void attention_fwd(bf16* out, float* lse, const bf16* q, const bf16* k,
                    const bf16* v, const AttentionDims& dims, cudaStream_t stream,
                    AttentionFwdKernel kernel = AttentionFwdKernel::Best);
 
-// Bytes of device workspace attention_bwd needs: an fp32 dq accumulator [B,T,NH,hs], the fp32
-// row terms D = rowsum(dout ∘ out) [B,NH,T] and FusedDq's counts (4 bytes per 128 rows of a head).
+// Bytes of device workspace attention_bwd needs: an fp32 dq accumulator [B,T,NH,hs] and the fp32
+// row terms D = rowsum(dout ∘ out) [B,NH,T].
 size_t attention_bwd_workspace_bytes(const AttentionDims& dims);
 
 // Which backward kernel: Best is what attention_bwd picks (for hs = 64 on Hopper warpgroup MMA);
-// MmaSync keeps the mma.sync kernel of every head size, for tests and side-by-side benchmarks;
-// FusedDq is Best with dq rounded (and its bias sums taken) in the main kernel, by the block that
-// adds last into each 128 query rows of a head, instead of by a pass over the fp32 accumulator
-// after it (the accumulator then read from L2, not DRAM; hs = 64, other head sizes run as Best).
-enum class AttentionBwdKernel { Best, MmaSync, FusedDq };
+// MmaSync keeps the mma.sync kernel of every head size, for tests and side-by-side benchmarks.
+enum class AttentionBwdKernel { Best, MmaSync };
 
 // Recomputes the probabilities from q, k and lse and WRITES (does not accumulate) dq, dk, dv:
 //   dv_s = Σ_t P[t,s]·dout_t ; dS = P ∘ (dout·vᵀ - D) ; dq_t = scale·Σ_s dS[t,s]·k_s ;

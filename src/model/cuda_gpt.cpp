@@ -414,7 +414,7 @@ void CudaGpt::backward(const bf16* P, float* G, double loss_scale, const std::fu
     kernels::AttentionBwdAcc acc;
     acc.zeroed = dq_acc_of(l), acc.clear_next = l > 0 ? dq_acc_of(l - 1) : nullptr;
     kernels::attention_bwd(dq_, dk_, dv_, attn_ws_, datt_, a.att, a.lse, a.q, a.k, a.v, dims, stream_,
-                           attn_bwd_kernel_, qkv_bias_part_, acc);
+                           kernels::AttentionBwdKernel::Best, qkv_bias_part_, acc);
     if (rope_) {
       kernels::rope_bwd(dq_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);
       kernels::rope_bwd(dk_, B, Tn, NH_, HS_, float(cfg_.model.rope_theta), stream_);

@@ -36,7 +36,6 @@
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/gemm.hpp"
 #include "config/config.hpp"
-#include "kernels/attention.cuh"
 #include "kernels/gelu_gemm.cuh"
 #include "kernels/norm.cuh"
 #include "kernels/types.cuh"
@@ -107,9 +106,6 @@ class CudaGpt {
   // Which kernel the LayerNorm / RMSNorm backward of the blocks and the final norm uses
   // (kernels::NormBwdKernel: WarpRing, the default, or Best, to measure beside it).
   void set_norm_bwd_kernel(kernels::NormBwdKernel which) { norm_bwd_kernel_ = which; }
-  // Which attention backward (kernels::AttentionBwdKernel: Best, the default, or FusedDq, which
-  // rounds dq in the main kernel, to measure beside it).
-  void set_attention_bwd_kernel(kernels::AttentionBwdKernel which) { attn_bwd_kernel_ = which; }
 
  private:
   using Layer = GptLayerOffsets;
@@ -145,7 +141,6 @@ class CudaGpt {
   bool residual_in_gemm_ = true;
   bool dq_acc_in_fc_ = false;  // set in the constructor: F >= 2C
   kernels::NormBwdKernel norm_bwd_kernel_ = kernels::NormBwdKernel::WarpRing;
-  kernels::AttentionBwdKernel attn_bwd_kernel_ = kernels::AttentionBwdKernel::Best;
   // train.recompute: the blocks' MLP activation output (act) and norm outputs (ln1, ln2) live in
   // one shared buffer each (act_tmp_, ln_tmp_) and are recomputed in backward where needed.
   bool recompute_act_ = false, recompute_norm_ = false;

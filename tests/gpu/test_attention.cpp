@@ -179,10 +179,9 @@ TEST_CASE("flash attention forward and backward match the CPU reference", "[gpu]
                            Case{2, 129, 3, 64, false}, Case{1, 256, 2, 64, true},
                            Case{3, 300, 2, 64, false}, Case{2, 255, 2, 128, false},
                            Case{1, 640, 1, 64, false});
-  // Best is hs = 64's warpgroup-MMA backward, MmaSync its mma.sync one, FusedDq Best rounding dq
-  // (and summing its bias columns) in the main kernel (the same kernel for the other head sizes).
-  const auto kernel = GENERATE(kernels::AttentionBwdKernel::Best, kernels::AttentionBwdKernel::MmaSync,
-                               kernels::AttentionBwdKernel::FusedDq);
+  // Best is hs = 64's warpgroup-MMA backward, MmaSync its mma.sync one (the same kernel for the
+  // other head sizes).
+  const auto kernel = GENERATE(kernels::AttentionBwdKernel::Best, kernels::AttentionBwdKernel::MmaSync);
   const uint64_t seed = 9000 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
   CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, int(kernel), seed);
   const Problem p = make_problem(cs, seed, true);
@@ -233,14 +232,13 @@ TEST_CASE("flash attention forward, the pipelined kernels, match the CPU referen
 TEST_CASE("flash attention: out, lse, dk, dv bitwise reproducible; dq to atomics' order",
           "[gpu][attention]") {
   const Case cs = GENERATE(Case{1, 150, 2, 64, false}, Case{1, 100, 1, 128, true});
-  const auto kernel = GENERATE(kernels::AttentionBwdKernel::Best, kernels::AttentionBwdKernel::FusedDq);
   const uint64_t seed = 4242;
-  CAPTURE(cs.T, cs.hs, int(kernel), seed);
+  CAPTURE(cs.T, cs.hs, seed);
   Rng rng(seed);
   const int64_t n = int64_t(cs.B) * cs.T * cs.NH * cs.hs;
   const Vec q = round_bf16(randn(rng, n)), k = round_bf16(randn(rng, n)),
             v = round_bf16(randn(rng, n)), dout = round_bf16(randn(rng, n));
-  const Result a = run_gpu(cs, q, k, v, dout, kernel), b = run_gpu(cs, q, k, v, dout, kernel);
+  const Result a = run_gpu(cs, q, k, v, dout), b = run_gpu(cs, q, k, v, dout);
   CHECK(a.out == b.out);
   CHECK(a.lse == b.lse);
   CHECK(a.dk == b.dk);
@@ -258,9 +256,8 @@ TEST_CASE("flash attention backward: dq accumulated in the caller's zeroed buffe
   // the CPU reference. hs 64's Best kernel clears in its blocks, the other head sizes by a memset.
   const Case cs = GENERATE(Case{2, 129, 3, 64, false}, Case{1, 300, 2, 64, true}, Case{2, 100, 3, 32, false},
                            Case{1, 200, 2, 128, false});
-  const auto kernel = GENERATE(kernels::AttentionBwdKernel::Best, kernels::AttentionBwdKernel::FusedDq);
   const uint64_t seed = 5300 + uint64_t(cs.B * 131 + cs.T * 7 + cs.NH * 3 + cs.hs);
-  CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, int(kernel), seed);
+  CAPTURE(cs.B, cs.T, cs.NH, cs.hs, cs.fused, seed);
   const Problem p = make_problem(cs, seed, true);
   const Vec &q = p.q, &k = p.k, &v = p.v, &dout = p.dout, &dq = p.dq, &dk = p.dk, &dv = p.dv;
   const int64_t n = int64_t(q.size());
@@ -292,7 +289,7 @@ TEST_CASE("flash attention backward: dq accumulated in the caller's zeroed buffe
     kernels::AttentionBwdAcc acc;
     acc.zeroed = zeroed, acc.clear_next = clear_next;
     kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq, pk, pv, dims,
-                           nullptr, kernel, nullptr, acc);
+                           nullptr, kernels::AttentionBwdKernel::Best, nullptr, acc);
     CUDA_CHECK(cudaDeviceSynchronize());
     const Vec g = download(d_grad);
     const Vec gq = cs.fused ? columns(g, rows, stride, 0, C) : Vec(g.begin(), g.begin() + ptrdiff_t(rows * C));
@@ -319,6 +316,6 @@ TEST_CASE("flash attention backward: dq accumulated in the caller's zeroed buffe
   kernels::AttentionBwdAcc same;
   same.zeroed = same.clear_next = acc_b.data();
   CHECK_THROWS_WITH(kernels::attention_bwd(pdq, pdk, pdv, ws.data(), d_dout.data(), d_out.data(), d_lse.data(), pq, pk,
-                                           pv, dims, nullptr, kernel, nullptr, same),
+                                           pv, dims, nullptr, kernels::AttentionBwdKernel::Best, nullptr, same),
                     Catch::Contains("clear_next"));
 }

@@ -28,7 +28,7 @@ namespace {
 
 void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, double embed_std = 0.15,
                        double weight_std = 0.15, bool gelu_gemm = false, bool residual_in_gemm = true,
-                       bool graph = false, bool dq_acc_in_fc = false, bool attn_fused_dq = false) {
+                       bool graph = false, bool dq_acc_in_fc = false) {
   std::vector<std::string> all = {"model.n_layer=2", "model.n_head=2", "model.d_model=64", "model.d_ff=160",
                                   "model.vocab_size=96", "model.seq_len=32"};
   all.insert(all.end(), sets.begin(), sets.end());
@@ -59,7 +59,6 @@ void check_against_cpu(const std::vector<std::string>& sets, uint64_t seed, doub
   gpu_model.set_gelu_gemm(gelu_gemm ? CudaGpt::GeluGemm::All : CudaGpt::GeluGemm::None);
   gpu_model.set_residual_in_gemm(residual_in_gemm);
   gpu_model.set_dq_acc_in_fc(dq_acc_in_fc);
-  if (attn_fused_dq) gpu_model.set_attention_bwd_kernel(kernels::AttentionBwdKernel::FusedDq);
   auto d_P = upload_bf16(P);
   auto d_x = upload(x), d_y = upload(y);
   cuda::DeviceBuffer<float> d_G(P.size());
@@ -189,14 +188,4 @@ TEST_CASE("gpu train.recompute: the CPU reference's loss and gradients from a sm
   CAPTURE(none, act, act_norm);
   CHECK(none - act == (L - 1) * N * F * bf);
   CHECK(act - act_norm == (2 * L - 1) * N * C * bf);
-}
-
-TEST_CASE("gpu GPT-2-style model: dq rounded in the attention backward's main kernel (AttentionBwdKernel::FusedDq)",
-          "[gpu][model][attention]") {
-  // hs 64 over three query tiles (T = 300, the last partial), with the q/k/v bias's sums from the
-  // main kernel, alone and with the dq accumulators in the MLP activations.
-  const std::vector<std::string> sets = {"model.n_layer=3", "model.d_model=256", "model.n_head=4", "model.d_ff=512",
-                                         "model.seq_len=300"};
-  check_against_cpu(sets, 977, 0.15, 0.075, false, true, false, false, true);
-  check_against_cpu(sets, 978, 0.15, 0.075, true, true, false, true, true);
 }
