@@ -25,9 +25,9 @@
 // Grid: one warp per row, 4 warps per block (forward); backward: as many blocks as the GPU runs
 // at once (at most kNormBwdBlocks), striding over the rows, then a reduction of the per-block
 // partials with blocks of 8×32 threads per 8 columns. With 16-byte rows: for 256 <= C <= 1024
-// (the model's norms) ceil(C/256) warps own a row, each thread 8 columns and their parameter sums
-// over all its rows, with the next rows streamed into a shared-memory ring (blocks of 384
-// threads); for C < 256 (QK-norm's heads) a warp owns a row in registers, each lane its columns'
+// (the model's norms) ceil(C/256) warps own a row (NormBwdKernel::Best; WarpRing, the default,
+// gives one warp a row for C <= 768), each thread 8 columns and their parameter sums over all its
+// rows, with the next rows streamed into a shared-memory ring (blocks of 384 threads); for C < 256 (QK-norm's heads) a warp owns a row in registers, each lane its columns'
 // sums. Otherwise rows are re-read and every warp keeps the sums in shared memory.
 #pragma once
 #include "kernels/types.cuh"
