@@ -16,8 +16,6 @@
 //                  (CudaGpt::set_residual_in_gemm(false))
 //   graph          the default step replayed from a CUDA graph (Gpt2Step::median_ms_graph)
 //   gelu_pair      our GELU GEMMs on clusters of two CTAs sharing A's loads (GeluGemmKernel::Pair)
-//   gelu_shared    our GELU forward with the consumers' staging shared and six stages
-//                  (GeluGemmKernel::Shared, CudaGpt::set_gelu_gemm_kernel)
 //   dq_acc_workspace  the attention backward's dq accumulators in the workspace, cleared by each
 //                  block's pre-pass, instead of in the next block's MLP activations
 //                  (CudaGpt::set_dq_acc_in_fc(false))
@@ -57,12 +55,12 @@ int main(int argc, char** argv) {
   }
   const std::string option = argc > 5 ? argv[5] : "heuristic";
   const std::vector<std::string> options = {"heuristic",     "tuned", "cublas_gelu", "gelu_gemm_bwd",
-                                            "norm_residual", "graph", "gelu_pair", "gelu_shared",
+                                            "norm_residual", "graph", "gelu_pair",
                                             "dq_acc_workspace", "norm_group"};
   if (std::find(options.begin(), options.end(), option) == options.end()) {
     std::fprintf(stderr,
                  "gpt_step_bench: option: expected heuristic, tuned, cublas_gelu, gelu_gemm_bwd, norm_residual, graph, "
-                 "gelu_pair, gelu_shared, dq_acc_workspace or norm_group, got %s\n",
+                 "gelu_pair, dq_acc_workspace or norm_group, got %s\n",
                  option.c_str());
     return 2;
   }
@@ -77,7 +75,6 @@ int main(int argc, char** argv) {
   if (option == "gelu_gemm_bwd") bench.model().set_gelu_gemm(CudaGpt::GeluGemm::Backward);
   if (option == "norm_residual") bench.model().set_residual_in_gemm(false);
   if (option == "gelu_pair") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Pair);
-  if (option == "gelu_shared") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Shared);
   if (option == "dq_acc_workspace") bench.model().set_dq_acc_in_fc(false);
   if (option == "norm_group") bench.model().set_norm_bwd_kernel(kernels::NormBwdKernel::Best);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),

@@ -230,11 +230,8 @@ void mlp_gemms(cuda::Stream& stream) {
                                                     kernels::bias_bwd_scratch_floats(F)))};
   std::printf("mlp clusters of two at once (Pair's grid): forward %d, gradient %d, of %d SMs\n",
               kernels::gelu_gemm_pair_clusters(false), kernels::gelu_gemm_pair_clusters(true), cuda::sm_count());
-  for (const auto kernel :
-       {kernels::GeluGemmKernel::Solo, kernels::GeluGemmKernel::Pair, kernels::GeluGemmKernel::Shared}) {
-    const char* how = kernel == kernels::GeluGemmKernel::Pair     ? ", pair"
-                      : kernel == kernels::GeluGemmKernel::Shared ? ", shared"
-                                                                  : "";
+  for (const auto kernel : {kernels::GeluGemmKernel::Solo, kernels::GeluGemmKernel::Pair}) {
+    const char* how = kernel == kernels::GeluGemmKernel::Pair ? ", pair" : "";
     char what[64];
     std::snprintf(what, sizeof what, "fc fwd bias+GELU+aux%s", how);
     ours(what, [&] {

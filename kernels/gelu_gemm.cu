@@ -63,21 +63,16 @@ __device__ __forceinline__ void load_kblock(bf16* a, bf16* b, const CUtensorMap*
 // barriers (cluster_sync). It halves A's traffic from L2 (a quarter of the kernel's). The grid
 // holds no more clusters than run at once (cudaOccupancyMaxActiveClusters): a persistent CTA
 // that waits for a second wave doubles the kernel's time.
-// kShared (GeluGemmKernel::Shared, the forward on single CTAs only): the two consumers share one
-// pair of staging panels, which their epilogues take in tile order (stage_free: tile i's epilogue
-// starts once tile i-1's stores have read the panels; the pingpong runs them one after the other
-// anyway), and the 32 KB that frees holds a sixth stage. (gemm_dgelu's aux arrives in a consumer's
-// panels during its main loop, while the other consumer's epilogue still uses its own.)
+// (Tried and removed: one pair of staging panels for both consumers, taken in tile order, with a
+// sixth stage in the 32 KB that frees: 0.557 ms against 0.514 for the forward, bench/RESULTS.md.)
 constexpr int kThreads = 384;
-template <bool kShared>
 struct GeluGemmSmem {
-  static constexpr int kStages = kShared ? 6 : 5;
+  static constexpr int kStages = 5;
   alignas(1024) bf16 a[kStages][kTileM * kTileK];
   alignas(1024) bf16 b[kStages][kTileN * kTileK];
-  // Per consumer (kShared: one for both), two [128][64] panels of an output.
-  alignas(1024) bf16 out[kShared ? 1 : 2][2][kTileM * 64];
+  // Per consumer, two [128][64] panels of an output.
+  alignas(1024) bf16 out[2][2][kTileM * 64];
   uint64_t full[kStages], empty[kStages];
-  uint64_t stage_free;  // kShared: one arrival a tile, in tile order
   uint64_t order[2];  // order[w]: consumer w's main loop of a tile is done (one arrival a warp)
   // gemm_dgelu: the producer loads each tile's aux into its consumer's staging panels (aux_full),
   // once the consumer's last store from them has read them (aux_empty).
@@ -89,19 +84,17 @@ __device__ __forceinline__ void consumer_sync(int w) {  // one consumer warpgrou
   else asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
 
-static_assert(sizeof(GeluGemmSmem<false>) + 1024 <= 232448 && sizeof(GeluGemmSmem<true>) + 1024 <= 232448,
-              "over the 227 KB a block may opt in to on an H100/H200");
+static_assert(sizeof(GeluGemmSmem) + 1024 <= 232448, "over the 227 KB a block may opt in to on an H100/H200");
 
-template <bool kDGelu, bool kPair, bool kShared = false>
+template <bool kDGelu, bool kPair>
 __global__ void __launch_bounds__(kThreads, 1)
     gelu_gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                         const __grid_constant__ CUtensorMap map_out, const __grid_constant__ CUtensorMap map_aux,
                         const bf16* __restrict__ bias, float* __restrict__ part,
                         float alpha, int M, int N, int K) {
   extern __shared__ unsigned char smem_raw[];
-  static_assert(!(kShared && (kDGelu || kPair)), "shared staging: the forward on single CTAs");
-  auto& sm = wg::aligned_smem<GeluGemmSmem<kShared>>(smem_raw);
-  constexpr int kStages = GeluGemmSmem<kShared>::kStages;
+  auto& sm = wg::aligned_smem<GeluGemmSmem>(smem_raw);
+  constexpr int kStages = GeluGemmSmem::kStages;
   const int n_tiles = N / kTileN, n_kb = K / kTileK;
   const int wg_id = wg::warpgroup_index(), lane = int(threadIdx.x) & 31;
   // Work units: tiles, or (kPair) pairs of tiles, a CTA's the unit's tile of its rank.
@@ -119,7 +112,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     tma::mbar_init(&sm.order[0], 4);
     tma::mbar_init(&sm.order[1], 4);
-    tma::mbar_init(&sm.stage_free, 1);
     for (int w = 0; w < 2; ++w) {
       tma::mbar_init(&sm.aux_full[w], 1);
       tma::mbar_init(&sm.aux_empty[w], 1);
@@ -158,7 +150,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int w = wg_id - 1, wl = (int(threadIdx.x) >> 5) & 3, g = lane >> 2, c = lane & 3;
   const bool leader = (threadIdx.x & 127) == 0;
-  bf16* const stage = sm.out[kShared ? 0 : w][0];  // two panels, 16 KB apart
+  bf16* const stage = sm.out[w][0];  // two panels, 16 KB apart
   int i = w;                         // the block's tile counter: this warpgroup takes i = w, w + 2, ...
   auto release = [&](int q) {  // this warp is done with k-block q's stage
     if (lane == 0) {
@@ -224,11 +216,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       consumer_sync(w);
     };
     if constexpr (!kDGelu) {
-      if constexpr (kShared) {  // tile i-1's stores (the other consumer's) have read the panels
-        if (i >= 1) tma::mbar_wait(&sm.stage_free, (i - 1) & 1);
-      } else {
-        reclaim();
-      }
+      reclaim();
       // aux = pre-activation first (the bias added into d), then out = gelu(pre), computed in
       // place while the aux stores read the panels.
 #pragma unroll
@@ -258,12 +246,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
           for (int r = 0; r < 2; ++r) stage_put(hh, j, r, d[hh][j][2 * r], d[hh][j][2 * r + 1]);
       flush(&map_out);
-      if constexpr (kShared) {  // the panels free for tile i+1's epilogue once the stores have read them
-        if (leader) {
-          tma::store_wait_read();
-          tma::mbar_arrive(&sm.stage_free);
-        }
-      }
     } else {
       // aux arrives in the staging panels (rows past M as zeros, where d = 0 too); each thread
       // replaces its own pairs with the gradient, which the stores then take.
@@ -337,7 +319,7 @@ cudaLaunchConfig_t pair_config(int smem, cudaStream_t stream) {
 template <bool kDGelu>
 int max_pairs() {
   static const int n = [] {
-    const int smem = int(sizeof(GeluGemmSmem<false>)) + 1024;
+    const int smem = int(sizeof(GeluGemmSmem)) + 1024;
     const void* fn = reinterpret_cast<const void*>(gelu_gemm_kernel<kDGelu, true>);
     set_smem_once(fn, smem, true);
     const cudaLaunchConfig_t cfg = pair_config(smem, nullptr);
@@ -351,7 +333,7 @@ int max_pairs() {
 // The kernel of one launch: pairs of CTAs where the kernel asks for them and the tiles of a row
 // pair up, else single CTAs. A in boxes of 64 k × 128 rows (× 64 rows for a pair's halves), B's
 // map given (its layout differs between the two GEMMs).
-template <bool kDGelu, bool kPair, bool kShared = false>
+template <bool kDGelu, bool kPair>
 void launch_kernel(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const bf16* bias, float* part,
                    float alpha, int M, int N, int K, cudaStream_t stream) {
   const int64_t tiles = int64_t((M + kTileM - 1) / kTileM) * (N / kTileN);
@@ -360,8 +342,8 @@ void launch_kernel(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux
   // gemm_dgelu's aux input.
   const CUtensorMap map_out = tma::make_bf16_map_3d(out, N, M, 1, N, int64_t(M) * N, 64, kTileM);
   const CUtensorMap map_aux = tma::make_bf16_map_3d(aux, N, M, 1, N, int64_t(M) * N, 64, kTileM);
-  const int smem = int(sizeof(GeluGemmSmem<kShared>)) + 1024;
-  const auto kernel = gelu_gemm_kernel<kDGelu, kPair, kShared>;
+  const int smem = int(sizeof(GeluGemmSmem)) + 1024;
+  const auto kernel = gelu_gemm_kernel<kDGelu, kPair>;
   set_smem_once(reinterpret_cast<const void*>(kernel), smem, true);
   if constexpr (kPair) {
     cudaLaunchConfig_t cfg = pair_config(smem, stream);
@@ -382,9 +364,6 @@ void launch(const bf16* A, const CUtensorMap& map_b, bf16* out, bf16* aux, const
             int M, int N, int K, GeluGemmKernel kernel, cudaStream_t stream) {
   if (kernel == GeluGemmKernel::Pair && (N / kTileN) % 2 == 0)
     return launch_kernel<kDGelu, true>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
-  if constexpr (!kDGelu)  // Shared is the forward's only; gemm_dgelu takes Solo
-    if (kernel == GeluGemmKernel::Shared)
-      return launch_kernel<false, false, true>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
   launch_kernel<kDGelu, false>(A, map_b, out, aux, bias, part, alpha, M, N, K, stream);
 }
 

@@ -48,11 +48,9 @@ constexpr int kPartRows = 4;
 inline int64_t gelu_gemm_scratch_floats(int M, int N) { return int64_t((M + 127) / 128) * kPartRows * N; }
 
 // Which kernel: Solo (each CTA its own tiles; the default), Pair (clusters of two CTAs on tiles
-// side by side, sharing A's loads by TMA multicast, where N is a multiple of 256, else Solo), or
-// Shared (the forward on Solo's tiles with the two consumers' staging panels shared and a sixth
-// stage in the room that frees; gemm_dgelu takes Solo), kept to measure beside Solo (Shared not
-// yet measured).
-enum class GeluGemmKernel { Solo, Pair, Shared };
+// side by side, sharing A's loads by TMA multicast, where N is a multiple of 256, else Solo), kept
+// to measure beside Solo (slower alone, equal in the GPT-2 step: bench/RESULTS.md).
+enum class GeluGemmKernel { Solo, Pair };
 // The clusters of two that run at once, which bound Pair's grid (cudaOccupancyMaxActiveClusters; of
 // the forward's kernel, or with dgelu the gradient's), for benchmarks to report.
 int gelu_gemm_pair_clusters(bool dgelu);

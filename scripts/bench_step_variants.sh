@@ -2,7 +2,7 @@
 # The GPT-2 step (gpt_step_bench 64 30 5, B = 64) under each of the given options, alternated
 # twice, to set variants of the step side by side in one call (same GPU, same clocks and power
 # regime). Options as gpt_step_bench takes them: heuristic (the model's defaults), tuned,
-# cublas_gelu, gelu_gemm_bwd, norm_residual, graph, gelu_pair, gelu_shared, dq_acc_workspace,
+# cublas_gelu, gelu_gemm_bwd, norm_residual, graph, gelu_pair, dq_acc_workspace,
 # norm_group. Logs in $OUT (else $BUILD_DIR/logs).
 #   usage: scripts/bench_step_variants.sh [option]...   (default: heuristic norm_residual)
 set -uo pipefail

@@ -86,8 +86,8 @@ class CudaGpt {
   // both (the default: the GPT-2 step 1.5% faster on an H200 than with cuBLASLt's; bench/RESULTS.md).
   enum class GeluGemm { None, Backward, All };
   void set_gelu_gemm(GeluGemm which) { gelu_gemm_ = which; }
-  // Which of kernels/gelu_gemm.cuh's kernels those use (kernels::GeluGemmKernel: Solo, the default;
-  // Pair; Shared), to set them side by side.
+  // Which of kernels/gelu_gemm.cuh's kernels those use (kernels::GeluGemmKernel: Solo, the default,
+  // or Pair), to set them side by side.
   void set_gelu_gemm_kernel(kernels::GeluGemmKernel kernel) { gelu_gemm_kernel_ = kernel; }
   // With norms: the residual adds in the branches' last GEMMs (res_mid = res_in + att·W_oᵀ + b as
   // the GEMM's C, and the MLP's alike into the next block's res_in), each norm then reading the

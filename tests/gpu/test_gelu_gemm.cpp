@@ -3,10 +3,9 @@
 // its column sums (the fc bias gradient, accumulated onto a random start). Shapes with M not a
 // multiple of the 128-row tile (the last tile's rows past M are zero-filled and not stored), one
 // and several tiles along N, K from one 64-deep k-block (fewer than the stages) to twelve, and
-// more tiles than two per SM (so that Shared's consumers hand their shared staging panels back and
-// forth across many tiles). Every kernel: Solo, Pair (clusters of two CTAs sharing A's loads, where
-// N is a multiple of 256; Solo otherwise) and Shared (the forward with one pair of staging panels
-// for both consumers and six stages; the gradient as Solo).
+// more tiles than two per SM (the consumers' staging panels and the ring's phases reused across
+// many tiles). Both kernels: Solo and Pair (clusters of two CTAs sharing A's loads, where N is a
+// multiple of 256; Solo otherwise).
 // Tolerances (gpu_testing.hpp): kTolBf16 for the bf16 outputs; the bias gradient too (fp32 sums
 // of fp32 values, against the reference's sums of the same products in float64).
 #include <catch2/catch.hpp>
@@ -37,8 +36,7 @@ TEST_CASE("gelu GEMMs: bias + GELU with the pre-activation, and the GELU gradien
                             Shape{33869, 128, 192, 1.f, true},
                             // 265 pairs of tiles for clusters of two (Pair), 530 tiles for Solo
                             Shape{33869, 256, 128, 0.75f, true});
-  const auto kernel =
-      GENERATE(kernels::GeluGemmKernel::Solo, kernels::GeluGemmKernel::Pair, kernels::GeluGemmKernel::Shared);
+  const auto kernel = GENERATE(kernels::GeluGemmKernel::Solo, kernels::GeluGemmKernel::Pair);
   const uint64_t seed = 4400 + uint64_t(sh.M * 7 + sh.N * 3 + sh.K);
   CAPTURE(sh.M, sh.N, sh.K, sh.alpha, sh.bias, int(kernel), seed);
   REQUIRE(kernels::gelu_gemm_supported(sh.M, sh.N, sh.K));  // the GPU machines are Hopper
