@@ -20,7 +20,7 @@
 //                  block's pre-pass, instead of in the next block's MLP activations
 //                  (CudaGpt::set_dq_acc_in_fc(false))
 //   norm_group     the norms' backward by the group kernel instead of a warp a row
-//                  (kernels::NormBwdKernel::Best)
+//                  (kernels::NormBwdKernel::Group)
 // FLOPs per token: 6·n_params + 12·n_layer·d_model·T (the PaLM / llm.c count, as
 // bench/torch_gpt2.py); MFU against kPeakTflops, the H100 SXM's dense bf16 peak.
 // scripts/bench_gpt2.sh runs it beside the PyTorch baseline.
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   if (option == "norm_residual") bench.model().set_residual_in_gemm(false);
   if (option == "gelu_pair") bench.model().set_gelu_gemm_kernel(kernels::GeluGemmKernel::Pair);
   if (option == "dq_acc_workspace") bench.model().set_dq_acc_in_fc(false);
-  if (option == "norm_group") bench.model().set_norm_bwd_kernel(kernels::NormBwdKernel::Best);
+  if (option == "norm_group") bench.model().set_norm_bwd_kernel(kernels::NormBwdKernel::Group);
   std::printf("gpt_step_bench: GPT-2 124M, variant %s (%lld params), B=%d T=%d, arena %.2f GiB\n", variant.c_str(),
               (long long)table.n_params(), B, T, double(bench.model().arena_bytes()) / (1 << 30));
   double loss = 0.0;

@@ -77,8 +77,8 @@ void bench_norm_bwd(cuda::Stream& stream) {
     const bool ln = k.kind == kernels::NormKind::LayerNorm;
     // In place (dinp = dout) for QK-norm, as the step calls it.
     bf16* dy = k.param ? dout.data() : dinp.data();
-    // The warp-ring kernel beside the default where it takes the rows (kernels::NormBwdKernel).
-    for (const auto which : {kernels::NormBwdKernel::Best, kernels::NormBwdKernel::WarpRing}) {
+    // The group kernel beside the default warp ring where that takes the rows (kernels::NormBwdKernel).
+    for (const auto which : {kernels::NormBwdKernel::Group, kernels::NormBwdKernel::WarpRing}) {
       if (which == kernels::NormBwdKernel::WarpRing && k.C < 256) continue;
       const float ms = bench::median_ms(stream, [&] {
         kernels::norm_bwd(dinp.data(), k.accumulate, k.param ? dgain.data() : nullptr,
@@ -89,7 +89,7 @@ void bench_norm_bwd(cuda::Stream& stream) {
       const double bytes =
           double(n) * sizeof(bf16) * (k.accumulate ? 4 : 3) + double(k.N) * sizeof(float) * (ln ? 2 : 1);
       std::printf("norm_bwd %-40s %-9s N=%d C=%d %8.3f ms %7.1f GB/s\n", k.name,
-                  which == kernels::NormBwdKernel::Best ? "group" : "warp_ring", k.N, k.C, ms,
+                  which == kernels::NormBwdKernel::Group ? "group" : "warp_ring", k.N, k.C, ms,
                   bytes / (ms * 1e-3) / 1e9);
     }
   }

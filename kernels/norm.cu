@@ -2,7 +2,7 @@
 // shapes: norm.cuh). A warp owns a row: the row's sums are warp shuffles, no shared memory, and
 // each lane strides the row by 32 elements (coalesced), or by 32 groups of 8 with 16-byte accesses
 // when the rows allow it. The backward of rows of 256 to 768 columns takes norm_bwd_warp_ring_kernel
-// by default (a warp a row, NormBwdKernel::WarpRing); NormBwdKernel::Best, and rows of 768 to 1024
+// by default (a warp a row, NormBwdKernel::WarpRing); NormBwdKernel::Group, and rows of 776 to 1024
 // columns, give a row to a group of warps instead (norm_bwd_ring_kernel). Statistics and math are
 // fp32.
 #include <algorithm>

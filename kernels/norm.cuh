@@ -25,10 +25,11 @@
 // Grid: one warp per row, 4 warps per block (forward); backward: as many blocks as the GPU runs
 // at once (at most kNormBwdBlocks), striding over the rows, then a reduction of the per-block
 // partials with blocks of 8×32 threads per 8 columns. With 16-byte rows: for 256 <= C <= 1024
-// (the model's norms) ceil(C/256) warps own a row (NormBwdKernel::Best; WarpRing, the default,
+// (the model's norms) ceil(C/256) warps own a row (NormBwdKernel::Group; WarpRing, the default,
 // gives one warp a row for C <= 768), each thread 8 columns and their parameter sums over all its
-// rows, with the next rows streamed into a shared-memory ring (blocks of 384 threads); for C < 256 (QK-norm's heads) a warp owns a row in registers, each lane its columns'
-// sums. Otherwise rows are re-read and every warp keeps the sums in shared memory.
+// rows, with the next rows streamed into a shared-memory ring (blocks of 384 threads); for
+// C < 256 (QK-norm's heads) a warp owns a row in registers, each lane its columns' sums.
+// Otherwise rows are re-read and every warp keeps the sums in shared memory.
 #pragma once
 #include "kernels/types.cuh"
 
@@ -46,9 +47,9 @@ inline int64_t norm_bwd_scratch_floats(int C) { return int64_t(kNormBwdBlocks) *
 // Which backward for 16-byte rows of 256 to 768 columns: WarpRing, the default, a warp a row with
 // its next row in a shared-memory ring (half the group kernel's instructions a row by count; 16%
 // faster than it at GPT-2's N = 65536, C = 768 on an H200, the step 1.2 ms faster,
-// bench/RESULTS.md); Best, the group kernel above, kept to measure beside it. Other shapes take
+// bench/RESULTS.md); Group, the group kernel above, kept to measure beside it. Other shapes take
 // the same kernel either way.
-enum class NormBwdKernel { Best, WarpRing };
+enum class NormBwdKernel { Group, WarpRing };
 
 void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* dsum, float* scratch,
               const bf16* dout, const bf16* inp, const bf16* gain, const float* mean,

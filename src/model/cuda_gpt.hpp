@@ -104,7 +104,7 @@ class CudaGpt {
   // F < 2C.
   void set_dq_acc_in_fc(bool on);
   // Which kernel the LayerNorm / RMSNorm backward of the blocks and the final norm uses
-  // (kernels::NormBwdKernel: WarpRing, the default, or Best, to measure beside it).
+  // (kernels::NormBwdKernel: WarpRing, the default, or Group, to measure beside it).
   void set_norm_bwd_kernel(kernels::NormBwdKernel which) { norm_bwd_kernel_ = which; }
 
  private:
