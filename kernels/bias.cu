@@ -125,8 +125,7 @@ void bias_bwd(float* dbias, float* scratch, const bf16* dout, int N, int OC, cud
     bias_partial_kernel<<<grid, dim3(32, 8), 0, stream>>>(scratch, dout, N, OC);
   }
   CUDA_CHECK_LAUNCH();
-  bias_reduce_kernel<<<unsigned((OC + 31) / 32), dim3(32, kReduceRows), 0, stream>>>(dbias, scratch, n_chunk, OC);
-  CUDA_CHECK_LAUNCH();
+  bias_accumulate(dbias, scratch, OC, stream, n_chunk);
 }
 
 }  // namespace pg::kernels

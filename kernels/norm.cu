@@ -45,6 +45,16 @@ __device__ __forceinline__ void store_w(bf16* p, const float (&v)[W]) {
     *p = from_f32<bf16>(v[0]);
   }
 }
+// store_w<8> that also adds the values as stored (rounded to bf16) into sum: a column sum of
+// the gradient as written.
+__device__ __forceinline__ void store8_summed(bf16* p, const float (&v)[8], float (&sum)[8]) {
+  const uint4 packed = pack8(v);
+  *reinterpret_cast<uint4*>(p) = packed;
+  float r[8];
+  unpack8(packed, r);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) sum[j] += r[j];
+}
 
 // W = elements per lane access: 8 when C % 8 == 0 and every row is 16-byte aligned (a warp then
 // reads 512 contiguous bytes at a time), else 1. Lane l owns columns {l·W + 32·W·i + j}.
@@ -453,14 +463,8 @@ __global__ void __launch_bounds__(kRingThreads, 2)
         ab[j] += vdy[j];
       }
     }
-    const uint4 packed = pack8(vd);
-    *reinterpret_cast<uint4*>(dinp + row * C + c) = packed;
-    if constexpr (PARAM) {  // the sum of dinp as stored
-      float vr[8];
-      unpack8(packed, vr);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) as[j] += vr[j];
-    }
+    if constexpr (PARAM) store8_summed(dinp + row * C + c, vd, as);  // dsum: of dinp as stored
+    else store_w<8>(dinp + row * C + c, vd);
   }
   if constexpr (PARAM) {
     tiles::cp_async_wait<0>();  // only empty groups are left, but the ring's memory is reused
@@ -491,6 +495,7 @@ __global__ void __launch_bounds__(kRingThreads, 2)
 // The gain is read from shared memory (fp32). Parameter sums: per lane over its rows, then added
 // over the block's warps in warp order into its partial: deterministic.
 constexpr int kWarpRingWarps = 8, kWarpRingStages = 2;
+constexpr int kWarpRingMaxIters = 3;  // C <= 768: at 4 the lane's 96 parameter sums spill
 template <int ITERS>
 struct WarpRingStage {  // one warp's stage: [tensor][i][lane] chunks (conflict-free), then stats
   uint4 x[ITERS][32], dy[ITERS][32], dd[ITERS][32];
@@ -586,14 +591,8 @@ __global__ void __launch_bounds__(kWarpRingWarps * 32, 2)
           ps.b[i][j] += dy[j];
         }
       }
-      const uint4 packed = pack8(vd);
-      *reinterpret_cast<uint4*>(dinp + row * C + c) = packed;
-      if constexpr (PARAM) {  // the sum of dinp as stored
-        float vr[8];
-        unpack8(packed, vr);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) ps.s[i][j] += vr[j];
-      }
+      if constexpr (PARAM) store8_summed(dinp + row * C + c, vd, ps.s[i]);  // dsum: of dinp as stored
+      else store_w<8>(dinp + row * C + c, vd);
     }
   }
   if constexpr (PARAM) {
@@ -656,8 +655,9 @@ BwdKernel ring_kernel(int nwg, bool param) {
   }
 }
 
-// The warp-ring backward for C <= 256·ITERS (ITERS <= 3: at 4 its 96 parameter sums spill), with
-// or without the parameter sums, and its shared memory.
+// The warp-ring backward for C <= 256·ITERS (ITERS <= kWarpRingMaxIters), with or without the
+// parameter sums, and its shared memory.
+static_assert(kWarpRingMaxIters == 3, "warp_ring_kernel and warp_ring_smem_of have a case for each ITERS");
 BwdKernel warp_ring_kernel(int iters, bool param) {
   switch (iters) {
     case 1: return param ? norm_bwd_warp_ring_kernel<1, true> : norm_bwd_warp_ring_kernel<1, false>;
@@ -715,7 +715,7 @@ void norm_bwd(bf16* dinp, bool accumulate, float* dgain, float* dbias, float* ds
   PG_CHECK(!((dbias || dsum) && !want_param), "norm_bwd: dbias or dsum without dgain");
   int n_block = kNormBwdBlocks;
   const bool aligned = rows_aligned16(C, {dinp, dout, inp, gain});
-  if (which == NormBwdKernel::WarpRing && aligned && C >= 256 && C <= 768) {
+  if (which == NormBwdKernel::WarpRing && aligned && C >= 256 && C <= 256 * kWarpRingMaxIters) {
     const int iters = (C + 255) / 256;
     const BwdKernel kernel = warp_ring_kernel(iters, want_param);
     const void* fn = reinterpret_cast<const void*>(kernel);
