@@ -1,5 +1,5 @@
-// Timing of GPU work in the bench programs: the median of 20 runs after 3 warm-ups, CUDA events
-// on the stream the work is enqueued on.
+// Timing of GPU work in the bench programs: the median of `reps` runs (default 20) after `warmup`
+// untimed ones (default 3), CUDA events on the stream the work is enqueued on.
 #pragma once
 #include <algorithm>
 #include <functional>
@@ -9,11 +9,11 @@
 
 namespace pg::bench {
 
-inline float median_ms(cuda::Stream& stream, const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
+inline float median_ms(cuda::Stream& stream, const std::function<void()>& fn, int reps = 20, int warmup = 3) {
+  for (int i = 0; i < warmup; ++i) fn();
   std::vector<float> ms;
   cuda::Event start, stop;
-  for (int i = 0; i < 20; ++i) {
+  for (int i = 0; i < reps; ++i) {
     start.record(stream.get());
     fn();
     stop.record(stream.get());

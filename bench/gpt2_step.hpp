@@ -13,6 +13,7 @@
 
 #include "backend/cuda/check.hpp"
 #include "backend/cuda/device.hpp"
+#include "bench/bench_timing.hpp"
 #include "config/config.hpp"
 #include "core/rng.hpp"
 #include "kernels/adamw.cuh"
@@ -55,18 +56,13 @@ class Gpt2Step {
   // The median step time in ms over `steps` steps after `warmup` (CUDA events around each step);
   // *loss (if given) receives the last step's loss.
   float median_ms(int steps, int warmup, double* loss = nullptr) {
-    std::vector<float> ms;
-    for (int step = 0; step < warmup + steps; ++step) {
-      cuda::Event start, stop;
-      start.record(stream_.get());
-      const double l = enqueue_step();
-      stop.record(stream_.get());
-      stop.synchronize();
-      if (loss) *loss = l;
-      if (step >= warmup) ms.push_back(stop.elapsed_ms_since(start));
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
+    return bench::median_ms(
+        stream_,
+        [&] {
+          const double l = enqueue_step();
+          if (loss) *loss = l;
+        },
+        steps, warmup);
   }
 
   // The same, each step replayed from a CUDA graph of one step captured after the `warmup`
@@ -82,21 +78,12 @@ class Gpt2Step {
     enqueue_step();
     CUDA_CHECK(cudaStreamEndCapture(stream_.get(), &graph));
     CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    std::vector<float> ms;
-    for (int step = 0; step < steps; ++step) {
-      cuda::Event start, stop;
-      start.record(stream_.get());
-      CUDA_CHECK(cudaGraphLaunch(exec, stream_.get()));
-      stop.record(stream_.get());
-      stop.synchronize();
-      ms.push_back(stop.elapsed_ms_since(start));
-    }
+    const float ms = bench::median_ms(stream_, [&] { CUDA_CHECK(cudaGraphLaunch(exec, stream_.get())); }, steps, 0);
     if (loss) *loss = model_->loss();
     CUDA_CHECK(cudaGraphExecDestroy(exec));
     CUDA_CHECK(cudaGraphDestroy(graph));
     model_->set_loss_readback(true);
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
+    return ms;
   }
 
   const ParamTable& table() const { return table_; }
