@@ -45,19 +45,24 @@ Vec columns(const Vec& x, size_t rows, size_t stride, size_t off, size_t C) {
   return y;
 }
 
+// q, k, v ([rows][C] each) as the fused layout's rows of 3C: q | k | v.
+Vec fuse_qkv(const Vec& q, const Vec& k, const Vec& v, size_t rows, size_t C) {
+  Vec qkv(rows * 3 * C);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t part = 0; part < 3; ++part) {
+      const Vec& src = part == 0 ? q : part == 1 ? k : v;
+      std::copy_n(src.begin() + ptrdiff_t(r * C), C, qkv.begin() + ptrdiff_t(r * 3 * C + part * C));
+    }
+  return qkv;
+}
+
 // Forward and backward on the GPU. Host tensors are contiguous [B,T,NH,hs].
 Result run_gpu(const Case& cs, const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
                kernels::AttentionBwdKernel kernel = kernels::AttentionBwdKernel::Best,
                kernels::AttentionFwdKernel fwd = kernels::AttentionFwdKernel::Best) {
   const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T;
   const size_t stride = cs.fused ? 3 * C : C;
-  Vec qkv(rows * 3 * C);  // used when fused
-  for (size_t r = 0; r < rows; ++r)
-    for (size_t part = 0; part < 3; ++part) {
-      const Vec& src = part == 0 ? q : part == 1 ? k : v;
-      std::copy_n(src.begin() + ptrdiff_t(r * C), C, qkv.begin() + ptrdiff_t(r * 3 * C + part * C));
-    }
-  cuda::DeviceBuffer<bf16> d_q = upload_bf16(cs.fused ? qkv : q), d_k, d_v;
+  cuda::DeviceBuffer<bf16> d_q = upload_bf16(cs.fused ? fuse_qkv(q, k, v, rows, C) : q), d_k, d_v;
   cuda::DeviceBuffer<bf16> d_dq(rows * stride), d_dk, d_dv;
   if (!cs.fused) {
     d_k = upload_bf16(k);
@@ -263,12 +268,7 @@ TEST_CASE("flash attention backward: dq accumulated in the caller's zeroed buffe
   const int64_t n = int64_t(q.size());
 
   const size_t C = size_t(cs.NH) * cs.hs, rows = size_t(cs.B) * cs.T, stride = cs.fused ? 3 * C : C;
-  Vec qkv(rows * 3 * C);
-  for (size_t r = 0; r < rows; ++r)
-    for (size_t part = 0; part < 3; ++part)
-      std::copy_n((part == 0 ? q : part == 1 ? k : v).begin() + ptrdiff_t(r * C), C,
-                  qkv.begin() + ptrdiff_t(r * 3 * C + part * C));
-  auto d_qkv = upload_bf16(cs.fused ? qkv : q);
+  auto d_qkv = upload_bf16(cs.fused ? fuse_qkv(q, k, v, rows, C) : q);
   auto d_k = upload_bf16(k), d_v = upload_bf16(v), d_dout = upload_bf16(dout);
   const bf16* pq = d_qkv.data();
   const bf16 *pk = cs.fused ? pq + C : d_k.data(), *pv = cs.fused ? pq + 2 * C : d_v.data();
